@@ -1,0 +1,346 @@
+"""Typed experiment configuration: YAML files as diffs on a base, validated before anything is built.
+
+An experiment YAML may name a ``base:`` (a path relative to itself, or a list of them); the
+file is deep-merged over its base, then command-line overrides ``key.path=value`` (values
+parsed as YAML) are applied, then the result is converted into :class:`ExperimentConfig`.
+Every unknown key, wrong type, out-of-range value or unknown component name raises one
+:class:`ConfigError` that names the key path and what was allowed.
+
+The resolved config is plain data (``to_dict``), hashed stably (``config_hash``) and
+stored with every run and checkpoint; ``from_dict`` rebuilds it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration is invalid; the message names the key path."""
+
+
+def _component(family: str, default: str, help: str = "") -> Any:
+    return field(default=default, metadata={"registry": family, "help": help})
+
+
+# --------------------------------------------------------------------------- schema
+
+
+@dataclass
+class EncoderConfig:
+    """One visual encoder.
+
+    ``pretrained``: ``imagenet`` / ``kinetics400`` (the torchvision weights the encoder
+    knows), ``none`` (random init), or a path to a local checkpoint file.
+    """
+
+    name: str
+    pretrained: str = "none"
+
+
+@dataclass
+class SpatialEncoderConfig(EncoderConfig):
+    name: str = _component("spatial", "iv3")
+
+
+@dataclass
+class TemporalEncoderConfig(EncoderConfig):
+    name: str = _component("temporal", "i3d")
+
+
+@dataclass
+class TextConfig:
+    """Text encoder: word embeddings (learned or GloVe) and one GRU per visual encoder."""
+
+    name: str = _component("text", "gru")
+    embedding: Literal["learned", "glove"] = "learned"
+    glove_path: str | None = None
+    vocab_size: int = 10000
+    embed_dim: int = 300
+    hidden: int = 512
+    max_words: int = 20
+
+
+@dataclass
+class CMAMConfig:
+    """Cross-Modal Adaptive Modulation after the listed encoder stages (1..5); [] = none."""
+
+    stages: list[int] = field(default_factory=list)
+    channels: int = 256
+
+
+@dataclass
+class DecoderConfig:
+    """Decoder of Eq. 9: per-stage projection, fusion, top-down sum, mask head."""
+
+    channels: int = 256
+    refine: bool = True
+    deep_supervision: bool = True
+
+
+@dataclass
+class ModelConfig:
+    mode: Literal["spatial", "temporal", "both"] = "both"
+    spatial: SpatialEncoderConfig = field(default_factory=SpatialEncoderConfig)
+    temporal: TemporalEncoderConfig = field(default_factory=TemporalEncoderConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    cmam: CMAMConfig = field(default_factory=CMAMConfig)
+    fusion: str = _component("fusion", "lgfs")
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+
+
+@dataclass
+class DataConfig:
+    """Clip geometry (the dataset fields are filled in by the data layer)."""
+
+    frames: int = 8
+    size: int = 320
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "experiment"
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+
+# Extra checks beyond types: key path -> (predicate, what was expected).
+_CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
+    "model.cmam.stages": (
+        lambda v: all(1 <= s <= 5 for s in v) and len(set(v)) == len(v),
+        "distinct stage numbers in 1..5",
+    ),
+    "model.cmam.channels": (lambda v: v > 0, "a positive integer"),
+    "model.decoder.channels": (lambda v: v > 0, "a positive integer"),
+    "model.text.max_words": (lambda v: v > 0, "a positive integer"),
+    "model.text.vocab_size": (lambda v: v > 1, "an integer > 1"),
+    "model.text.hidden": (lambda v: v > 0, "a positive integer"),
+    "model.text.embed_dim": (lambda v: v > 0, "a positive integer"),
+    "data.frames": (lambda v: v >= 1, "an integer >= 1"),
+    "data.size": (lambda v: v >= 32, "an integer >= 32"),
+}
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        return f"a list of {_type_name(inner)}"
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path or '<root>'}: expected a mapping, got {value!r}")
+        return _from_mapping(tp, value, path)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{path}: {value!r} is not allowed; expected one of {', '.join(map(repr, allowed))}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arg in typing.get_args(tp):
+            try:
+                return _convert(value, arg, path)
+            except ConfigError as e:
+                errors.append(e)
+        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+        return [_convert(v, inner, f"{path}[{i}]") for i, v in enumerate(value)]
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(f"{path}: expected null, got {value!r}")
+        return None
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        return dict(value)
+    raise TypeError(f"unsupported config type {tp!r} at {path}")  # a bug in the schema
+
+
+def _from_mapping(cls: type, data: dict, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            path = f"{prefix}.{key}" if prefix else str(key)
+            import difflib
+
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{path}: unknown key; allowed keys here: {', '.join(fields)}.{hint}")
+    kwargs = {}
+    for name, f in fields.items():
+        path = f"{prefix}.{name}" if prefix else name
+        if name in data:
+            value = _convert(data[name], hints[name], path)
+        elif f.default is not dataclasses.MISSING:
+            value = copy.deepcopy(f.default)
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            value = f.default_factory()  # type: ignore[misc]
+        else:
+            raise ConfigError(f"{path}: required key is missing")
+        family = f.metadata.get("registry")
+        if family is not None:
+            from lvas.registry import all_families
+
+            reg = all_families()[family]
+            if value not in reg:
+                raise ConfigError(f"{path}: {reg.unknown_message(value)}")
+        check = _CHECKS.get(path)
+        if check is not None and not check[0](value):
+            raise ConfigError(f"{path}: {value!r} is not valid; expected {check[1]}")
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def from_dict(data: dict, cls: type = ExperimentConfig) -> Any:
+    """Validate plain data and return the typed config."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"<root>: expected a mapping, got {type(data).__name__}")
+    return _from_mapping(cls, data, "")
+
+
+def to_dict(cfg: Any) -> dict:
+    """Plain nested dict (the form saved in runs and checkpoints)."""
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def config_hash(cfg: Any, length: int = 12) -> str:
+    """Stable short hash of the resolved config (independent of key order and YAML layout)."""
+    blob = json.dumps(to_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+# --------------------------------------------------------------------------- YAML + overrides
+
+
+def deep_merge(base: dict, diff: dict) -> dict:
+    """``diff`` over ``base``; mappings merge recursively, everything else replaces."""
+    out = copy.deepcopy(base)
+    for k, v in diff.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def read_yaml(path: str | Path) -> dict:
+    """A YAML mapping from ``path``; a missing or malformed file raises ConfigError naming it."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a YAML mapping at the top level")
+    return data
+
+
+def load_raw(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """The file merged over its ``base:`` chain, as plain data (not yet validated)."""
+    p = Path(path).resolve()
+    if p in _seen:
+        raise ConfigError(f"{p}: circular base: {' -> '.join(map(str, _seen + (p,)))}")
+    data = read_yaml(p)
+    bases = data.pop("base", None)
+    if bases is None:
+        return data
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{p}: base: expected a path or a list of paths")
+    merged: dict = {}
+    for b in bases:
+        merged = deep_merge(merged, load_raw(p.parent / b, _seen + (p,)))
+    return deep_merge(merged, data)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"a.b.c=value"`` -> (["a","b","c"], parsed YAML value)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key.path=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r}: empty key path")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {text!r}: value is not valid YAML: {e}") from None
+    return key.split("."), value
+
+
+def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
+    out = copy.deepcopy(data)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = out
+        for i, part in enumerate(parts[:-1]):
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            elif not isinstance(nxt, dict):
+                raise ConfigError(f"{'.'.join(parts[: i + 1])}: is not a mapping; cannot set {'.'.join(parts)}")
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Experiment YAML (+ its bases) + overrides -> validated :class:`ExperimentConfig`."""
+    data = apply_overrides(load_raw(path), overrides)
+    return from_dict(data)

@@ -1,0 +1,120 @@
+"""Counting the cost of a model: GMACs (papers' "GFLOPs"), 2-per-MAC GFLOPs, parameters.
+
+Counted with ``torch.utils.flop_counter.FlopCounterMode`` on the ``meta`` device (no memory,
+no arithmetic, under a second for the paper model). FlopCounterMode counts 2 FLOPs per
+multiply-add and ignores element-wise ops; papers (and fvcore/thop/torchvision) count one
+multiply-add as one "FLOP", i.e. MACs. We report both, named.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+PARTS = ("spatial encoder", "temporal encoder", "text", "CMAM", "fusion + decoder")
+
+
+@dataclass
+class FlopReport:
+    """Cost of one forward pass on one clip."""
+
+    frames: int
+    size: int
+    macs: int
+    params: int
+    parts: dict[str, int] = field(default_factory=dict)  # part -> MACs
+    part_params: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def gmacs(self) -> float:
+        return self.macs / 1e9
+
+    @property
+    def gflops(self) -> float:
+        return 2 * self.macs / 1e9
+
+    def spatial_part(self) -> int:
+        """MACs of the spatial side alone: spatial encoder + its CMAMs + its GRU."""
+        return self.parts.get("spatial encoder", 0) + self.parts.get("CMAM spatial", 0) + self.parts.get(
+            "text spatial", 0)
+
+
+def count_macs(module: nn.Module, *inputs: torch.Tensor) -> int:
+    """Multiply-adds of ``module(*inputs)`` (FlopCounterMode's count / 2)."""
+    with FlopCounterMode(display=False) as fc:
+        module(*inputs)
+    return fc.get_total_flops() // 2
+
+
+def _sum(counts: dict, key: str) -> int:
+    return sum(counts.get(key, {}).values())
+
+
+def measure_model(model: nn.Module, frames: int = 8, size: int = 320, words: int = 20) -> FlopReport:
+    """Count a CSTM model's MACs per part for one clip of ``frames`` x ``size`` x ``size``.
+
+    The model may live on the ``meta`` device (recommended: see :func:`measure_config`).
+    """
+    device = next(model.parameters()).device
+    clip = torch.zeros(1, 3, frames, size, size, device=device)
+    tokens = torch.ones(1, words, dtype=torch.long, device=device)
+    mask = torch.ones(1, words, dtype=torch.bool, device=device)
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False, depth=None) as fc:
+        model(clip, tokens, mask)
+    counts = fc.get_flop_counts()
+    root = type(model).__name__
+    parts: dict[str, int] = {}
+    cmam_total = 0
+    for branch in ("spatial", "temporal"):
+        cmam = sum(sum(v.values()) for k, v in counts.items() if k.startswith(f"{root}.cmam.{branch}."))
+        cmam_total += cmam
+        parts[f"{branch} encoder"] = (_sum(counts, f"{root}.{branch}") - cmam) // 2
+        parts[f"CMAM {branch}"] = cmam // 2
+        parts[f"text {branch}"] = _sum(counts, f"{root}.text.grus.{branch}") // 2
+    parts["text"] = _sum(counts, f"{root}.text") // 2
+    parts["CMAM"] = cmam_total // 2
+    parts["fusion + decoder"] = _sum(counts, f"{root}.decoder") // 2
+    total = fc.get_total_flops() // 2
+    part_params = {
+        "spatial encoder": _params(getattr(model, "spatial", None)),
+        "temporal encoder": _params(getattr(model, "temporal", None)),
+        "text": _params(getattr(model, "text", None)),
+        "CMAM": _params(getattr(model, "cmam", None)),
+        "fusion + decoder": _params(getattr(model, "decoder", None)),
+    }
+    return FlopReport(frames, size, total, _params(model), parts, part_params)
+
+
+def _params(m: nn.Module | None) -> int:
+    return 0 if m is None else sum(p.numel() for p in m.parameters())
+
+
+def measure_config(cfg, frames: int | None = None, size: int | None = None) -> FlopReport:
+    """Build the config's model on the meta device (no weights) and count it."""
+    from lvas.models import build_model
+
+    frames = frames or cfg.data.frames
+    size = size or cfg.data.size
+    with torch.device("meta"):
+        model = build_model(cfg, load_weights=False)
+    return measure_model(model, frames, size)
+
+
+def format_report(name: str, r: FlopReport) -> str:
+    """The text ``lvas flops`` prints."""
+    lines = [
+        f"{name}: one clip of {r.frames}x{r.size}x{r.size}",
+        f"  {'part':<22}{'GMACs':>10}{'GFLOPs(2/MAC)':>15}{'params (M)':>12}",
+    ]
+    for part in PARTS:
+        m = r.parts.get(part, 0)
+        lines.append(f"  {part:<22}{m / 1e9:>10.2f}{2 * m / 1e9:>15.2f}{r.part_params.get(part, 0) / 1e6:>12.2f}")
+    lines.append(f"  {'total':<22}{r.gmacs:>10.2f}{r.gflops:>15.2f}{r.params / 1e6:>12.2f}")
+    sp = r.spatial_part()
+    lines.append(f"  spatial part alone (encoder + its CMAMs + its GRU): {sp / 1e9:.2f} GMACs")
+    lines.append("  (GMACs: one multiply-add = 1, the convention of papers' \"GFLOPs\"; GFLOPs(2/MAC) = 2 x GMACs)")
+    return "\n".join(lines)

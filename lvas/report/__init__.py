@@ -1,0 +1,1 @@
+"""Report generation: published numbers, table writers, figures."""
