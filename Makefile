@@ -25,7 +25,7 @@ flops: $(STAMP)
 	$(BIN)/lvas flops --table
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_model.py
+	$(BIN)/lvas bench model experiments/cstm_paper.yaml
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -37,6 +37,22 @@ def cmd_flops(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from lvas.config import load_config
+
+    cfg = load_config(args.experiment, args.overrides)
+    if args.what == "model":
+        from lvas.bench import bench_model
+
+        result = bench_model(cfg, args.frames, args.size, args.batch, args.repeats, args.device)
+    else:  # pragma: no cover - argparse restricts the choices
+        raise ValueError(args.what)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lvas", description="Ablations of CSTM (language-queried video actor segmentation)")
     sub = p.add_subparsers(dest="command", required=True)
@@ -53,6 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="reports", help="output folder for --table")
     s.add_argument("--experiments", default="experiments", help="experiment folder for --table")
     s.set_defaults(func=cmd_flops)
+
+    s = sub.add_parser("bench", help="time and memory benchmarks (figures for notes, not tests)")
+    s.add_argument("what", choices=["model"], help="model: forward and forward+backward of one batch")
+    s.add_argument("experiment", help="experiment YAML")
+    s.add_argument("overrides", nargs="*", help="key.path=value overrides")
+    s.add_argument("--frames", type=int, default=None)
+    s.add_argument("--size", type=int, default=None)
+    s.add_argument("--batch", type=int, default=1)
+    s.add_argument("--repeats", type=int, default=3)
+    s.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    s.set_defaults(func=cmd_bench)
     return p
 
 

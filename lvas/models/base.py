@@ -38,6 +38,7 @@ class StagedEncoder(nn.Module):
     is_3d: bool = False
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    min_input: int = 32  # smallest frame side the stages accept
 
     def __init__(self) -> None:
         super().__init__()
@@ -83,6 +84,8 @@ class StagedEncoder(nn.Module):
             (B, C_i, ceil(T/t_i), ceil(H/2^i), ceil(W/2^i)) for 3D.
         """
         size = (x.shape[-2], x.shape[-1])
+        if min(size) < self.min_input:
+            raise ValueError(f"{type(self).__name__} needs frames of at least {self.min_input} px, got {size}")
         x = self.normalize(x)
         feats = []
         for i, stage in enumerate(self.stages, start=1):

@@ -68,6 +68,7 @@ class InceptionV3Encoder(StagedEncoder):
     """
 
     mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # Google's weights expect [-1, 1]
+    min_input = 75
 
     def __init__(self, pretrained: str = "none") -> None:
         super().__init__()

@@ -1,0 +1,70 @@
+"""Benchmarks (``lvas bench ...``): wall time and peak memory, reported, never asserted in tests."""
+
+from __future__ import annotations
+
+import platform
+import resource
+import time
+
+import torch
+
+
+def _peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
+
+
+def bench_model(cfg, frames: int | None = None, size: int | None = None, batch: int = 1, repeats: int = 3,
+                device: str | None = None) -> dict:
+    """Forward (inference) and forward+backward (training) seconds for one batch of clips.
+
+    Peak memory is the process's peak RSS on CPU (includes the model and PyTorch itself; the
+    value after building the model is reported too) and ``max_memory_allocated`` on CUDA.
+    """
+    from lvas.models import build_model
+
+    frames = frames or cfg.data.frames
+    size = size or cfg.data.size
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.manual_seed(0)
+    model = build_model(cfg, load_weights=False).to(dev)
+    rss_model = _peak_rss_gib()
+    clip = torch.rand(batch, 3, frames, size, size, device=dev)
+    tokens = torch.randint(1, 50, (batch, 20), device=dev)
+    mask = torch.zeros(batch, 20, dtype=torch.bool, device=dev)
+    mask[:, :8] = True
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    model.eval()
+    fwd = []
+    with torch.no_grad():
+        for _ in range(repeats + 1):
+            sync()
+            t = time.perf_counter()
+            model(clip, tokens, mask)
+            sync()
+            fwd.append(time.perf_counter() - t)
+    rss_fwd = _peak_rss_gib()
+    cuda_fwd = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None
+    model.train()
+    bwd = []
+    for _ in range(repeats + 1):
+        model.zero_grad(set_to_none=True)
+        sync()
+        t = time.perf_counter()
+        out = model(clip, tokens, mask)
+        (out["logits"].mean() + sum(a.mean() for a in out["aux"])).backward()
+        sync()
+        bwd.append(time.perf_counter() - t)
+    rss_train = _peak_rss_gib()
+    return {
+        "config": cfg.name, "device": str(dev), "machine": f"{platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads", "clip": f"{batch}x{frames}x{size}x{size}",
+        "forward_s": min(fwd[1:]), "forward_backward_s": min(bwd[1:]),
+        "peak_rss_after_build_gib": round(rss_model, 2), "peak_rss_forward_gib": round(rss_fwd, 2),
+        "peak_rss_train_gib": round(rss_train, 2),
+        "cuda_peak_forward_gib": cuda_fwd,
+        "cuda_peak_train_gib": torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None,
+    }

@@ -1,0 +1,18 @@
+import os
+
+import pytest
+import torch
+
+# Never reach the network for weights: any torchvision download would fail loudly here.
+os.environ.setdefault("TORCH_HOME", os.path.join(os.path.dirname(__file__), ".torch_home_unused"))
+torch.set_num_threads(2)
+
+
+@pytest.fixture
+def tokens():
+    """Two queries of 5 and 3 real words, padded to 20."""
+    ids = torch.zeros(2, 20, dtype=torch.long)
+    ids[0, :5] = torch.tensor([3, 7, 2, 9, 4])
+    ids[1, :3] = torch.tensor([5, 6, 8])
+    mask = ids > 0
+    return ids, mask

@@ -1,0 +1,97 @@
+from pathlib import Path
+
+import pytest
+
+from lvas.cli import main
+from lvas.config import (ConfigError, ExperimentConfig, config_hash, from_dict, load_config, to_dict)
+from lvas.models import build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS = sorted((ROOT / "experiments").rglob("*.yaml"))
+
+
+def _write(tmp_path, text, name="exp.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_shipped_experiment_validates(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, ExperimentConfig)
+
+
+@pytest.mark.parametrize("text,where,expected", [
+    ("model: {spatail: {name: r50}}", "model.spatail", "unknown key; allowed keys here: mode, spatial"),
+    ("model: {spatial: {name: r51}}", "model.spatial.name", "unknown spatial encoder 'r51'; registered: iv3, r50, tiny2d"),
+    ("model: {fusion: concat}", "model.fusion", "unknown fusion 'concat'; registered: add, lgfs, max"),
+    ("model: {mode: all}", "model.mode", "expected one of 'spatial', 'temporal', 'both'"),
+    ("model: {cmam: {stages: [6]}}", "model.cmam.stages", "distinct stage numbers in 1..5"),
+    ("model: {cmam: {stages: 5}}", "model.cmam.stages", "expected a list of int"),
+    ("model: {decoder: {channels: 2.5}}", "model.decoder.channels", "expected an integer"),
+    ("model: {decoder: {refine: 'yes'}}", "model.decoder.refine", "expected true or false"),
+    ("data: {frames: 0}", "data.frames", "expected an integer >= 1"),
+    ("model: [1, 2]", "model", "expected a mapping"),
+])
+def test_config_errors_name_the_key(tmp_path, text, where, expected):
+    with pytest.raises(ConfigError) as e:
+        load_config(_write(tmp_path, text))
+    msg = str(e.value)
+    assert msg.startswith(where + ":"), msg
+    assert expected in msg, msg
+
+
+def test_did_you_mean_for_keys_and_components(tmp_path):
+    with pytest.raises(ConfigError, match="Did you mean 'fusion'"):
+        load_config(_write(tmp_path, "model: {fuson: add}"))
+    with pytest.raises(ConfigError, match="Did you mean 'i3d'"):
+        load_config(_write(tmp_path, "model: {temporal: {name: i3dd}}"))
+
+
+def test_base_merge_and_overrides(tmp_path):
+    _write(tmp_path, "name: base\nmodel: {fusion: max, cmam: {stages: [5], channels: 16}}\n", "base.yaml")
+    child = _write(tmp_path, "base: base.yaml\nname: child\nmodel: {cmam: {stages: [5, 4]}}\n")
+    cfg = load_config(child)
+    assert (cfg.name, cfg.model.fusion, cfg.model.cmam.stages, cfg.model.cmam.channels) == ("child", "max", [5, 4], 16)
+    cfg = load_config(child, ["model.fusion=add", "model.cmam.stages=[1,2]", "data.size=64"])
+    assert (cfg.model.fusion, cfg.model.cmam.stages, cfg.data.size) == ("add", [1, 2], 64)
+    with pytest.raises(ConfigError, match="^model.decoder.widht: unknown key"):
+        load_config(child, ["model.decoder.widht=3"])
+    with pytest.raises(ConfigError, match="expected key.path=value"):
+        load_config(child, ["model.fusion"])
+
+
+def test_missing_and_broken_files(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
+        load_config(_write(tmp_path, "model: {spatial: [", "broken.yaml"))
+    _write(tmp_path, "base: a.yaml\n", "a.yaml")
+    with pytest.raises(ConfigError, match="circular base"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_hash_is_stable_and_sensitive():
+    a = from_dict({"model": {"fusion": "add", "cmam": {"stages": [5]}}, "seed": 1})
+    b = from_dict({"seed": 1, "model": {"cmam": {"stages": [5]}, "fusion": "add"}})
+    assert config_hash(a) == config_hash(b) and len(config_hash(a)) == 12
+    assert config_hash(a) != config_hash(from_dict({"model": {"fusion": "max", "cmam": {"stages": [5]}}, "seed": 1}))
+    assert from_dict(to_dict(a)) == a  # round trip through plain data
+
+
+def test_a_model_is_built_from_the_config_alone():
+    cfg = load_config(ROOT / "experiments" / "cpu_small.yaml", ["model.cmam.stages=[5,4]", "model.fusion=max"])
+    model = build_model(cfg)
+    assert model.mode == "both"
+    assert sorted(model.cmam["spatial"]) == ["4", "5"]
+    assert type(model.decoder.fusion[0]).__name__ == "MaxFusion"
+    assert model.text.embedding.num_embeddings == cfg.model.text.vocab_size
+
+
+def test_cli_reports_config_errors_without_traceback(tmp_path, capsys):
+    bad = _write(tmp_path, "model: {spatial: {name: resnet}}")
+    assert main(["flops", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "model.spatial.name: unknown spatial encoder 'resnet'" in err
+    assert "Traceback" not in err

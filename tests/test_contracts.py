@@ -1,0 +1,120 @@
+"""Contract tests parametrized over the registries (timm-style): declared shapes, finite
+outputs, a gradient for every trainable parameter, on tiny CPU inputs."""
+
+import math
+
+import pytest
+import torch
+
+from lvas.config import from_dict
+from lvas.models import build_model
+from lvas.registry import FUSIONS, SPATIAL_ENCODERS, TEMPORAL_ENCODERS
+
+# Smallest inputs each encoder accepts (Inception-v3's valid convolutions need >= 75 px).
+SIZE = {"iv3": 96}
+
+
+def _assert_grads(module, loss):
+    loss.backward()
+    missing = [n for n, p in module.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    assert not missing, f"parameters without gradient: {missing[:10]}"
+
+
+@pytest.mark.parametrize("name", SPATIAL_ENCODERS.names())
+def test_spatial_encoder_contract(name):
+    torch.manual_seed(0)
+    enc = SPATIAL_ENCODERS.build(name, pretrained="none")
+    size = SIZE.get(name, 64)
+    x = torch.rand(2, 3, size, size)
+    feats = enc(x)
+    specs = enc.output_shape()
+    assert len(feats) == len(specs) == 5
+    for i, (f, s) in enumerate(zip(feats, specs), start=1):
+        assert s.stride == 2**i
+        assert tuple(f.shape) == (2, s.channels, math.ceil(size / s.stride), math.ceil(size / s.stride))
+        assert torch.isfinite(f).all()
+    _assert_grads(enc, sum(f.mean() for f in feats))
+
+
+@pytest.mark.parametrize("name", TEMPORAL_ENCODERS.names())
+def test_temporal_encoder_contract(name):
+    torch.manual_seed(0)
+    enc = TEMPORAL_ENCODERS.build(name, pretrained="none")
+    x = torch.rand(2, 3, 8, 64, 64)
+    feats = enc(x)
+    specs = enc.output_shape()
+    assert [s.t_stride for s in specs] == [2, 2, 2, 4, 8]
+    for i, (f, s) in enumerate(zip(feats, specs), start=1):
+        assert s.stride == 2**i
+        assert tuple(f.shape) == (2, s.channels, 8 // s.t_stride, 64 // s.stride, 64 // s.stride)
+        assert torch.isfinite(f).all()
+    _assert_grads(enc, sum(f.mean() for f in feats))
+
+
+def test_too_small_input_is_a_clear_error():
+    enc = SPATIAL_ENCODERS.build("iv3")
+    with pytest.raises(ValueError, match="at least 75 px"):
+        enc(torch.rand(1, 3, 64, 64))
+
+
+def test_hooks_feed_the_next_stage():
+    enc = SPATIAL_ENCODERS.build("tiny2d")
+    x = torch.rand(1, 3, 64, 64)
+    plain = enc(x)
+    hooked = enc(x, hooks={3: lambda v: v * 0})
+    assert torch.equal(plain[1], hooked[1])
+    assert hooked[2].abs().sum() == 0
+    assert not torch.equal(plain[4], hooked[4])
+
+
+def _tiny_cfg(**model):
+    base = {"spatial": {"name": "tiny2d"}, "temporal": {"name": "tiny3d"},
+            "text": {"vocab_size": 12, "embed_dim": 8, "hidden": 16}, "cmam": {"channels": 8},
+            "decoder": {"channels": 8}}
+    for k, v in model.items():
+        base[k] = {**base[k], **v} if isinstance(v, dict) and k in base else v
+    return from_dict({"model": base, "data": {"frames": 4, "size": 64}})
+
+
+CASES = [("both", f, s) for f in FUSIONS.names() for s in ([], [5], [5, 4, 3, 2, 1])]
+CASES += [("spatial", "lgfs", []), ("spatial", "lgfs", [5, 4, 3, 2, 1]),
+          ("temporal", "lgfs", []), ("temporal", "lgfs", [5, 4, 3, 2, 1])]
+
+
+@pytest.mark.parametrize("mode,fusion,stages", CASES)
+def test_model_contract(mode, fusion, stages, tokens):
+    torch.manual_seed(0)
+    cfg = _tiny_cfg(mode=mode, fusion=fusion, cmam={"stages": stages})
+    model = build_model(cfg)
+    assert set(model.encoders()) == ({"spatial", "temporal"} if mode == "both" else {mode})
+    clip = torch.rand(2, 3, 4, 64, 64)
+    out = model(clip, *tokens)
+    assert out["logits"].shape == (2, 1, 64, 64)
+    assert [tuple(a.shape) for a in out["aux"]] == [(2, 1, 64 // 2**i, 64 // 2**i) for i in range(2, 6)]
+    assert all(torch.isfinite(t).all() for t in [out["logits"], *out["aux"]])
+    assert sum(len(m) for m in model.cmam.values()) == len(stages) * len(model.encoders())
+    _assert_grads(model, out["logits"].mean() + sum(a.mean() for a in out["aux"]))
+
+
+def test_spatial_only_ignores_other_frames(tokens):
+    """The spatial-only model sees just the target (middle) frame."""
+    torch.manual_seed(0)
+    model = build_model(_tiny_cfg(mode="spatial")).eval()
+    clip = torch.rand(2, 3, 4, 64, 64)
+    other = clip.clone()
+    other[:, :, 0] = torch.rand_like(other[:, :, 0])
+    with torch.no_grad():
+        assert torch.allclose(model(clip, *tokens)["logits"], model(other, *tokens)["logits"])
+        other[:, :, 2] += 0.5
+        assert not torch.allclose(model(clip, *tokens)["logits"], model(other, *tokens)["logits"])
+
+
+def test_padding_words_do_not_change_the_output(tokens):
+    torch.manual_seed(0)
+    model = build_model(_tiny_cfg(cmam={"stages": [5, 4, 3, 2, 1]})).eval()
+    ids, mask = tokens
+    clip = torch.rand(2, 3, 4, 64, 64)
+    junk = ids.clone()
+    junk[~mask] = 11  # garbage where the mask says padding
+    with torch.no_grad():
+        assert torch.allclose(model(clip, ids, mask)["logits"], model(clip, junk, mask)["logits"], atol=1e-6)

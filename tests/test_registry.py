@@ -1,0 +1,48 @@
+import pytest
+
+from lvas.cli import main
+from lvas.registry import (FAMILIES, DuplicateComponentError, Registry, UnknownComponentError,
+                           all_families)
+
+
+def test_duplicate_name_raises():
+    reg = Registry("widget")
+
+    @reg.register("a")
+    def a():
+        """An a."""
+
+    with pytest.raises(DuplicateComponentError, match="'a' is already registered"):
+        reg.register("a")(lambda: None)
+
+
+def test_unknown_name_lists_choices_and_closest():
+    reg = Registry("widget")
+    for n in ("lgfs", "add", "max"):
+        reg.register(n)(lambda: None)
+    with pytest.raises(UnknownComponentError) as e:
+        reg.get("lgsf")
+    msg = str(e.value)
+    assert "unknown widget 'lgsf'" in msg
+    assert "add, lgfs, max" in msg
+    assert "Did you mean 'lgfs'?" in msg
+
+
+def test_every_family_is_populated_after_import():
+    fams = all_families()
+    assert set(fams["spatial"].names()) == {"r50", "iv3", "tiny2d"}
+    assert set(fams["temporal"].names()) == {"i3d", "s3d", "tiny3d"}
+    assert set(fams["fusion"].names()) == {"add", "max", "lgfs"}
+    assert fams["text"].names() == ["gru"]
+    for reg in fams.values():
+        for entry in reg:
+            assert entry.description, f"{reg.family} {entry.name} has no description"
+
+
+def test_lvas_list_prints_every_component(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for reg in FAMILIES.values():
+        assert reg.family in out
+        for name in reg.names():
+            assert f"  {name} " in out
