@@ -68,3 +68,29 @@ def bench_model(cfg, frames: int | None = None, size: int | None = None, batch: 
         "cuda_peak_forward_gib": cuda_fwd,
         "cuda_peak_train_gib": torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None,
     }
+
+
+def bench_data(cfg, samples: int = 200, workers: int = 0) -> dict:
+    """Clips per second of the config's training set through a DataLoader (batch 1).
+
+    ``workers=0`` measures the loading code in the main process (= one worker's throughput).
+    """
+    from torch.utils.data import DataLoader, Subset
+
+    from lvas.data import build_dataset, collate
+
+    ds = build_dataset(cfg.data, cfg.data.train_split)
+    n = min(samples, len(ds))
+    loader = DataLoader(Subset(ds, range(n)), batch_size=1, num_workers=workers, collate_fn=collate)
+    it = iter(loader)
+    next(it)  # start-up (worker spawn) is not throughput
+    t = time.perf_counter()
+    count = 1
+    for _ in it:
+        count += 1
+    dt = time.perf_counter() - t
+    rate = (count - 1) / dt
+    return {"dataset": cfg.data.dataset, "root": cfg.data.root,
+            "clip": f"{cfg.data.frames}x{cfg.data.size}x{cfg.data.size}", "workers": workers,
+            "clips": count - 1, "clips_per_s": round(rate, 1),
+            "clips_per_s_per_worker": round(rate / max(1, workers), 1)}

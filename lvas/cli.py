@@ -7,6 +7,7 @@ import sys
 from typing import Sequence
 
 from lvas.config import ConfigError
+from lvas.data.errors import DataError
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -37,6 +38,38 @@ def cmd_flops(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    if args.data_command == "synth":
+        import time
+
+        from lvas.data.synthetic import generate
+
+        t = time.perf_counter()
+        counts = generate(args.out, args.videos, args.frames, args.size, args.seed)
+        print(f"wrote {args.videos} clips to {args.out} in {time.perf_counter() - t:.1f} s: "
+              + ", ".join(f"{k} {v}" for k, v in counts.items()) + " samples")
+        return 0
+    if args.data_command == "prepare":
+        if args.dataset == "a2d":
+            from lvas.data.a2d import prepare_frames
+
+            print(prepare_frames(args.root))
+        else:
+            from lvas.data.jhmdb import load_samples
+
+            df, path = load_samples(args.root)
+            print(f"{len(df)} J-HMDB samples fixed in {path}")
+        return 0
+    from lvas.data.check import check_a2d, check_jhmdb
+
+    if args.dataset == "jhmdb":
+        rep = check_jhmdb(args.root, args.frames)
+    else:
+        rep = check_a2d(args.root, args.frames, dataset=args.dataset)
+    print(rep.format())
+    return 0 if rep.ok else 1
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import json
 
@@ -47,8 +80,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from lvas.bench import bench_model
 
         result = bench_model(cfg, args.frames, args.size, args.batch, args.repeats, args.device)
-    else:  # pragma: no cover - argparse restricts the choices
-        raise ValueError(args.what)
+    else:
+        from lvas.bench import bench_data
+
+        result = bench_data(cfg, args.samples, args.workers)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -70,8 +105,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--experiments", default="experiments", help="experiment folder for --table")
     s.set_defaults(func=cmd_flops)
 
+    s = sub.add_parser("data", help="make, prepare and check datasets")
+    dsub = s.add_subparsers(dest="data_command", required=True)
+    d = dsub.add_parser("synth", help="write the synthetic set in the A2D Sentences layout")
+    d.add_argument("--out", required=True, help="output folder")
+    d.add_argument("--videos", type=int, default=400)
+    d.add_argument("--frames", type=int, default=8)
+    d.add_argument("--size", type=int, default=64)
+    d.add_argument("--seed", type=int, default=0)
+    d = dsub.add_parser("prepare", help="a2d: extract frames from the .mp4 videos (resumable); "
+                        "jhmdb: fix the 3 evaluated frames per video")
+    d.add_argument("dataset", choices=["a2d", "jhmdb"])
+    d.add_argument("root")
+    d = dsub.add_parser("check", help="validate a dataset folder, print counts and every problem")
+    d.add_argument("root")
+    d.add_argument("--dataset", choices=["a2d", "jhmdb", "synth"], default="a2d")
+    d.add_argument("--frames", type=int, default=8, help="clip length (to flag videos shorter than a clip)")
+    s.set_defaults(func=cmd_data)
+
     s = sub.add_parser("bench", help="time and memory benchmarks (figures for notes, not tests)")
-    s.add_argument("what", choices=["model"], help="model: forward and forward+backward of one batch")
+    s.add_argument("what", choices=["model", "data"],
+                   help="model: forward and forward+backward of one batch; data: clips/s of the training set")
     s.add_argument("experiment", help="experiment YAML")
     s.add_argument("overrides", nargs="*", help="key.path=value overrides")
     s.add_argument("--frames", type=int, default=None)
@@ -79,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch", type=int, default=1)
     s.add_argument("--repeats", type=int, default=3)
     s.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    s.add_argument("--samples", type=int, default=200, help="data: clips to read")
+    s.add_argument("--workers", type=int, default=0, help="data: DataLoader workers (0 = in process)")
     s.set_defaults(func=cmd_bench)
     return p
 
@@ -87,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, DataError, FileNotFoundError, ValueError) as e:
         print(f"lvas {args.command}: error: {e}", file=sys.stderr)
         return 2
 

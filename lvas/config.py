@@ -101,10 +101,18 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """Clip geometry (the dataset fields are filled in by the data layer)."""
+    """Dataset and clip geometry: ``frames`` frames every ``frame_stride`` around the target,
+    resized and padded to ``size`` x ``size``."""
 
+    dataset: str = _component("dataset", "synth")
+    root: str = "data/synth"
     frames: int = 8
+    frame_stride: int = 2
     size: int = 320
+    train_split: str = "train"
+    test_split: str = "test"
+    skip_bad: bool = False
+    workers: int = 2
 
 
 @dataclass
@@ -129,6 +137,8 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "model.text.embed_dim": (lambda v: v > 0, "a positive integer"),
     "data.frames": (lambda v: v >= 1, "an integer >= 1"),
     "data.size": (lambda v: v >= 32, "an integer >= 32"),
+    "data.frame_stride": (lambda v: v >= 1, "an integer >= 1"),
+    "data.workers": (lambda v: v >= 0, "an integer >= 0"),
 }
 
 

@@ -113,17 +113,20 @@ SPATIAL_ENCODERS = Registry("spatial encoder", "2D encoder of the target frame (
 TEMPORAL_ENCODERS = Registry("temporal encoder", "3D encoder of the whole clip (5 stages, strides 2..32)")
 TEXT_ENCODERS = Registry("text encoder", "sentence encoder giving per-word features")
 FUSIONS = Registry("fusion", "spatial-temporal fusion of one decoder stage")
+DATASETS = Registry("dataset", "datasets read from their on-disk layout")
 
 FAMILIES: dict[str, Registry] = {
     "spatial": SPATIAL_ENCODERS,
     "temporal": TEMPORAL_ENCODERS,
     "text": TEXT_ENCODERS,
     "fusion": FUSIONS,
+    "dataset": DATASETS,
 }
 
 
 def all_families() -> dict[str, Registry]:
     """Every registry, after importing every component module."""
+    import lvas.data  # noqa: F401  (registers the datasets)
     import lvas.models  # noqa: F401  (imports each component module explicitly)
 
     return FAMILIES

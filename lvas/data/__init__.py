@@ -1,0 +1,21 @@
+"""Datasets: A2D Sentences, J-HMDB Sentences and the synthetic set (A2D layout), registered in
+``DATASETS``; every dataset module is imported here explicitly."""
+
+from __future__ import annotations
+
+from lvas.data import a2d, jhmdb, synthetic, vocab  # noqa: F401
+from lvas.data.a2d import A2DSentences, collate  # noqa: F401
+from lvas.data.errors import DataError  # noqa: F401
+from lvas.data.jhmdb import JHMDBSentences  # noqa: F401
+from lvas.registry import DATASETS
+
+DATASETS.register("a2d", "A2D Sentences (public release layout)")(A2DSentences)
+DATASETS.register("synth", "synthetic sprites in the A2D layout, with appearance/motion query kinds")(A2DSentences)
+DATASETS.register("jhmdb", "J-HMDB Sentences (evaluation only, 3 fixed frames per video)")(JHMDBSentences)
+
+
+def build_dataset(data_cfg, split: str, vocab=None, max_words: int = 20):
+    """Config -> dataset of one split (the only place that reads a DataConfig)."""
+    return DATASETS.build(data_cfg.dataset, root=data_cfg.root, split=split, frames=data_cfg.frames,
+                          frame_stride=data_cfg.frame_stride, size=data_cfg.size, vocab=vocab,
+                          max_words=max_words, skip_bad=data_cfg.skip_bad)

@@ -1,0 +1,371 @@
+"""A2D Sentences (Gavrilyuk et al. 2018) in its public on-disk layout.
+
+::
+
+    Release/videoset.csv        no header: vid, label, start_time, end_time, height, width,
+                                total_frames, annotated_frames, subset (0 train, 1 test)
+    Release/clips320H/<vid>.mp4 the videos (320 px high); ``lvas data prepare a2d`` extracts
+    Release/frames/<vid>/<frame:05d>.jpg   1-based frames (our prepared layout)
+    text_annotations/a2d_annotation.txt    CSV with header video_id,instance_id,query
+                                           (the synthetic set adds a ``kind`` column)
+    text_annotations/a2d_missed_videos.txt one video id per line, excluded
+    text_annotations/a2d_annotation_with_instances/<vid>/<frame:05d>.h5  (MATLAB v7.3)
+        instance  instance ids in this frame
+        reMask    (N, W, H) for N > 1, (W, H) for one instance: transposed MATLAB arrays
+        reBBox    (4, N): x1, y1, x2, y2
+
+A sample is one (query, annotated frame in which its instance appears); its clip is
+``frames`` frames centred on that frame with ``frame_stride``, clamped at the video's ends.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from lvas.data.clips import Letterbox, clip_indices
+from lvas.data.errors import DataError
+from lvas.data.vocab import Vocabulary
+
+VIDEOSET_COLUMNS = ["vid", "label", "start_time", "end_time", "height", "width", "total_frames",
+                    "annotated_frames", "subset"]
+SPLITS = {"train": 0, "test": 1}
+
+
+@dataclass(frozen=True)
+class A2DLayout:
+    """The paths of an A2D Sentences root."""
+
+    root: Path
+
+    @property
+    def videoset(self) -> Path:
+        return self.root / "Release" / "videoset.csv"
+
+    @property
+    def clips(self) -> Path:
+        return self.root / "Release" / "clips320H"
+
+    @property
+    def frames(self) -> Path:
+        return self.root / "Release" / "frames"
+
+    @property
+    def annotations(self) -> Path:
+        return self.root / "text_annotations" / "a2d_annotation.txt"
+
+    @property
+    def missed(self) -> Path:
+        return self.root / "text_annotations" / "a2d_missed_videos.txt"
+
+    @property
+    def instances(self) -> Path:
+        return self.root / "text_annotations" / "a2d_annotation_with_instances"
+
+    def frame(self, vid: str, number: int) -> Path:
+        return self.frames / vid / f"{number:05d}.jpg"
+
+    def h5(self, vid: str, number: int) -> Path:
+        return self.instances / vid / f"{number:05d}.h5"
+
+
+# --------------------------------------------------------------------------- readers
+
+
+def read_videoset(path: Path) -> pd.DataFrame:
+    """videoset.csv (no header, 9 columns) -> DataFrame with named columns."""
+    if not path.is_file():
+        raise DataError(path, "missing (expected the headerless 9-column videoset.csv of A2D)")
+    try:
+        df = pd.read_csv(path, header=None, dtype={0: str})
+    except Exception as e:  # noqa: BLE001
+        raise DataError(path, f"cannot be parsed as CSV: {e}") from None
+    if df.shape[1] != 9:
+        raise DataError(path, f"expected 9 columns ({', '.join(VIDEOSET_COLUMNS)}), found {df.shape[1]}")
+    df.columns = VIDEOSET_COLUMNS
+    bad = ~df["subset"].isin([0, 1])
+    if bad.any():
+        raise DataError(path, f"row {int(bad.idxmax()) + 1}: subset must be 0 (train) or 1 (test)")
+    return df
+
+
+_INSTANCE = re.compile(r"^\s*(\d+)")
+
+
+def read_queries(path: Path) -> tuple[pd.DataFrame, list[str]]:
+    """a2d_annotation.txt -> (DataFrame video_id, instance_id (int), query, kind; notes).
+
+    The public file has one malformed row (instance_id ``"1 (copy)"`` in T6bNPuKV-wY): the
+    leading integer is kept and exact duplicates are dropped; each such fix is returned as a note.
+    """
+    if not path.is_file():
+        raise DataError(path, "missing (expected the CSV video_id,instance_id,query)")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except Exception as e:  # noqa: BLE001
+        raise DataError(path, f"cannot be parsed as CSV: {e}") from None
+    need = {"video_id", "instance_id", "query"}
+    if not need <= set(df.columns):
+        raise DataError(path, f"header must name video_id,instance_id,query; found {list(df.columns)}")
+    notes = []
+    ids = []
+    for i, raw in enumerate(df["instance_id"]):
+        m = _INSTANCE.match(raw)
+        if m is None:
+            raise DataError(path, f"row {i + 2}: instance_id {raw!r} is not an integer")
+        if m.group(0).strip() != raw.strip():
+            notes.append(f"{path}: row {i + 2}: instance_id {raw!r} read as {m.group(1)}")
+        ids.append(int(m.group(1)))
+    df["instance_id"] = ids
+    if "kind" not in df:
+        df["kind"] = ""
+    before = len(df)
+    df = df.drop_duplicates(["video_id", "instance_id", "query"]).reset_index(drop=True)
+    if len(df) < before:
+        notes.append(f"{path}: dropped {before - len(df)} duplicate row(s)")
+    return df[["video_id", "instance_id", "query", "kind"]], notes
+
+
+def read_missed(path: Path) -> set[str]:
+    """a2d_missed_videos.txt -> set of excluded video ids (an absent file excludes none)."""
+    if not path.is_file():
+        return set()
+    return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+
+
+def read_instance_ids(path: Path) -> list[int]:
+    """Instance ids annotated in one frame's .h5."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return [int(round(float(v))) for v in np.asarray(f["instance"]).ravel()]
+    except FileNotFoundError:
+        raise DataError(path, "missing instance annotation (.h5)") from None
+    except (OSError, KeyError) as e:
+        raise DataError(path, f"corrupt or not an A2D instance .h5 ({e})") from None
+
+
+def read_instance_mask(path: Path, instance: int) -> np.ndarray:
+    """The (H, W) bool mask of ``instance`` in one frame's .h5 (MATLAB layout transposed back)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            ids = [int(round(float(v))) for v in np.asarray(f["instance"]).ravel()]
+            masks = np.asarray(f["reMask"])
+    except FileNotFoundError:
+        raise DataError(path, "missing instance annotation (.h5)") from None
+    except (OSError, KeyError) as e:
+        raise DataError(path, f"corrupt or not an A2D instance .h5 ({e})") from None
+    if masks.ndim == 2:  # one instance: (W, H)
+        masks = masks[None]
+    if masks.ndim != 3 or masks.shape[0] != len(ids):
+        raise DataError(path, f"reMask has shape {masks.shape} for {len(ids)} instance(s)")
+    if instance not in ids:
+        raise DataError(path, f"instance {instance} is not annotated in this frame (instances: {ids})")
+    return masks[ids.index(instance)].T > 0
+
+
+def read_image(path: Path, hint: str = "") -> torch.Tensor:
+    """(3, H, W) uint8 RGB from a JPEG/PNG (Pillow); a missing or undecodable file raises DataError."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"))
+    except FileNotFoundError:
+        raise DataError(path, "missing frame" + (f" ({hint})" if hint else "")) from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise DataError(path, f"corrupt frame image ({e})") from None
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+
+def read_jpeg(path: Path) -> torch.Tensor:
+    """An A2D frame: :func:`read_image` with the hint to extract frames first."""
+    return read_image(path, "run `lvas data prepare a2d ROOT` to extract frames")
+
+
+# --------------------------------------------------------------------------- index
+
+
+def build_index(root: str | Path, split: str) -> tuple[pd.DataFrame, list[str]]:
+    """One row per sample: video, frame, instance, query, kind, n_frames; plus notes on what was fixed.
+
+    Reads every annotated frame's instance ids once. Raises DataError for missing top-level files.
+    """
+    lay = A2DLayout(Path(root))
+    if split not in SPLITS:
+        raise ValueError(f"split {split!r}: expected one of {', '.join(SPLITS)}")
+    if not lay.root.is_dir():
+        raise DataError(lay.root, "dataset folder not found")
+    videos = read_videoset(lay.videoset)
+    queries, notes = read_queries(lay.annotations)
+    missed = read_missed(lay.missed)
+    keep = set(videos.loc[videos["subset"] == SPLITS[split], "vid"]) - missed
+    queries = queries[queries["video_id"].isin(keep)]
+    rows = []
+    for vid, group in queries.groupby("video_id", sort=True):
+        inst_dir = lay.instances / vid
+        if not inst_dir.is_dir():
+            raise DataError(inst_dir, "missing instance annotation folder for a video with queries")
+        frames_dir = lay.frames / vid
+        n_frames = len(list(frames_dir.glob("*.jpg"))) if frames_dir.is_dir() else 0
+        per_frame = {int(p.stem): read_instance_ids(p) for p in sorted(inst_dir.glob("*.h5"))}
+        for q in group.itertuples(index=False):
+            for frame, ids in per_frame.items():
+                if q.instance_id in ids:
+                    rows.append((vid, frame, q.instance_id, q.query, q.kind, n_frames))
+    df = pd.DataFrame(rows, columns=["video", "frame", "instance", "query", "kind", "n_frames"])
+    return df, notes
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+class A2DSentences(Dataset):
+    """A2D Sentences samples as model inputs.
+
+    Each item: ``clip`` (3, T, S, S) float in [0, 1]; ``tokens``/``mask`` (N,) query ids and
+    padding mask; ``target`` (1, S, S) float ground truth on the padded input; ``gt`` (H, W) bool
+    ground truth at the original frame size; ``meta`` (video, frame, instance, query, kind,
+    letterbox geometry).
+
+    Args:
+        root: dataset folder.
+        split: ``train`` or ``test``.
+        frames, frame_stride, size: clip geometry.
+        vocab: query vocabulary (default: built from this root's training queries).
+        max_words: query length cap.
+        skip_bad: return None for a sample whose files are missing or corrupt (the collate
+            function drops and counts it) instead of raising.
+    """
+
+    def __init__(self, root: str | Path, split: str = "train", frames: int = 8, frame_stride: int = 2,
+                 size: int = 320, vocab: Vocabulary | None = None, max_words: int = 20,
+                 skip_bad: bool = False) -> None:
+        self.layout = A2DLayout(Path(root))
+        self.split = split
+        self.frames, self.frame_stride, self.size = frames, frame_stride, size
+        self.max_words = max_words
+        self.skip_bad = skip_bad
+        self.index, self.notes = build_index(root, split)
+        self.vocab = vocab if vocab is not None else self.build_vocab(root)
+
+    @staticmethod
+    def build_vocab(root: str | Path) -> Vocabulary:
+        """Vocabulary of the training queries of a root."""
+        lay = A2DLayout(Path(root))
+        videos = read_videoset(lay.videoset)
+        queries, _ = read_queries(lay.annotations)
+        train = set(videos.loc[videos["subset"] == 0, "vid"]) - read_missed(lay.missed)
+        return Vocabulary.build(queries.loc[queries["video_id"].isin(train), "query"])
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict[str, Any] | None:
+        try:
+            return self.load(i)
+        except DataError:
+            if self.skip_bad:
+                return None
+            raise
+
+    def load(self, i: int) -> dict[str, Any]:
+        row = self.index.iloc[i]
+        vid, frame = row["video"], int(row["frame"])
+        if int(row["n_frames"]) < 1:
+            raise DataError(self.layout.frames / vid, "no extracted frames for this video "
+                            "(run `lvas data prepare a2d ROOT`)")
+        if frame > int(row["n_frames"]):
+            raise DataError(self.layout.frame(vid, frame), f"annotated frame {frame} beyond the video's "
+                            f"{int(row['n_frames'])} frames")
+        idx = clip_indices(frame, int(row["n_frames"]), self.frames, self.frame_stride)
+        imgs = torch.stack([read_jpeg(self.layout.frame(vid, j)) for j in idx])  # (T, 3, H, W) uint8
+        gt = torch.from_numpy(read_instance_mask(self.layout.h5(vid, frame), int(row["instance"])))
+        orig = tuple(imgs.shape[-2:])
+        if tuple(gt.shape) != orig:
+            raise DataError(self.layout.h5(vid, frame), f"mask is {tuple(gt.shape)} but the frame is {orig}")
+        lb = Letterbox.fit(orig, self.size)
+        clip = lb.apply(imgs.float() / 255.0).permute(1, 0, 2, 3).contiguous()  # (3, T, S, S)
+        target = (lb.apply(gt[None].float()) > 0.5).float()
+        tokens, mask = self.vocab.encode(row["query"], self.max_words)
+        return {
+            "clip": clip, "tokens": tokens, "mask": mask, "target": target, "gt": gt,
+            "meta": {"video": vid, "frame": frame, "instance": int(row["instance"]), "query": row["query"],
+                     "kind": row["kind"], "orig": orig, "resized": lb.resized, "frames": idx},
+        }
+
+
+def collate(batch: list[dict | None]) -> dict[str, Any]:
+    """Stack a batch; drop skipped (None) samples and count them in ``skipped``."""
+    items = [b for b in batch if b is not None]
+    out: dict[str, Any] = {"skipped": len(batch) - len(items)}
+    if not items:
+        return out
+    for key in ("clip", "tokens", "mask", "target"):
+        out[key] = torch.stack([b[key] for b in items])
+    out["gt"] = [b["gt"] for b in items]
+    out["meta"] = [b["meta"] for b in items]
+    return out
+
+
+# --------------------------------------------------------------------------- prepare
+
+
+def prepare_frames(root: str | Path, quality: int = 95, progress: bool = True) -> dict[str, int]:
+    """Extract ``Release/clips320H/*.mp4`` into ``Release/frames/<vid>/%05d.jpg`` with PyAV.
+
+    Resumable: a video whose folder is complete (``.done`` marker) is skipped; a video is written
+    to a temporary folder and renamed, so an interrupted run leaves no half-extracted video.
+    """
+    import shutil
+
+    import av
+    from tqdm import tqdm
+
+    lay = A2DLayout(Path(root))
+    if not lay.clips.is_dir():
+        raise DataError(lay.clips, "missing folder of .mp4 videos")
+    videos = sorted(lay.clips.glob("*.mp4"))
+    done = skipped = 0
+    for mp4 in tqdm(videos, desc="extracting frames", unit="video", disable=not progress):
+        out = lay.frames / mp4.stem
+        if (out / ".done").is_file():
+            skipped += 1
+            continue
+        tmp = lay.frames / f".{mp4.stem}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            with av.open(str(mp4)) as container:
+                for n, frame in enumerate(container.decode(video=0), start=1):
+                    frame.to_image().save(tmp / f"{n:05d}.jpg", quality=quality)
+        except (av.error.FFmpegError, OSError) as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise DataError(mp4, f"cannot decode video ({e})") from None
+        (tmp / ".done").write_text(str(n))
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+        done += 1
+    return {"extracted": done, "skipped": skipped}
+
+
+def write_csv_rows(path: Path, header: list[str] | None, rows: list[list[Any]]) -> None:
+    """Small helper for writers (synthetic set): CSV with an optional header."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    if header:
+        w.writerow(header)
+    w.writerows(rows)
+    path.write_text(buf.getvalue())

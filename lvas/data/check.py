@@ -1,0 +1,159 @@
+"""``lvas data check``: validate a dataset folder, count it, and list every problem with its file."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lvas.data.errors import DataError
+
+
+@dataclass
+class CheckReport:
+    dataset: str
+    root: Path
+    counts: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def format(self) -> str:
+        lines = [f"{self.dataset} at {self.root}"]
+        lines += [f"  {k:<28}{v:>8}" for k, v in self.counts.items()]
+        lines += [f"  note: {n}" for n in self.notes]
+        lines.append(f"  {len(self.problems)} problem(s)" + (":" if self.problems else ""))
+        lines += [f"  - {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+def check_a2d(root: str | Path, frames: int = 8, dataset: str = "a2d", decode: bool = True) -> CheckReport:
+    """Validate an A2D Sentences layout (also the synthetic set's)."""
+    from lvas.data.a2d import A2DLayout, read_instance_ids, read_jpeg, read_missed, read_queries, read_videoset
+
+    lay = A2DLayout(Path(root))
+    rep = CheckReport(dataset, lay.root)
+    if not lay.root.is_dir():
+        rep.problems.append(f"{lay.root}: dataset folder not found")
+        return rep
+    try:
+        videos = read_videoset(lay.videoset)
+        queries, notes = read_queries(lay.annotations)
+    except DataError as e:
+        rep.problems.append(str(e))
+        return rep
+    rep.notes += notes
+    missed = read_missed(lay.missed)
+    if not lay.missed.is_file():
+        rep.notes.append(f"{lay.missed}: absent; no video excluded")
+    if not lay.instances.is_dir():
+        rep.problems.append(f"{lay.instances}: missing folder of per-frame instance .h5 files")
+        return rep
+    subset = dict(zip(videos["vid"], videos["subset"]))
+    unknown = sorted(set(queries["video_id"]) - set(subset))
+    for vid in unknown[:20]:
+        rep.problems.append(f"{lay.annotations}: video {vid} has queries but is not in {lay.videoset.name}")
+    queries = queries[queries["video_id"].isin(subset) & ~queries["video_id"].isin(missed)]
+    counts: Counter = Counter()
+    for split, code in (("train", 0), ("test", 1)):
+        counts[f"videos ({split})"] = int((videos["subset"] == code).sum())
+    counts["missed videos (excluded)"] = len(missed)
+    short = 0
+    for vid, group in queries.groupby("video_id", sort=True):
+        split = "train" if subset[vid] == 0 else "test"
+        counts[f"queries ({split})"] += len(group)
+        inst_dir = lay.instances / vid
+        if not inst_dir.is_dir():
+            rep.problems.append(f"{inst_dir}: missing instance folder for a video with {len(group)} queries")
+            continue
+        fdir = lay.frames / vid
+        n_frames = len(list(fdir.glob("*.jpg"))) if fdir.is_dir() else 0
+        if n_frames == 0:
+            mp4 = lay.clips / f"{vid}.mp4"
+            rep.problems.append(f"{fdir}: no frames" + (" (run `lvas data prepare a2d ROOT`)" if mp4.is_file()
+                                                         else f" and no video {mp4}"))
+        elif n_frames < frames:
+            short += 1
+        per_frame = {}
+        for h5 in sorted(inst_dir.glob("*.h5")):
+            try:
+                per_frame[int(h5.stem)] = read_instance_ids(h5)
+            except (DataError, ValueError) as e:
+                rep.problems.append(str(e) if isinstance(e, DataError) else f"{h5}: file name is not a frame number")
+        if not per_frame:
+            rep.problems.append(f"{inst_dir}: no annotated frames (.h5)")
+        for number in per_frame:
+            if n_frames and number > n_frames:
+                rep.problems.append(f"{lay.h5(vid, number)}: annotated frame {number} beyond the video's {n_frames} frames")
+            elif n_frames and decode:
+                try:
+                    img = read_jpeg(lay.frame(vid, number))
+                    mask_shape = _mask_shape(lay.h5(vid, number))
+                    if mask_shape is not None and mask_shape != tuple(img.shape[-2:]):
+                        rep.problems.append(f"{lay.h5(vid, number)}: mask {mask_shape} but frame {tuple(img.shape[-2:])}")
+                except DataError as e:
+                    rep.problems.append(str(e))
+        for q in group.itertuples(index=False):
+            n = sum(q.instance_id in ids for ids in per_frame.values())
+            if per_frame and n == 0:
+                rep.problems.append(f"{inst_dir}: instance {q.instance_id} of query {q.query!r} is absent "
+                                    f"from every annotated frame")
+            counts[f"samples ({split})"] += n
+            if q.kind:
+                counts[f"samples ({split}, {q.kind})"] += n
+    if short:
+        rep.notes.append(f"{short} video(s) shorter than a {frames}-frame clip: indices are clamped at the ends")
+    rep.counts = dict(sorted(counts.items()))
+    return rep
+
+
+def _mask_shape(path: Path) -> tuple[int, int] | None:
+    import h5py
+    import numpy as np
+
+    try:
+        with h5py.File(path, "r") as f:
+            shape = np.asarray(f["reMask"]).shape
+    except (OSError, KeyError):
+        return None
+    return (shape[-1], shape[-2])
+
+
+def check_jhmdb(root: str | Path, frames: int = 8) -> CheckReport:
+    """Validate a J-HMDB Sentences layout."""
+    from lvas.data.jhmdb import choose_frames, read_annotations, read_part_mask, video_dirs
+
+    root = Path(root)
+    rep = CheckReport("jhmdb", root)
+    if not root.is_dir():
+        rep.problems.append(f"{root}: dataset folder not found")
+        return rep
+    try:
+        ann = read_annotations(root / "jhmdb_annotation.txt")
+        dirs = video_dirs(root)
+    except DataError as e:
+        rep.problems.append(str(e))
+        return rep
+    counts: Counter = Counter(videos=len(dirs), queries=len(ann))
+    for vid in ann["video_id"]:
+        if vid not in dirs:
+            rep.problems.append(f"{root / 'Rename_Images'}: no folder for annotated video {vid}")
+            continue
+        action, fdir = dirs[vid]
+        n_png = len(list(fdir.glob("*.png")))
+        if n_png == 0:
+            rep.problems.append(f"{fdir}: no frames")
+            continue
+        try:
+            masks = read_part_mask(root / "puppet_mask" / action / vid / "puppet_mask.mat")
+        except DataError as e:
+            rep.problems.append(str(e))
+            continue
+        if masks.shape[2] < n_png:
+            counts["videos with unmasked trailing frames"] += 1
+        counts["samples (test)"] += len(choose_frames(min(n_png, masks.shape[2])))
+    rep.counts = dict(counts)
+    return rep

@@ -1,0 +1,164 @@
+"""J-HMDB Sentences (evaluation only, as in the paper's Table 2).
+
+::
+
+    Rename_Images/<action>/<video>/%05d.png
+    puppet_mask/<action>/<video>/puppet_mask.mat   key 'part_mask', (H, W, T); trailing frames may lack masks
+    jhmdb_annotation.txt                            header; columns video_id, query
+
+Three frames per video are evaluated. They are chosen by a fixed rule (the frames at 1/4, 1/2 and
+3/4 of the frames that have both an image and a mask) and stored in a samples file,
+``jhmdb_samples.csv`` (video_id, frame), so that numbers repeat: the file shipped in
+``lvas/data/`` is used when present, else the one in the dataset root, else it is made there once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from lvas.data.clips import Letterbox, clip_indices
+from lvas.data.errors import DataError
+from lvas.data.vocab import Vocabulary
+
+SHIPPED_SAMPLES = Path(__file__).with_name("jhmdb_samples.csv")
+SAMPLES_NAME = "jhmdb_samples.csv"
+
+
+def read_annotations(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError(path, "missing (expected the CSV video_id,query)")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except Exception as e:  # noqa: BLE001
+        raise DataError(path, f"cannot be parsed as CSV: {e}") from None
+    if not {"video_id", "query"} <= set(df.columns):
+        raise DataError(path, f"header must name video_id,query; found {list(df.columns)}")
+    return df[["video_id", "query"]]
+
+
+def read_part_mask(path: Path) -> np.ndarray:
+    """puppet_mask.mat -> (H, W, T) bool."""
+    import scipy.io
+
+    if not path.is_file():
+        raise DataError(path, "missing puppet mask (.mat)")
+    try:
+        m = scipy.io.loadmat(str(path))["part_mask"]
+    except KeyError:
+        raise DataError(path, "no 'part_mask' variable") from None
+    except Exception as e:  # noqa: BLE001 - scipy raises several types for corrupt files
+        raise DataError(path, f"corrupt .mat file ({e})") from None
+    if m.ndim == 2:
+        m = m[:, :, None]
+    if m.ndim != 3:
+        raise DataError(path, f"part_mask has shape {m.shape}, expected (H, W, T)")
+    return m > 0
+
+
+def video_dirs(root: Path) -> dict[str, tuple[str, Path]]:
+    """video id -> (action, frames folder)."""
+    images = root / "Rename_Images"
+    if not images.is_dir():
+        raise DataError(images, "missing folder of frames (Rename_Images/<action>/<video>/%05d.png)")
+    return {v.name: (a.name, v) for a in sorted(images.iterdir()) if a.is_dir()
+            for v in sorted(a.iterdir()) if v.is_dir()}
+
+
+def choose_frames(n_usable: int) -> list[int]:
+    """The three evaluated frames (1-based) of a video with ``n_usable`` frames that have masks."""
+    if n_usable < 1:
+        return []
+    return sorted({max(1, min(n_usable, round(n_usable * q))) for q in (0.25, 0.5, 0.75)})
+
+
+def make_samples(root: str | Path) -> pd.DataFrame:
+    """Apply :func:`choose_frames` to every annotated video of a root."""
+    root = Path(root)
+    ann = read_annotations(root / "jhmdb_annotation.txt")
+    dirs = video_dirs(root)
+    rows = []
+    for vid in ann["video_id"]:
+        if vid not in dirs:
+            raise DataError(root / "Rename_Images" / "*" / vid, "annotated video has no frames folder")
+        action, fdir = dirs[vid]
+        n_png = len(list(fdir.glob("*.png")))
+        n_mask = read_part_mask(root / "puppet_mask" / action / vid / "puppet_mask.mat").shape[2]
+        rows += [(vid, f) for f in choose_frames(min(n_png, n_mask))]
+    return pd.DataFrame(rows, columns=["video_id", "frame"])
+
+
+def load_samples(root: str | Path) -> tuple[pd.DataFrame, Path]:
+    """The fixed samples file: shipped, else in the root, else made and written to the root."""
+    root = Path(root)
+    for path in (SHIPPED_SAMPLES, root / SAMPLES_NAME):
+        if path.is_file():
+            return pd.read_csv(path, dtype={"video_id": str, "frame": int}), path
+    df = make_samples(root)
+    df.to_csv(root / SAMPLES_NAME, index=False)
+    return df, root / SAMPLES_NAME
+
+
+class JHMDBSentences(Dataset):
+    """J-HMDB Sentences evaluation samples; items as :class:`lvas.data.a2d.A2DSentences`."""
+
+    def __init__(self, root: str | Path, split: str = "test", frames: int = 8, frame_stride: int = 2,
+                 size: int = 320, vocab: Vocabulary | None = None, max_words: int = 20,
+                 skip_bad: bool = False) -> None:
+        if split != "test":
+            raise ValueError("J-HMDB Sentences is for evaluation only: split must be 'test'")
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(self.root, "dataset folder not found")
+        self.frames, self.frame_stride, self.size, self.max_words = frames, frame_stride, size, max_words
+        self.skip_bad = skip_bad
+        ann = read_annotations(self.root / "jhmdb_annotation.txt")
+        self.queries = dict(zip(ann["video_id"], ann["query"]))
+        self.dirs = video_dirs(self.root)
+        self.index, self.samples_path = load_samples(self.root)
+        self.vocab = vocab if vocab is not None else Vocabulary.build(ann["query"])
+        self.notes: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict[str, Any] | None:
+        try:
+            return self.load(i)
+        except DataError:
+            if self.skip_bad:
+                return None
+            raise
+
+    def load(self, i: int) -> dict[str, Any]:
+        from lvas.data.a2d import read_image
+
+        row = self.index.iloc[i]
+        vid, frame = str(row["video_id"]), int(row["frame"])
+        if vid not in self.dirs:
+            raise DataError(self.root / "Rename_Images" / "*" / vid, "video in the samples file has no frames folder")
+        action, fdir = self.dirs[vid]
+        n_png = len(list(fdir.glob("*.png")))
+        idx = clip_indices(frame, n_png, self.frames, self.frame_stride)
+        imgs = torch.stack([read_image(fdir / f"{j:05d}.png") for j in idx])
+        mat_path = self.root / "puppet_mask" / action / vid / "puppet_mask.mat"
+        masks = read_part_mask(mat_path)
+        if frame > masks.shape[2]:
+            raise DataError(mat_path, f"no mask for frame {frame} (part_mask has {masks.shape[2]} frames)")
+        gt = torch.from_numpy(masks[:, :, frame - 1].copy())
+        orig = tuple(imgs.shape[-2:])
+        if tuple(gt.shape) != orig:
+            raise DataError(mat_path, f"mask is {tuple(gt.shape)} but the frame is {orig}")
+        lb = Letterbox.fit(orig, self.size)
+        clip = lb.apply(imgs.float() / 255.0).permute(1, 0, 2, 3).contiguous()
+        target = (lb.apply(gt[None].float()) > 0.5).float()
+        query = self.queries.get(vid, "")
+        tokens, mask = self.vocab.encode(query, self.max_words)
+        return {"clip": clip, "tokens": tokens, "mask": mask, "target": target, "gt": gt,
+                "meta": {"video": vid, "frame": frame, "instance": 0, "query": query, "kind": action,
+                         "orig": orig, "resized": lb.resized, "frames": idx}}

@@ -1,0 +1,116 @@
+"""Writers of tiny datasets in the exact public on-disk formats, independent of lvas's own code.
+
+Frame n of every video is a flat grey image of level 10 * n, so a clip's frame numbers can be
+read back from its pixels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+from PIL import Image
+
+
+def level(n: int) -> int:
+    return 10 * n
+
+
+def write_h5(path: Path, ids: list[int], masks: list[np.ndarray]) -> None:
+    """MATLAB v7.3 layout as h5py sees it: every array transposed; one instance -> (W, H)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("instance", data=np.array([ids], dtype=np.float64))  # MATLAB (N,1) -> (1,N)
+        if len(masks) == 1:
+            f.create_dataset("reMask", data=masks[0].T.astype(np.uint8))
+        else:
+            f.create_dataset("reMask", data=np.stack([m.T for m in masks]).astype(np.uint8))
+        boxes = [[np.nonzero(m)[1].min(), np.nonzero(m)[0].min(), np.nonzero(m)[1].max(), np.nonzero(m)[0].max()]
+                 for m in masks]
+        f.create_dataset("reBBox", data=np.array(boxes, dtype=np.float64).T)
+
+
+def rect_mask(h: int, w: int, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
+    m = np.zeros((h, w), dtype=bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def write_a2d(root: Path, h: int = 48, w: int = 64, n_frames: int = 12, frames_as: str = "jpg") -> dict:
+    """Three videos: v_train (2 instances), v_test (1 instance: the single-instance h5 case),
+    v_missed (listed in a2d_missed_videos.txt). Includes the "1 (copy)" quirk."""
+    rel = root / "Release"
+    rel.mkdir(parents=True)
+    (rel / "videoset.csv").write_text(
+        f"v_train,11,0,0,{h},{w},{n_frames},2,0\n"
+        f"v_test,12,0,0,{h},{w},{n_frames},1,1\n"
+        f"v_missed,13,0,0,{h},{w},{n_frames},1,0\n"
+    )
+    ta = root / "text_annotations"
+    ta.mkdir()
+    (ta / "a2d_annotation.txt").write_text(
+        "video_id,instance_id,query\n"
+        "v_train,0,a man is walking\n"
+        "v_train,1,the dog running left\n"
+        "v_train,1 (copy),the dog running left\n"
+        "v_test,0,a bird flying\n"
+        "v_missed,0,an invisible cat\n"
+    )
+    (ta / "a2d_missed_videos.txt").write_text("v_missed\n")
+    inst = ta / "a2d_annotation_with_instances"
+    masks = {
+        ("v_train", 3): ([0, 1], [rect_mask(h, w, 5, 5, 20, 30), rect_mask(h, w, 25, 10, 40, 60)]),
+        ("v_train", 9): ([1], [rect_mask(h, w, 10, 40, 30, 63)]),
+        ("v_test", 1): ([0], [rect_mask(h, w, 0, 0, 12, 12)]),
+        ("v_missed", 5): ([0], [rect_mask(h, w, 1, 1, 5, 5)]),
+    }
+    for (vid, frame), (ids, ms) in masks.items():
+        write_h5(inst / vid / f"{frame:05d}.h5", ids, ms)
+    for vid in ("v_train", "v_test", "v_missed"):
+        if frames_as == "jpg":
+            d = rel / "frames" / vid
+            d.mkdir(parents=True)
+            for n in range(1, n_frames + 1):
+                Image.fromarray(np.full((h, w, 3), level(n), np.uint8)).save(d / f"{n:05d}.jpg", quality=95)
+        else:
+            write_mp4(rel / "clips320H" / f"{vid}.mp4", n_frames, h, w)
+    return masks
+
+
+def write_mp4(path: Path, n_frames: int, h: int, w: int) -> None:
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=24)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for n in range(1, n_frames + 1):
+            frame = av.VideoFrame.from_ndarray(np.full((h, w, 3), level(n), np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def write_jhmdb(root: Path, h: int = 40, w: int = 52) -> dict:
+    """Two videos; the second's part_mask lacks its last 2 frames."""
+    import scipy.io
+
+    specs = {("catch", "vid_a"): (10, 10), ("run", "vid_b"): (9, 7)}  # (pngs, masked frames)
+    (root).mkdir(parents=True, exist_ok=True)
+    (root / "jhmdb_annotation.txt").write_text("video_id,query\nvid_a,a boy catching a ball\nvid_b,man running\n")
+    truth = {}
+    for (action, vid), (n_png, n_mask) in specs.items():
+        d = root / "Rename_Images" / action / vid
+        d.mkdir(parents=True)
+        for n in range(1, n_png + 1):
+            Image.fromarray(np.full((h, w, 3), level(n), np.uint8)).save(d / f"{n:05d}.png")
+        part = np.zeros((h, w, n_mask), dtype=np.uint8)
+        for t in range(n_mask):
+            part[2 + t: 10 + t, 3: 20, t] = 1
+        md = root / "puppet_mask" / action / vid
+        md.mkdir(parents=True)
+        scipy.io.savemat(md / "puppet_mask.mat", {"part_mask": part})
+        truth[vid] = part
+    return truth

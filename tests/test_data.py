@@ -1,0 +1,159 @@
+import numpy as np
+import pytest
+import torch
+
+from data_writers import level, write_a2d, write_jhmdb
+from lvas.cli import main
+from lvas.data import A2DSentences, DataError, JHMDBSentences, collate
+from lvas.data.a2d import build_index, prepare_frames, read_instance_mask
+from lvas.data.check import check_a2d, check_jhmdb
+from lvas.data.clips import Letterbox, clip_indices
+from lvas.data.jhmdb import choose_frames
+
+
+@pytest.fixture
+def a2d(tmp_path):
+    root = tmp_path / "a2d"
+    masks = write_a2d(root)
+    return root, masks
+
+
+def frame_numbers(clip: torch.Tensor, resized) -> list[int]:
+    """Read the frame numbers back from flat grey frames (3, T, S, S)."""
+    h, w = resized
+    return [int(round(float(clip[0, t, :h, :w].mean()) * 255 / 10)) for t in range(clip.shape[1])]
+
+
+def test_index_follows_the_public_release_quirks(a2d):
+    root, _ = a2d
+    train, notes = build_index(root, "train")
+    # v_missed excluded; the "1 (copy)" row read as instance 1 and dropped as a duplicate
+    assert set(train["video"]) == {"v_train"}
+    assert sorted(zip(train["frame"], train["instance"])) == [(3, 0), (3, 1), (9, 1)]
+    assert any("1 (copy)" in n for n in notes) and any("duplicate" in n for n in notes)
+    test, _ = build_index(root, "test")
+    assert list(zip(test["video"], test["frame"], test["instance"])) == [("v_test", 1, 0)]
+
+
+def test_masks_round_trip_exactly_including_single_instance(a2d):
+    root, masks = a2d
+    ds = A2DSentences(root, "train", frames=4, frame_stride=2, size=64)
+    seen = 0
+    for i in range(len(ds)):
+        item = ds[i]
+        ids, ms = masks[(item["meta"]["video"], item["meta"]["frame"])]
+        want = ms[ids.index(item["meta"]["instance"])]
+        assert np.array_equal(item["gt"].numpy(), want)
+        seen += 1
+    assert seen == 3
+    single = read_instance_mask(root / "text_annotations/a2d_annotation_with_instances/v_test/00001.h5", 0)
+    assert np.array_equal(single, masks[("v_test", 1)][1][0])
+
+
+def test_clip_frames_are_centred_and_clamped(a2d):
+    root, _ = a2d
+    ds = A2DSentences(root, "train", frames=4, frame_stride=3, size=64)
+    by_frame = {ds[i]["meta"]["frame"]: ds[i] for i in range(len(ds))}
+    item = by_frame[9]
+    assert item["meta"]["frames"] == [3, 6, 9, 12]  # target at index T // 2
+    assert frame_numbers(item["clip"], item["meta"]["resized"]) == [3, 6, 9, 12]
+    item = by_frame[3]
+    assert item["meta"]["frames"] == [1, 1, 3, 6]  # clamped at the start
+    assert frame_numbers(item["clip"], item["meta"]["resized"]) == [1, 1, 3, 6]
+    assert clip_indices(11, 12, 4, 2) == [7, 9, 11, 12]
+
+
+def test_letterbox_pads_and_inverts(a2d):
+    root, masks = a2d
+    ds = A2DSentences(root, "test", frames=2, frame_stride=1, size=32)
+    item = ds[0]
+    assert item["clip"].shape == (3, 2, 32, 32) and item["meta"]["resized"] == (24, 32)
+    assert item["clip"][:, :, 24:].abs().sum() == 0  # padding below the 48x64 -> 24x32 frame
+    lb = Letterbox(item["meta"]["orig"], item["meta"]["resized"], 32)
+    back = lb.invert(item["target"][0]) > 0.5
+    gt = masks[("v_test", 1)][1][0]
+    assert back.shape == gt.shape
+    assert (back.numpy() == gt).mean() > 0.97
+
+
+def test_bad_files_give_one_clear_error_naming_them(a2d, tmp_path):
+    root, _ = a2d
+    with pytest.raises(DataError, match="nowhere: dataset folder not found"):
+        A2DSentences(tmp_path / "nowhere")
+    h5 = root / "text_annotations/a2d_annotation_with_instances/v_train/00009.h5"
+    with pytest.raises(DataError, match=r"00009.h5: instance 0 is not annotated in this frame"):
+        read_instance_mask(h5, 0)
+    ds = A2DSentences(root, "train", frames=2, frame_stride=1, size=32)
+    (root / "Release/frames/v_train/00009.jpg").write_bytes(b"garbage")
+    (root / "Release/frames/v_train/00002.jpg").unlink()
+    h5_3 = root / "text_annotations/a2d_annotation_with_instances/v_train/00003.h5"
+    h5_3.write_bytes(b"not hdf5")
+    errors = []
+    for i in range(len(ds)):
+        with pytest.raises(DataError) as e:
+            ds[i]
+        errors.append(str(e.value))
+    assert any("00009.jpg: corrupt frame image" in m for m in errors)
+    assert any("00002.jpg: missing frame" in m for m in errors)
+    ds.skip_bad = True
+    batch = collate([ds[i] for i in range(len(ds))])
+    assert batch["skipped"] == 3
+    with pytest.raises(DataError, match="00003.h5: corrupt"):
+        build_index(root, "train")
+
+
+def test_check_lists_every_problem_with_its_file(a2d, capsys):
+    root, _ = a2d
+    rep = check_a2d(root)
+    assert rep.ok, rep.problems
+    assert rep.counts["samples (train)"] == 3 and rep.counts["samples (test)"] == 1
+    assert rep.counts["videos (train)"] == 2 and rep.counts["missed videos (excluded)"] == 1
+    (root / "Release/frames/v_test/00001.jpg").write_bytes(b"garbage")
+    (root / "text_annotations/a2d_annotation.txt").open("a").write("v_test,7,a ghost\n")
+    rep = check_a2d(root)
+    assert any("v_test/00001.jpg: corrupt frame image" in p for p in rep.problems)
+    assert any("instance 7 of query 'a ghost' is absent" in p for p in rep.problems)
+    assert main(["data", "check", str(root), "--dataset", "a2d"]) == 1
+    out = capsys.readouterr().out
+    assert "2 problem(s)" in out and "Traceback" not in out
+
+
+def test_prepare_extracts_mp4_frames_resumably(tmp_path):
+    root = tmp_path / "a2d"
+    write_a2d(root, n_frames=6, frames_as="mp4")
+    rep = check_a2d(root)
+    assert any("no frames (run `lvas data prepare a2d ROOT`)" in p for p in rep.problems)
+    assert prepare_frames(root, progress=False) == {"extracted": 3, "skipped": 0}
+    frames = sorted((root / "Release/frames/v_train").glob("*.jpg"))
+    assert [f.name for f in frames] == [f"{n:05d}.jpg" for n in range(1, 7)]
+    assert prepare_frames(root, progress=False) == {"extracted": 0, "skipped": 3}
+    item = A2DSentences(root, "train", frames=3, frame_stride=1, size=64)[0]
+    got = [float(item["clip"][0, t, :48, :64].mean()) * 255 for t in range(3)]
+    want = [level(n) for n in item["meta"]["frames"]]
+    assert np.allclose(got, want, atol=4)  # lossy video codec
+
+
+def test_jhmdb_fixed_samples_and_trailing_frames_without_masks(tmp_path):
+    root = tmp_path / "jhmdb"
+    truth = write_jhmdb(root)
+    ds = JHMDBSentences(root, frames=4, frame_stride=1, size=64)
+    assert choose_frames(10) == [2, 5, 8] and choose_frames(7) == [2, 4, 5]
+    assert list(zip(ds.index["video_id"], ds.index["frame"])) == [
+        ("vid_a", 2), ("vid_a", 5), ("vid_a", 8), ("vid_b", 2), ("vid_b", 4), ("vid_b", 5)]
+    assert ds.samples_path == root / "jhmdb_samples.csv" and ds.samples_path.is_file()
+    for i in range(len(ds)):
+        item = ds[i]
+        vid, f = item["meta"]["video"], item["meta"]["frame"]
+        assert np.array_equal(item["gt"].numpy(), truth[vid][:, :, f - 1] > 0)
+        assert frame_numbers(item["clip"], item["meta"]["resized"])[2] == f
+    # the stored file wins over the rule: edit it and the samples follow
+    ds.samples_path.write_text("video_id,frame\nvid_b,6\n")
+    ds2 = JHMDBSentences(root, frames=4, frame_stride=1, size=64)
+    assert len(ds2) == 1
+    assert check_jhmdb(root).counts["videos with unmasked trailing frames"] == 1
+    (root / "puppet_mask/run/vid_b/puppet_mask.mat").write_bytes(b"junk")
+    with pytest.raises(DataError, match="vid_b/puppet_mask.mat: corrupt .mat file"):
+        ds2[0]
+    with pytest.raises(DataError, match="vid_b/puppet_mask.mat: corrupt"):
+        JHMDBSentences(root).__class__  # construct OK; error comes on load
+        ds2[0]
