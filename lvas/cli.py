@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from lvas.config import ConfigError
@@ -70,6 +71,94 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0 if rep.ok else 1
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from lvas.config import load_config
+    from lvas.engine.trainer import TrainingDiverged, run_dir_for, train_experiment
+
+    cfg = load_config(args.experiment, args.overrides)
+    run_dir = Path(args.run_dir) if args.run_dir else run_dir_for(cfg)
+    if not args.resume and (run_dir / "last.pt").is_file():
+        raise ConfigError(f"{run_dir} already holds a run of this config: add --resume to continue it, "
+                          f"or --run-dir for a new one (nothing is overwritten)")
+    try:
+        result, run_id = train_experiment(cfg, run_dir, resume=args.resume, tracking_uri=args.tracking_uri,
+                                          progress=not args.quiet)
+    except TrainingDiverged as e:
+        print(f"lvas train: {e}", file=sys.stderr)
+        return 1
+    best = result.best
+    print(f"best epoch {best.get('epoch')}: " + "  ".join(f"{k} {best[k]:.1f}" for k in ("AP", "oIoU", "mIoU")))
+    print(f"checkpoint: {result.best_checkpoint}")
+    if run_id:
+        print(f"MLflow run: {run_id}")
+    return 0
+
+
+def _checkpoint_path(ref: str, tracking_uri: str | None) -> Path:
+    p = Path(ref)
+    if p.is_file() or p.suffix == ".pt" or "/" in ref:
+        return p
+    from lvas.tracking import download_artifact, resolve_uri
+
+    try:
+        return download_artifact(ref, "checkpoints/best.pt", resolve_uri(tracking_uri))
+    except Exception as e:  # noqa: BLE001 - mlflow raises several types for an unknown run
+        raise ConfigError(f"{ref}: neither a checkpoint file nor an MLflow run with checkpoints/best.pt ({e})") from None
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from torch.utils.data import DataLoader
+
+    from lvas.config import apply_overrides, from_dict, to_dict
+    from lvas.data import build_dataset, collate
+    from lvas.engine.checkpoint import load_checkpoint, model_from_checkpoint
+    from lvas.engine.evaluate import evaluate
+    from lvas.engine.trainer import resolve_device
+
+    state = load_checkpoint(_checkpoint_path(args.checkpoint, args.tracking_uri))
+    cfg, model, vocab = model_from_checkpoint(state)
+    data = to_dict(cfg)
+    if args.dataset:
+        data["data"]["dataset"] = args.dataset
+    if args.root:
+        data["data"]["root"] = args.root
+    cfg = from_dict(apply_overrides(data, args.overrides))
+    device = resolve_device(cfg.train.device)
+    model.to(device)
+    ds = build_dataset(cfg.data, args.split or cfg.data.test_split, vocab=vocab, max_words=cfg.model.text.max_words)
+    loader = DataLoader(ds, batch_size=cfg.train.batch_size, collate_fn=collate, num_workers=cfg.data.workers)
+    protocol = args.protocol or cfg.train.protocol
+    res = evaluate(model, loader, protocol, device, progress=not args.quiet)
+    m = res["metrics"]
+    print(f"{cfg.data.dataset} {args.split or cfg.data.test_split} ({m['n']} samples, protocol {protocol}"
+          + (f", {res['skipped']} skipped" if res["skipped"] else "") + ")")
+    names = ["P@0.5", "P@0.6", "P@0.7", "P@0.8", "P@0.9", "AP", "oIoU", "mIoU"]
+    print("  ".join(f"{k:>6}" for k in ["", *names]))
+    groups = [""] + sorted({k.split("/")[0] for k in m if "/" in k})
+    for g in groups:
+        pre = f"{g}/" if g else ""
+        print("  ".join([f"{(g or 'all'):>6}"] + [f"{m[pre + k]:6.1f}" for k in names]) + f"  (n={m[pre + 'n']})")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"protocol": protocol, "dataset": cfg.data.dataset, **m}, indent=1))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from lvas.engine.checkpoint import load_checkpoint, model_from_checkpoint
+    from lvas.engine.predict import predict_video, read_video, write_outputs
+    from lvas.engine.trainer import resolve_device
+
+    cfg, model, vocab = model_from_checkpoint(load_checkpoint(_checkpoint_path(args.checkpoint, args.tracking_uri)))
+    model.to(resolve_device(cfg.train.device))
+    frames = read_video(args.video)
+    probs = predict_video(model, vocab, cfg, frames, args.query, progress=not args.quiet)
+    res = write_outputs(frames, probs, args.out, mp4=args.mp4)
+    print(f"wrote {res['masks']} masks and {res['gif']}" + (f" and {res['mp4']}" if "mp4" in res else ""))
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import json
 
@@ -104,6 +193,37 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="reports", help="output folder for --table")
     s.add_argument("--experiments", default="experiments", help="experiment folder for --table")
     s.set_defaults(func=cmd_flops)
+
+    s = sub.add_parser("train", help="train and evaluate an experiment, tracked in MLflow")
+    s.add_argument("experiment", help="experiment YAML")
+    s.add_argument("overrides", nargs="*", help="key.path=value overrides")
+    s.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
+    s.add_argument("--run-dir", default=None, help="default: <train.out_dir>/<name>-<config hash>")
+    s.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default sqlite:///mlflow.db)")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("eval", help="evaluate a checkpoint (or an MLflow run's best checkpoint)")
+    s.add_argument("checkpoint", help="CHECKPOINT.pt or an MLflow RUN_ID")
+    s.add_argument("overrides", nargs="*", help="key.path=value overrides of the stored config (e.g. data.root=...)")
+    s.add_argument("--dataset", choices=["a2d", "jhmdb", "synth"], default=None)
+    s.add_argument("--root", default=None, help="dataset folder (default: the one trained on)")
+    s.add_argument("--split", default=None)
+    s.add_argument("--protocol", choices=["paper", "strict"], default=None)
+    s.add_argument("--tracking-uri", default=None)
+    s.add_argument("--json", default=None, help="also write the metrics to this JSON file")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("predict", help="masks for every frame of your own video and a query")
+    s.add_argument("checkpoint", help="CHECKPOINT.pt or an MLflow RUN_ID")
+    s.add_argument("--video", required=True, help="a video file or a folder of frames")
+    s.add_argument("--query", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--mp4", action="store_true", help="also write overlay.mp4")
+    s.add_argument("--tracking-uri", default=None)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("data", help="make, prepare and check datasets")
     dsub = s.add_subparsers(dest="data_command", required=True)

@@ -116,11 +116,56 @@ class DataConfig:
 
 
 @dataclass
+class TrainConfig:
+    """Optimisation (paper §4.2: Adam, lr 5e-4, batch 8, 12 epochs, lr / 10 every 8 epochs).
+
+    ``recipe: two_stage`` trains the spatial and the temporal network separately (stage 1, each
+    for ``epochs``), then freezes both encoders and trains a fresh decoder for ``stage2_epochs``.
+    """
+
+    recipe: Literal["joint", "two_stage"] = "joint"
+    epochs: int = 12
+    batch_size: int = 8
+    lr: float = 5e-4
+    lr_step: int = 8
+    lr_gamma: float = 0.1
+    weight_decay: float = 0.0
+    pos_weight: float = 1.5
+    aux_weight: float = 0.5
+    grad_clip: float = 10.0
+    stage2_epochs: int = 4
+    stage2_lr: float = 5e-4
+    stage1_cache: str | None = None
+    device: str = "auto"
+    amp: bool = True
+    channels_last: bool = True
+    limit_batches: int = 0
+    val_samples: int = 0
+    monitor: str = "mIoU"
+    protocol: Literal["paper", "strict"] = "paper"
+    out_dir: str = "runs"
+
+
+@dataclass
+class TrackingConfig:
+    """MLflow: ``uri`` (default ``sqlite:///mlflow.db`` in the working directory; the
+    MLFLOW_TRACKING_URI environment variable and ``--tracking-uri`` take precedence)."""
+
+    uri: str | None = None
+    experiment: str | None = None
+    system_metrics: bool = True
+    log_checkpoint: bool = True
+    overlays: int = 4
+
+
+@dataclass
 class ExperimentConfig:
     name: str = "experiment"
     seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
 # Extra checks beyond types: key path -> (predicate, what was expected).
@@ -139,6 +184,15 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "data.size": (lambda v: v >= 32, "an integer >= 32"),
     "data.frame_stride": (lambda v: v >= 1, "an integer >= 1"),
     "data.workers": (lambda v: v >= 0, "an integer >= 0"),
+    "train.epochs": (lambda v: v >= 1, "an integer >= 1"),
+    "train.batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "train.lr": (lambda v: v > 0, "a positive number"),
+    "train.lr_step": (lambda v: v >= 1, "an integer >= 1"),
+    "train.pos_weight": (lambda v: v > 0, "a positive number"),
+    "train.stage2_epochs": (lambda v: v >= 1, "an integer >= 1"),
+    "train.device": (lambda v: v in ("auto", "cpu") or v.startswith("cuda"), "auto, cpu or cuda[:N]"),
+    "train.monitor": (lambda v: v in ("AP", "oIoU", "mIoU", "P@0.5", "P@0.6", "P@0.7", "P@0.8", "P@0.9"),
+                      "one of AP, oIoU, mIoU, P@0.5 .. P@0.9"),
 }
 
 

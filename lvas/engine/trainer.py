@@ -1,0 +1,351 @@
+"""Training: joint or the paper's two-stage recipe, checkpointed every epoch, resumable, tracked.
+
+``train_experiment`` is what ``lvas train`` and every sweep trial run: it opens the MLflow run,
+logs the resolved config, FLOPs and tags, trains, evaluates every epoch, and logs the best
+checkpoint and a few qualitative overlays. A crash marks the run FAILED with its traceback.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from lvas.config import ConfigError, ExperimentConfig, config_hash, to_dict, to_yaml
+from lvas.engine.checkpoint import load_checkpoint, save_checkpoint
+from lvas.engine.evaluate import evaluate
+from lvas.engine.losses import segmentation_loss
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    best_checkpoint: Path
+    last_checkpoint: Path
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device: {name!r} requested but CUDA is not available")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def run_dir_for(cfg: ExperimentConfig) -> Path:
+    return Path(cfg.train.out_dir) / f"{cfg.name}-{config_hash(cfg)}"
+
+
+# --------------------------------------------------------------------------- data
+
+
+def make_datasets(cfg: ExperimentConfig, vocab=None):
+    """(train set, validation set, vocabulary); validation = the test split, optionally cut."""
+    from lvas.data import build_dataset
+
+    train = build_dataset(cfg.data, cfg.data.train_split, vocab=vocab, max_words=cfg.model.text.max_words)
+    val = build_dataset(cfg.data, cfg.data.test_split, vocab=train.vocab, max_words=cfg.model.text.max_words)
+    if cfg.train.val_samples and len(val) > cfg.train.val_samples:
+        val = Subset(val, range(cfg.train.val_samples))
+    return train, val, train.vocab
+
+
+def _loader(ds, cfg: ExperimentConfig, order: list[int] | None = None, batch_size: int | None = None) -> DataLoader:
+    from lvas.data import collate
+
+    if order is not None:
+        ds = Subset(ds, order)
+    return DataLoader(ds, batch_size=batch_size or cfg.train.batch_size, shuffle=False,
+                      num_workers=cfg.data.workers, collate_fn=collate,
+                      pin_memory=torch.cuda.is_available(), persistent_workers=False)
+
+
+# --------------------------------------------------------------------------- one fit
+
+
+def fit(cfg: ExperimentConfig, model: torch.nn.Module, run_dir: Path, train_set, val_set, vocab, *,
+        epochs: int, lr: float, trainable: list[torch.nn.Parameter] | None = None,
+        frozen: list[torch.nn.Module] = (), tracker=None, prefix: str = "", resume: bool = True,
+        progress: bool = True, epoch_callback: EpochCallback | None = None) -> FitResult:
+    """Train ``model`` for ``epochs``, evaluating and checkpointing after each one.
+
+    With ``resume`` and a ``last.pt`` in ``run_dir``, continues from it: same data order per
+    epoch (seeded by ``seed`` and the epoch), same optimizer and scheduler state, hence the same
+    result as an uninterrupted run.
+    """
+    t = cfg.train
+    device = resolve_device(t.device)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    last, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    model.to(device)
+    if device.type == "cuda" and t.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    params = trainable if trainable is not None else [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=t.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=t.lr_step, gamma=t.lr_gamma)
+    start, history, best = 0, [], {}
+    if resume and last.is_file():
+        state = load_checkpoint(last)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start, history, best = state["epoch"] + 1, state["history"], state.get("best", {})
+    use_amp = t.amp and device.type == "cuda"
+    n = len(train_set)
+    if n == 0:
+        raise ConfigError(f"data.root: the {cfg.data.train_split} split of {cfg.data.root} has no samples")
+    for epoch in range(start, epochs):
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch)).tolist()
+        if t.limit_batches:
+            order = order[: t.limit_batches * t.batch_size]
+        model.train()
+        for m in frozen:
+            m.eval()
+        total, count, skipped = 0.0, 0, 0
+        bar = tqdm(_loader(train_set, cfg, order), desc=f"{prefix}epoch {epoch + 1}/{epochs}", unit="batch",
+                   disable=not progress, leave=False)
+        for step, batch in enumerate(bar):
+            skipped += batch["skipped"]
+            if "clip" not in batch:
+                continue
+            clip = batch["clip"].to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                out = model(clip, batch["tokens"].to(device), batch["mask"].to(device))
+            loss = segmentation_loss(out, batch["target"].to(device), t.pos_weight, t.aux_weight)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"training diverged: loss is {loss.item()} at epoch {epoch + 1}, "
+                                       f"step {step + 1} (lower train.lr or check the data)")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if t.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
+            optimizer.step()
+            total += loss.item() * clip.shape[0]
+            count += clip.shape[0]
+            bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
+        lr_used = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        ev = evaluate(model, _loader(val_set, cfg), t.protocol, device, amp=use_amp, progress=progress)
+        metrics = ev["metrics"]
+        record = {"epoch": epoch + 1, "train_loss": total / max(count, 1), "lr": lr_used,
+                  "train_skipped": skipped, "val_skipped": ev["skipped"], **{f"val/{k}": v for k, v in metrics.items()}}
+        history.append(record)
+        if tracker is not None:
+            tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=epoch + 1, prefix=prefix)
+        score = metrics.get(t.monitor, float("nan"))
+        if not best or (score == score and score > best.get(t.monitor, float("-inf"))):
+            best = {"epoch": epoch + 1, **metrics}
+            save_checkpoint(best_path, cfg=cfg, model=model, vocab=vocab.itos, epoch=epoch, best=best)
+        save_checkpoint(last, cfg=cfg, model=model, vocab=vocab.itos, epoch=epoch, history=history, best=best,
+                        optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict())
+        (run_dir / "history.json").write_text(json.dumps(history, indent=1))
+        if progress:
+            tqdm.write(f"{prefix}epoch {epoch + 1}: loss {record['train_loss']:.4f}  "
+                       f"val {t.protocol} AP {metrics['AP']:.1f}  oIoU {metrics['oIoU']:.1f}  mIoU {metrics['mIoU']:.1f}")
+        if epoch_callback is not None:
+            epoch_callback(epoch + 1, metrics)
+    return FitResult(run_dir, best_path, last, history, best)
+
+
+# --------------------------------------------------------------------------- recipes
+
+
+def stage1_config(cfg: ExperimentConfig, branch: str) -> ExperimentConfig:
+    """The single-branch network stage 1 of the two-stage recipe trains."""
+    c = copy.deepcopy(cfg)
+    c.model.mode = branch
+    c.model.fusion = "add"  # unused with one branch; fixed so it does not split the cache
+    c.train.recipe = "joint"
+    c.name = f"{cfg.name}-stage1-{branch}"
+    return c
+
+
+def stage1_key(cfg: ExperimentConfig, branch: str) -> str:
+    """Cache key of a stage-1 network: everything that changes its result, nothing else."""
+    c = stage1_config(cfg, branch)
+    train = {k: v for k, v in to_dict(c.train).items()
+             if k not in ("stage2_epochs", "stage2_lr", "stage1_cache", "out_dir", "recipe")}
+    return config_hash({"seed": c.seed, "model": to_dict(c.model), "data": to_dict(c.data), "train": train})
+
+
+def _build(cfg: ExperimentConfig, vocab) -> torch.nn.Module:
+    from lvas.models import build_model
+
+    seed_everything(cfg.seed)
+    cache = Path(cfg.data.root) / ".lvas_cache"
+    return build_model(cfg, vocab=vocab.itos, cache_dir=str(cache))
+
+
+def train_model(cfg: ExperimentConfig, run_dir: Path, *, tracker=None, resume: bool = True, progress: bool = True,
+                epoch_callback: EpochCallback | None = None) -> FitResult:
+    """Run the config's recipe in ``run_dir``; returns the final model's fit."""
+    train_set, val_set, vocab = make_datasets(cfg)
+    if cfg.train.recipe == "joint":
+        model = _build(cfg, vocab)
+        return fit(cfg, model, run_dir, train_set, val_set, vocab, epochs=cfg.train.epochs, lr=cfg.train.lr,
+                   tracker=tracker, resume=resume, progress=progress, epoch_callback=epoch_callback)
+    if cfg.model.mode != "both":
+        raise ConfigError("train.recipe: two_stage needs model.mode: both (it combines two trained encoders)")
+    stage1 = {}
+    cache_root = Path(cfg.train.stage1_cache) if cfg.train.stage1_cache else run_dir / "stage1"
+    for branch in ("spatial", "temporal"):
+        c1 = stage1_config(cfg, branch)
+        d1 = cache_root / f"{branch}-{stage1_key(cfg, branch)}"
+        done = d1 / "done.json"
+        if not done.is_file():
+            r1 = fit(c1, _build(c1, vocab), d1, train_set, val_set, vocab, epochs=c1.train.epochs, lr=c1.train.lr,
+                     tracker=tracker, prefix=f"stage1_{branch}/", resume=True, progress=progress)
+            done.write_text(json.dumps(r1.best))
+        elif tracker is not None:
+            tracker.set_tags({f"stage1_{branch}_cache": str(d1)})
+        stage1[branch] = d1 / "best.pt"
+    model = _build(cfg, vocab)
+    frozen = []
+    for branch, path in stage1.items():
+        state = load_checkpoint(path)["model"]
+        parts = {"encoder": getattr(model, branch), "cmam": model.cmam[branch], "gru": model.text.grus[branch]}
+        prefixes = {"encoder": f"{branch}.", "cmam": f"cmam.{branch}.", "gru": f"text.grus.{branch}."}
+        for name, module in parts.items():
+            sub = {k[len(prefixes[name]):]: v for k, v in state.items() if k.startswith(prefixes[name])}
+            module.load_state_dict(sub)
+            frozen.append(module)
+    emb = {k[len("text.embedding."):]: v for k, v in load_checkpoint(stage1["spatial"])["model"].items()
+           if k.startswith("text.embedding.")}
+    model.text.embedding.load_state_dict(emb)
+    frozen.append(model.text.embedding)
+    for m in frozen:
+        m.requires_grad_(False)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return fit(cfg, model, run_dir, train_set, val_set, vocab, epochs=cfg.train.stage2_epochs,
+               lr=cfg.train.stage2_lr, trainable=trainable, frozen=frozen, tracker=tracker, prefix="",
+               resume=resume, progress=progress, epoch_callback=epoch_callback)
+
+
+# --------------------------------------------------------------------------- the tracked run
+
+
+def overlay_image(meta: dict, root_clip: torch.Tensor, pred: torch.Tensor, gt: torch.Tensor):
+    """target frame | prediction (red) | ground truth (green), as one PIL image at the original size."""
+    from PIL import Image
+
+    from lvas.data.clips import Letterbox
+
+    lb = Letterbox(tuple(meta["orig"]), tuple(meta["resized"]), root_clip.shape[-1])
+    h, w = lb.resized
+    frame = torch.nn.functional.interpolate(root_clip[None, :, :h, :w], size=lb.orig, mode="bilinear",
+                                            align_corners=False)[0].clamp(0, 1)
+    base = (frame.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+
+    def tint(mask, colour):
+        img = base.astype(np.float32).copy()
+        m = mask.numpy().astype(bool)
+        img[m] = 0.45 * img[m] + 0.55 * np.asarray(colour, np.float32)
+        return img.astype(np.uint8)
+
+    return Image.fromarray(np.concatenate([base, tint(pred, (255, 40, 40)), tint(gt, (40, 220, 40))], axis=1))
+
+
+def log_overlays(tracker, model, val_set, cfg: ExperimentConfig, n: int, out_dir: Path) -> list[Path]:
+    """Qualitative overlays of the first ``n`` validation samples."""
+    from lvas.data import collate
+    from lvas.data.clips import Letterbox
+    from lvas.metrics import masks_for_protocol
+
+    paths = []
+    model.eval()
+    device = next(model.parameters()).device
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for i in range(min(n, len(val_set))):
+        item = val_set[i]
+        if item is None:
+            continue
+        b = collate([item])
+        with torch.no_grad():
+            lg = model(b["clip"].to(device), b["tokens"].to(device), b["mask"].to(device))["logits"][0, 0].float().cpu()
+        meta = item["meta"]
+        lb = Letterbox(tuple(meta["orig"]), tuple(meta["resized"]), lg.shape[-1])
+        pred, gt = masks_for_protocol(lg, item["gt"], lb, cfg.train.protocol)
+        target = item["clip"][:, item["clip"].shape[1] // 2]
+        p = out_dir / f"overlay_{i:02d}_{meta['video']}_{meta['frame']:05d}.png"
+        overlay_image(meta, target, pred, gt).save(p)
+        (out_dir / f"{p.stem}.txt").write_text(f"{meta['query']}\n")
+        paths.append(p)
+        tracker.log_artifact(p, "overlays")
+    return paths
+
+
+def train_experiment(cfg: ExperimentConfig, run_dir: str | Path | None = None, *, resume: bool = False,
+                     tracking_uri: str | None = None, experiment: str | None = None,
+                     parent_run_id: str | None = None, run_name: str | None = None, extra_tags=None,
+                     progress: bool = True, epoch_callback: EpochCallback | None = None, track: bool = True):
+    """Train and evaluate one config inside an MLflow run (see module docstring).
+
+    Returns:
+        (FitResult, MLflow run id or None).
+    """
+    from lvas.flops import measure_config
+    from lvas.tracking import Tracker, flatten, git_commit, quiet_mlflow, resolve_uri
+
+    run_dir = Path(run_dir) if run_dir is not None else run_dir_for(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    id_file = run_dir / "mlflow_run_id"
+    run_id = id_file.read_text().strip() if resume and id_file.is_file() else None
+    tags = {"config_hash": config_hash(cfg), "git_commit": git_commit(), "protocol": cfg.train.protocol,
+            "dataset": cfg.data.dataset, "recipe": cfg.train.recipe, "run_dir": str(run_dir.resolve()),
+            **(extra_tags or {})}
+    tracker = Tracker(resolve_uri(tracking_uri, cfg.tracking.uri), experiment or cfg.tracking.experiment or cfg.name,
+                      run_name=run_name or cfg.name, run_id=run_id, parent_run_id=parent_run_id, tags=tags,
+                      system_metrics=cfg.tracking.system_metrics, active=track)
+    with quiet_mlflow(), tracker:
+        if tracker.run_id:
+            id_file.write_text(tracker.run_id)
+        if run_id is None:
+            tracker.log_params(flatten(to_dict(cfg)))
+            tracker.log_text(to_yaml(cfg), "config.yaml")
+            try:
+                fl = measure_config(cfg)
+                tracker.log_dict({"frames": fl.frames, "size": fl.size, "gmacs": fl.gmacs, "gflops_2per_mac": fl.gflops,
+                                  "params": fl.params, "parts_gmacs": {k: v / 1e9 for k, v in fl.parts.items()}},
+                                 "flops.json")
+                tracker.log_metrics({"gmacs": fl.gmacs, "params_m": fl.params / 1e6})
+            except Exception as e:  # noqa: BLE001 - FLOPs are informative; never fail a run on them
+                tracker.set_tags({"flops_error": str(e)[:500]})
+        result = train_model(cfg, run_dir, tracker=tracker, resume=resume, progress=progress,
+                             epoch_callback=epoch_callback)
+        tracker.log_metrics({f"best/{k}": v for k, v in result.best.items()})
+        if cfg.tracking.log_checkpoint:
+            tracker.log_artifact(result.best_checkpoint, "checkpoints")
+        tracker.log_artifact(run_dir / "history.json")
+        if cfg.tracking.overlays and track:
+            from lvas.engine.checkpoint import model_from_checkpoint
+
+            _, best_model, _ = model_from_checkpoint(load_checkpoint(result.best_checkpoint))
+            _, val_set, _ = make_datasets(cfg)
+            log_overlays(tracker, best_model, val_set, cfg, cfg.tracking.overlays, run_dir / "overlays")
+    return result, tracker.run_id
