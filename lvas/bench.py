@@ -62,7 +62,8 @@ def bench_model(cfg, frames: int | None = None, size: int | None = None, batch: 
     return {
         "config": cfg.name, "device": str(dev), "machine": f"{platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} threads", "clip": f"{batch}x{frames}x{size}x{size}",
-        "forward_s": min(fwd[1:]), "forward_backward_s": min(bwd[1:]),
+        "forward_s": round(min(fwd[1:]), 4), "forward_backward_s": round(min(bwd[1:]), 4),
+        "train_clips_per_s": round(batch / min(bwd[1:]), 2), "inference_clips_per_s": round(batch / min(fwd[1:]), 2),
         "peak_rss_after_build_gib": round(rss_model, 2), "peak_rss_forward_gib": round(rss_fwd, 2),
         "peak_rss_train_gib": round(rss_train, 2),
         "cuda_peak_forward_gib": cuda_fwd,

@@ -48,8 +48,9 @@ def masks_for_protocol(logits: torch.Tensor, gt: torch.Tensor, lb: Letterbox, pr
         prob = torch.sigmoid(logits.float())
         pred_in = prob > 0.5 * prob.max()
         pred = _nearest(pred_in[:h, :w], lb.orig)
-        gt_in = lb.apply(gt[None].float())[0] > 0
-        gt_rt = _nearest(gt_in[:h, :w], lb.orig)
+        # the CSTM code's round trip: plain bilinear (no antialiasing) to the input grid, > 0, back
+        gt_in = F.interpolate(gt[None, None].float(), size=lb.resized, mode="bilinear", align_corners=False)[0, 0] > 0
+        gt_rt = _nearest(gt_in, lb.orig)
         return pred, gt_rt
     if protocol == "strict":
         up = F.interpolate(logits[None, None, :h, :w].float(), size=lb.orig, mode="bilinear", align_corners=False)

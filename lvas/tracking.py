@@ -19,7 +19,13 @@ DEFAULT_URI = "sqlite:///mlflow.db"
 
 
 def resolve_uri(flag: str | None = None, config_uri: str | None = None) -> str:
-    return flag or os.environ.get("MLFLOW_TRACKING_URI") or config_uri or DEFAULT_URI
+    """The tracking URI to use; a relative SQLite path is made absolute (from the working directory)
+    so that every process of a sweep, whatever its own directory, writes to the same file."""
+    uri = flag or os.environ.get("MLFLOW_TRACKING_URI") or config_uri or DEFAULT_URI
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
+        uri = prefix + str(Path.cwd() / uri[len(prefix):])
+    return uri
 
 
 def git_commit() -> str:
@@ -65,7 +71,8 @@ class Tracker:
             return self
         import mlflow
 
-        mlflow.set_tracking_uri(self.uri)
+        self._saved_env = os.environ.get("MLFLOW_TRACKING_URI")
+        mlflow.set_tracking_uri(self.uri)  # also exports MLFLOW_TRACKING_URI; restored on exit
         mlflow.set_experiment(self.experiment)
         kw: dict[str, Any] = {}
         if self.run_id is not None:
@@ -92,6 +99,16 @@ class Tracker:
             return False
         import mlflow
 
+        try:
+            self._end(mlflow, exc_type, exc, tb)
+        finally:
+            if self._saved_env is None:
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
+            else:
+                os.environ["MLFLOW_TRACKING_URI"] = self._saved_env
+        return False
+
+    def _end(self, mlflow, exc_type, exc, tb) -> None:
         if exc_type is None:
             mlflow.end_run("FINISHED")
         elif exc_type is KeyboardInterrupt:
@@ -102,7 +119,6 @@ class Tracker:
                 mlflow.log_text(text, "traceback.txt")
                 mlflow.set_tag("failure", f"{exc_type.__name__}: {exc}"[:5000])
             mlflow.end_run("FAILED")
-        return False
 
     # -- logging ------------------------------------------------------------
     def log_params(self, params: dict[str, Any]) -> None:

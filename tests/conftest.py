@@ -16,3 +16,9 @@ def tokens():
     ids[1, :3] = torch.tensor([5, 6, 8])
     mask = ids > 0
     return ids, mask
+
+
+@pytest.fixture(autouse=True)
+def _no_inherited_tracking_uri(monkeypatch):
+    """MLflow's set_tracking_uri exports MLFLOW_TRACKING_URI; keep tests independent of each other."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -1,0 +1,137 @@
+"""End-to-end: seconds-long training on a tiny synthetic set, MLflow contents, resume, failures."""
+
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+
+from lvas.cli import main
+from lvas.config import load_config
+from lvas.data.synthetic import generate
+from lvas.engine.checkpoint import load_checkpoint
+from lvas.engine.trainer import TrainingDiverged, train_experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    generate(root, videos=10, frames=4, size=48, progress=False)
+    return root
+
+
+def tiny_cfg(synth, **over):
+    base = [f"data.root={synth}", "data.frames=4", "data.size=48", "data.workers=0", "train.batch_size=4",
+            "train.epochs=3", "train.lr=0.003", "tracking.system_metrics=false", "tracking.overlays=2",
+            "model.text.hidden=16", "model.text.embed_dim=8", "model.cmam.channels=8", "model.decoder.channels=8"]
+    return load_config(ROOT / "experiments" / "cpu_small.yaml", base + [f"{k}={v}" for k, v in over.items()])
+
+
+def test_train_eval_end_to_end_with_mlflow(synth, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_cfg(synth, **{"train.epochs": 4})
+    result, run_id = train_experiment(cfg, tmp_path / "run", progress=False)
+    losses = [h["train_loss"] for h in result.history]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    assert (tmp_path / "mlflow.db").is_file()  # the default tracking URI
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = mlflow.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.spatial.name"] == "tiny2d" and run.data.params["train.epochs"] == "4"
+    assert run.data.tags["config_hash"] == load_checkpoint(result.best_checkpoint)["config_hash"]
+    assert {"dataset", "protocol", "git_commit"} <= set(run.data.tags)
+    hist = mlflow.MlflowClient().get_metric_history(run_id, "train_loss")
+    assert [m.step for m in hist] == [1, 2, 3, 4]
+    assert "val/motion/AP" in run.data.metrics and "val/appearance/mIoU" in run.data.metrics
+    arts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}
+    assert {"config.yaml", "flops.json", "checkpoints", "overlays", "history.json"} <= arts
+    overlays = mlflow.MlflowClient().list_artifacts(run_id, "overlays")
+    assert len(overlays) == 2
+    # eval rebuilds the model from the checkpoint alone and reproduces the logged best metrics
+    assert main(["eval", str(result.best_checkpoint), "--quiet", "--json", str(tmp_path / "m.json")]) == 0
+    import json
+
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["mIoU"] == pytest.approx(result.best["mIoU"])
+    assert m["protocol"] == "paper" and "motion/AP" in m
+    # and by MLflow run id
+    assert main(["eval", run_id, "--quiet", "--protocol", "strict"]) == 0
+    assert "protocol strict" in capsys.readouterr().out
+
+
+def test_resume_gives_the_same_result(synth, tmp_path):
+    cfg = tiny_cfg(synth)
+    full, _ = train_experiment(cfg, tmp_path / "full", progress=False, track=False)
+
+    def stop_after_two(epoch, metrics):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_experiment(cfg, tmp_path / "cut", progress=False, track=False, epoch_callback=stop_after_two)
+    assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 1  # 0-based: two epochs done
+    resumed, _ = train_experiment(cfg, tmp_path / "cut", resume=True, progress=False, track=False)
+    a = load_checkpoint(full.last_checkpoint)["model"]
+    b = load_checkpoint(resumed.last_checkpoint)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["train_loss"] for h in full.history] == [h["train_loss"] for h in resumed.history]
+
+
+def test_nan_loss_fails_cleanly(synth, tmp_path, monkeypatch, capsys):
+    import lvas.engine.trainer as trainer
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(trainer, "segmentation_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
+    cfg = tiny_cfg(synth)
+    with pytest.raises(TrainingDiverged, match="loss is nan at epoch 1, step 1"):
+        train_experiment(cfg, tmp_path / "run", progress=False)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=[cfg.name])
+    assert list(runs["status"]) == ["FAILED"]
+    text = mlflow.artifacts.load_text(f"runs:/{runs['run_id'][0]}/traceback.txt")
+    assert "TrainingDiverged" in text
+    # the CLI says why in one line, with no traceback
+    rc = main(["train", str(ROOT / "experiments/cpu_small.yaml"), f"data.root={synth}", "data.frames=4",
+               "data.size=48", "data.workers=0", "tracking.system_metrics=false", f"train.out_dir={tmp_path / 'r'}",
+               "--quiet"])
+    assert rc == 1
+    assert "training diverged" in capsys.readouterr().err
+
+
+def test_two_stage_recipe_freezes_the_stage1_encoders(synth, tmp_path):
+    cfg = tiny_cfg(synth, **{"train.recipe": "two_stage", "train.epochs": 1, "train.stage2_epochs": 1,
+                             "train.stage1_cache": str(tmp_path / "cache")})
+    result, _ = train_experiment(cfg, tmp_path / "run", progress=False, track=False)
+    cached = sorted(p.name.split("-")[0] for p in (tmp_path / "cache").iterdir())
+    assert cached == ["spatial", "temporal"]
+    final = load_checkpoint(result.last_checkpoint)["model"]
+    s1 = load_checkpoint(next((tmp_path / "cache").glob("spatial-*")) / "best.pt")["model"]
+    for k in s1:
+        if k.startswith(("spatial.", "cmam.spatial.", "text.grus.spatial.")):
+            assert torch.equal(final[k], s1[k]), k
+    assert any(not torch.equal(final[k], s1[k]) for k in s1 if k.startswith("decoder.proj.spatial"))
+    # a second trial with the same stage-1 networks reuses them (no new cache entries)
+    cfg2 = tiny_cfg(synth, **{"train.recipe": "two_stage", "train.epochs": 1, "train.stage2_epochs": 1,
+                              "train.stage1_cache": str(tmp_path / "cache"), "model.fusion": "max"})
+    train_experiment(cfg2, tmp_path / "run2", progress=False, track=False)
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+
+
+def test_predict_writes_masks_and_overlays(synth, tmp_path):
+    cfg = tiny_cfg(synth, **{"train.epochs": 1})
+    result, _ = train_experiment(cfg, tmp_path / "run", progress=False, track=False)
+    frames = synth / "Release" / "frames" / "synth00000"
+    assert main(["predict", str(result.best_checkpoint), "--video", str(frames), "--query", "the red circle",
+                 "--out", str(tmp_path / "pred"), "--quiet", "--mp4"]) == 0
+    names = sorted(p.name for p in (tmp_path / "pred").iterdir())
+    assert names == [f"mask_{i:05d}.png" for i in range(1, 5)] + ["overlay.gif", "overlay.mp4"]
+    from PIL import Image
+
+    with Image.open(tmp_path / "pred" / "mask_00001.png") as im:
+        assert im.size == (48, 48)
+    with Image.open(tmp_path / "pred" / "overlay.gif") as im:
+        assert im.n_frames == 4
+    assert main(["predict", str(result.best_checkpoint), "--video", str(tmp_path / "none.mp4"), "--query", "x",
+                 "--out", str(tmp_path / "p2"), "--quiet"]) == 2
