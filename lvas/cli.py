@@ -159,6 +159,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from lvas.sweep.runner import SweepOptions, dry_run_table, run_sweep, run_worker
+    from lvas.sweep.spec import load_sweep
+
+    spec = load_sweep(args.sweep)
+    if args.dry_run:
+        table = dry_run_table(spec)
+        print(f"{spec.name}: method {spec.method}, metric {spec.metric} ({spec.goal}), base {spec.base}")
+        print(table.to_markdown(index=False))
+        if spec.method == "grid":
+            print(f"{len(table)} trial(s)")
+        return 0
+    opts = SweepOptions(storage=args.storage, tracking_uri=args.tracking_uri, out=args.out,
+                        retry_failed=args.retry_failed, stale_after=args.stale_after, progress=not args.quiet,
+                        gpus=[g for g in args.gpus.split(",") if g] if args.gpus else None)
+    if args.worker:
+        return run_worker(spec, opts)
+    return run_sweep(spec, opts, workers=args.workers)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import json
 
@@ -224,6 +244,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tracking-uri", default=None)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("sweep", help="run a sweep YAML: trials in Optuna, nested runs in MLflow; rerun to resume")
+    s.add_argument("sweep", help="sweep YAML")
+    s.add_argument("--workers", type=int, default=1, help="trial processes on this machine")
+    s.add_argument("--gpus", default=None, help="comma-separated GPU ids; worker i gets gpus[i %% n]")
+    s.add_argument("--storage", default=None, help="Optuna storage URL (default: a journal file under --out)")
+    s.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default sqlite:///mlflow.db)")
+    s.add_argument("--out", default="runs/sweeps", help="folder of trial checkpoints and the journal")
+    s.add_argument("--retry-failed", action="store_true", help="run failed trials again")
+    s.add_argument("--stale-after", type=float, default=600.0,
+                   help="seconds without a heartbeat after which a RUNNING trial counts as interrupted")
+    s.add_argument("--dry-run", action="store_true", help="print the trial table and stop")
+    s.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_sweep)
 
     s = sub.add_parser("data", help="make, prepare and check datasets")
     dsub = s.add_subparsers(dest="data_command", required=True)

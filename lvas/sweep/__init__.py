@@ -1,0 +1,1 @@
+"""Sweeps: YAML spec (spec.py) and the Optuna/MLflow runner (runner.py)."""
