@@ -16,6 +16,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -136,6 +137,8 @@ class TrainConfig:
     stage2_epochs: int = 4
     stage2_lr: float = 5e-4
     stage1_cache: str | None = None
+    init_checkpoint: str | None = None
+    eval_only: bool = False
     device: str = "auto"
     amp: bool = True
     channels_last: bool = True
@@ -385,13 +388,25 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
         raise ConfigError(f"override {text!r}: value is not valid YAML: {e}") from None
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads 1e-5 (no dot) as a string
     return key.split("."), value
 
 
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
+    """Apply ``key.path=value`` strings (values parsed as YAML)."""
+    return apply_values(data, [parse_override(t) for t in overrides])
+
+
+def apply_values(data: dict, items) -> dict:
+    """Apply (key parts or dotted key, value) pairs, values taken as they are."""
     out = copy.deepcopy(data)
-    for text in overrides:
-        parts, value = parse_override(text)
+    for parts, value in (items.items() if isinstance(items, dict) else items):
+        if isinstance(parts, str):
+            parts = parts.split(".")
         node = out
         for i, part in enumerate(parts[:-1]):
             nxt = node.get(part)
@@ -400,7 +415,7 @@ def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
             elif not isinstance(nxt, dict):
                 raise ConfigError(f"{'.'.join(parts[: i + 1])}: is not a mapping; cannot set {'.'.join(parts)}")
             node = nxt
-        node[parts[-1]] = value
+        node[parts[-1]] = copy.deepcopy(value)
     return out
 
 

@@ -181,3 +181,20 @@ def test_random_search_respects_run_cap(tmp_path, synth, monkeypatch):
     for t in study.trials:
         assert 1e-4 <= t.params["train.lr"] <= 1e-2 and t.params["train.pos_weight"] in (1.0, 1.5, 2.0)
         assert t.params["variant"] in ("Spatial", "Temporal")
+
+
+def test_evaluation_sweep_reuses_another_sweeps_checkpoint(tmp_path, synth, monkeypatch):
+    """Table 2's pattern: evaluate Table 1's trained model (looked up by sweep and label)."""
+    monkeypatch.chdir(tmp_path)
+    train = write_sweep(tmp_path, synth, name="trainfirst",
+                        variants=[{"label": "Spatial", "overrides": {"model.mode": "spatial"}}])
+    evaluate = write_sweep(tmp_path, synth, name="evalonly",
+                           overrides={**TINY, "data.root": str(synth), "model.mode": "spatial",
+                                      "train.eval_only": True, "train.init_checkpoint": "sweep:trainfirst.yaml#Spatial"},
+                           variants=[{"label": "Spatial", "overrides": {}}])
+    assert main(["sweep", str(evaluate), "--quiet"]) == 1  # the checkpoint does not exist yet: a clear FAIL
+    assert main(["sweep", str(train), "--quiet"]) == 0
+    assert main(["sweep", str(evaluate), "--quiet", "--retry-failed"]) == 0
+    trained = _study(tmp_path / "runs/sweeps", "trainfirst").best_trial.value
+    evaluated = [t for t in _study(tmp_path / "runs/sweeps", "evalonly").trials if t.state.name == "COMPLETE"]
+    assert evaluated[0].value == pytest.approx(trained)  # same model, same test split

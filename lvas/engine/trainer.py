@@ -7,6 +7,7 @@ checkpoint and a few qualitative overlays. A crash marks the run FAILED with its
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import random
@@ -19,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from lvas.config import ConfigError, ExperimentConfig, config_hash, to_dict, to_yaml
+from lvas.config import ConfigError, ExperimentConfig, config_hash, from_dict, to_dict, to_yaml
 from lvas.engine.checkpoint import load_checkpoint, save_checkpoint
 from lvas.engine.evaluate import evaluate
 from lvas.engine.losses import segmentation_loss
@@ -175,6 +176,19 @@ def fit(cfg: ExperimentConfig, model: torch.nn.Module, run_dir: Path, train_set,
 # --------------------------------------------------------------------------- recipes
 
 
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    """An exclusive advisory lock (fcntl) held for the duration of the block."""
+    import fcntl
+
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def stage1_config(cfg: ExperimentConfig, branch: str) -> ExperimentConfig:
     """The single-branch network stage 1 of the two-stage recipe trains."""
     c = copy.deepcopy(cfg)
@@ -201,12 +215,57 @@ def _build(cfg: ExperimentConfig, vocab) -> torch.nn.Module:
     return build_model(cfg, vocab=vocab.itos, cache_dir=str(cache))
 
 
+def _init_state(cfg: ExperimentConfig) -> dict | None:
+    if not cfg.train.init_checkpoint:
+        return None
+    from lvas.sweep.spec import resolve_checkpoint
+
+    return load_checkpoint(resolve_checkpoint(cfg.train.init_checkpoint))
+
+
+def evaluate_only(cfg: ExperimentConfig, run_dir: Path, state: dict, tracker=None, progress: bool = True) -> FitResult:
+    """Evaluate a trained checkpoint on the config's test split (e.g. Table 2: A2D model on J-HMDB)."""
+    from lvas.data import build_dataset
+    from lvas.data.vocab import Vocabulary
+    from lvas.models import build_model
+
+    vocab = Vocabulary(state["vocab"][2:])
+    trained = from_dict(state["config"])
+    model = build_model(trained, vocab=vocab.itos, load_weights=False)
+    model.load_state_dict(state["model"])
+    device = resolve_device(cfg.train.device)
+    model.to(device)
+    val = build_dataset(cfg.data, cfg.data.test_split, vocab=vocab, max_words=trained.model.text.max_words)
+    ev = evaluate(model, _loader(val, cfg), cfg.train.protocol, device, progress=progress)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    best = {"epoch": 0, **ev["metrics"]}
+    record = {"epoch": 0, "val_skipped": ev["skipped"], **{f"val/{k}": v for k, v in ev["metrics"].items()}}
+    if tracker is not None:
+        tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=0)
+    path = save_checkpoint(run_dir / "best.pt", cfg=trained, model=model, vocab=vocab.itos, epoch=0, best=best)
+    (run_dir / "history.json").write_text(json.dumps([record], indent=1))
+    return FitResult(run_dir, path, path, [record], best)
+
+
 def train_model(cfg: ExperimentConfig, run_dir: Path, *, tracker=None, resume: bool = True, progress: bool = True,
                 epoch_callback: EpochCallback | None = None) -> FitResult:
     """Run the config's recipe in ``run_dir``; returns the final model's fit."""
+    init = _init_state(cfg)
+    if cfg.train.eval_only:
+        if init is None:
+            raise ConfigError("train.eval_only: needs train.init_checkpoint (a checkpoint or sweep:<file>#<label>)")
+        return evaluate_only(cfg, run_dir, init, tracker, progress)
     train_set, val_set, vocab = make_datasets(cfg)
+    if init is not None:
+        from lvas.data.vocab import Vocabulary
+
+        vocab = Vocabulary(init["vocab"][2:])
+        train_set.vocab = vocab
+        getattr(val_set, "dataset", val_set).vocab = vocab
     if cfg.train.recipe == "joint":
         model = _build(cfg, vocab)
+        if init is not None:
+            model.load_state_dict(init["model"])
         return fit(cfg, model, run_dir, train_set, val_set, vocab, epochs=cfg.train.epochs, lr=cfg.train.lr,
                    tracker=tracker, resume=resume, progress=progress, epoch_callback=epoch_callback)
     if cfg.model.mode != "both":
@@ -217,11 +276,13 @@ def train_model(cfg: ExperimentConfig, run_dir: Path, *, tracker=None, resume: b
         c1 = stage1_config(cfg, branch)
         d1 = cache_root / f"{branch}-{stage1_key(cfg, branch)}"
         done = d1 / "done.json"
-        if not done.is_file():
-            r1 = fit(c1, _build(c1, vocab), d1, train_set, val_set, vocab, epochs=c1.train.epochs, lr=c1.train.lr,
-                     tracker=tracker, prefix=f"stage1_{branch}/", resume=True, progress=progress)
-            done.write_text(json.dumps(r1.best))
-        elif tracker is not None:
+        d1.mkdir(parents=True, exist_ok=True)
+        with _file_lock(d1 / ".lock"):  # two trials needing the same network: one trains, one waits
+            if not done.is_file():
+                r1 = fit(c1, _build(c1, vocab), d1, train_set, val_set, vocab, epochs=c1.train.epochs,
+                         lr=c1.train.lr, tracker=tracker, prefix=f"stage1_{branch}/", resume=True, progress=progress)
+                done.write_text(json.dumps(r1.best))
+        if tracker is not None:
             tracker.set_tags({f"stage1_{branch}_cache": str(d1)})
         stage1[branch] = d1 / "best.pt"
     model = _build(cfg, vocab)
@@ -342,7 +403,7 @@ def train_experiment(cfg: ExperimentConfig, run_dir: str | Path | None = None, *
         if cfg.tracking.log_checkpoint:
             tracker.log_artifact(result.best_checkpoint, "checkpoints")
         tracker.log_artifact(run_dir / "history.json")
-        if cfg.tracking.overlays and track:
+        if cfg.tracking.overlays and track and not cfg.train.eval_only:
             from lvas.engine.checkpoint import model_from_checkpoint
 
             _, best_model, _ = model_from_checkpoint(load_checkpoint(result.best_checkpoint))

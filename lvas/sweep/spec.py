@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lvas.config import ConfigError, ExperimentConfig, apply_overrides, from_dict, load_raw, read_yaml
+from lvas.config import ConfigError, ExperimentConfig, apply_values, from_dict, load_raw, read_yaml
 
 METHODS = ("grid", "random", "bayes")
 DISTRIBUTIONS = ("uniform", "log_uniform_values", "int_uniform", "q_uniform")
@@ -113,7 +113,7 @@ class SweepSpec:
 
     def config_for(self, trial: Trial) -> ExperimentConfig:
         """The full experiment config of a trial (validated)."""
-        data = apply_overrides(load_raw(self.base), [f"{k}={json.dumps(v)}" for k, v in trial.overrides.items()])
+        data = apply_values(load_raw(self.base), trial.overrides)
         data["name"] = f"{self.name}/{trial.label}" if trial.label != "default" else self.name
         try:
             return from_dict(data)
@@ -210,6 +210,9 @@ def load_sweep(path: str | Path) -> SweepSpec:
     overrides = raw.get("overrides") or {}
     if not isinstance(overrides, dict):
         raise _err(path, "overrides", "expected a mapping of key.path -> value")
+    ref = overrides.get("train.init_checkpoint")
+    if isinstance(ref, str) and ref.startswith("sweep:") and not Path(ref[6:].split("#")[0]).is_absolute():
+        overrides["train.init_checkpoint"] = "sweep:" + str((path.parent / ref[6:]).resolve())
     run_cap = raw.get("run_cap")
     if run_cap is not None and (not isinstance(run_cap, int) or run_cap < 1):
         raise _err(path, "run_cap", "expected a positive integer")
@@ -236,3 +239,19 @@ def load_sweep(path: str | Path) -> SweepSpec:
             probe = {p.name: (p.values[0] if p.is_discrete else p.min) for p in parameters}
             spec.config_for(spec.trial_for(label, probe))
     return spec
+
+
+def resolve_checkpoint(ref: str, out: str | Path = "runs/sweeps") -> Path:
+    """``sweep:<sweep.yaml>#<variant label>`` -> that trial's best checkpoint; anything else is a path."""
+    if not ref.startswith("sweep:"):
+        return Path(ref)
+    file, _, label = ref[6:].partition("#")
+    spec = load_sweep(file)
+    trials = [t for t in spec.grid() if t.label == label] if spec.method == "grid" else []
+    if not trials:
+        raise ConfigError(f"train.init_checkpoint: no variant {label!r} in {file} "
+                          f"(variants: {', '.join(spec.labels())})")
+    path = Path(out) / spec.name / "trials" / trials[0].key / "best.pt"
+    if not path.is_file():
+        raise ConfigError(f"train.init_checkpoint: {path} not found: run `lvas sweep {file}` first")
+    return path
