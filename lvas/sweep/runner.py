@@ -51,7 +51,19 @@ def storage_for(spec: SweepSpec, opts: SweepOptions):
 
     if opts.storage:
         if opts.storage.startswith(("postgresql", "mysql")):
-            return optuna.storages.RDBStorage(opts.storage, heartbeat_interval=60, grace_period=180)
+            # Machines started together race to create the schema on a fresh database: retry.
+            import random
+            import warnings
+
+            for attempt in range(8):
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                        return optuna.storages.RDBStorage(opts.storage, heartbeat_interval=60, grace_period=180)
+                except Exception:  # noqa: BLE001 - sqlalchemy IntegrityError/ProgrammingError on the race
+                    if attempt == 7:
+                        raise
+                    time.sleep(0.5 + random.random())
         return opts.storage
     path = sweep_dir(spec, opts) / "optuna.journal"
     path.parent.mkdir(parents=True, exist_ok=True)
