@@ -80,13 +80,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.resume and (run_dir / "last.pt").is_file():
         raise ConfigError(f"{run_dir} already holds a run of this config: add --resume to continue it, "
                           f"or --run-dir for a new one (nothing is overwritten)")
+    import json
+
     try:
         result, run_id = train_experiment(cfg, run_dir, resume=args.resume, tracking_uri=args.tracking_uri,
+                                          experiment=args.experiment_name, parent_run_id=args.parent_run_id,
+                                          run_name=args.run_name, extra_tags=json.loads(args.tags or "{}"),
                                           progress=not args.quiet)
     except TrainingDiverged as e:
         print(f"lvas train: {e}", file=sys.stderr)
         return 1
     best = result.best
+    if not best:  # a non-zero rank under torchrun
+        return 0
     print(f"best epoch {best.get('epoch')}: " + "  ".join(f"{k} {best[k]:.1f}" for k in ("AP", "oIoU", "mIoU")))
     print(f"checkpoint: {result.best_checkpoint}")
     if run_id:
@@ -173,7 +179,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     opts = SweepOptions(storage=args.storage, tracking_uri=args.tracking_uri, out=args.out,
                         retry_failed=args.retry_failed, stale_after=args.stale_after, progress=not args.quiet,
-                        gpus=[g for g in args.gpus.split(",") if g] if args.gpus else None)
+                        gpus=[g for g in args.gpus.split(",") if g] if args.gpus else None,
+                        gpus_per_trial=args.gpus_per_trial)
     if args.worker:
         return run_worker(spec, opts)
     return run_sweep(spec, opts, workers=args.workers)
@@ -221,6 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--run-dir", default=None, help="default: <train.out_dir>/<name>-<config hash>")
     s.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default sqlite:///mlflow.db)")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.add_argument("--experiment-name", default=None, help="MLflow experiment (default: the config's name)")
+    s.add_argument("--parent-run-id", default=None, help="nest the run under this MLflow run (sweeps)")
+    s.add_argument("--run-name", default=None)
+    s.add_argument("--tags", default=None, help="extra MLflow tags as a JSON object")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("eval", help="evaluate a checkpoint (or an MLflow run's best checkpoint)")
@@ -249,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("sweep", help="sweep YAML")
     s.add_argument("--workers", type=int, default=1, help="trial processes on this machine")
     s.add_argument("--gpus", default=None, help="comma-separated GPU ids; worker i gets gpus[i %% n]")
+    s.add_argument("--gpus-per-trial", type=int, default=1,
+                   help="run each trial with torchrun on this many processes (DDP; one GPU each, gloo on CPU)")
     s.add_argument("--storage", default=None, help="Optuna storage URL (default: a journal file under --out)")
     s.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default sqlite:///mlflow.db)")
     s.add_argument("--out", default="runs/sweeps", help="folder of trial checkpoints and the journal")

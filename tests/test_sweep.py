@@ -198,3 +198,17 @@ def test_evaluation_sweep_reuses_another_sweeps_checkpoint(tmp_path, synth, monk
     trained = _study(tmp_path / "runs/sweeps", "trainfirst").best_trial.value
     evaluated = [t for t in _study(tmp_path / "runs/sweeps", "evalonly").trials if t.state.name == "COMPLETE"]
     assert evaluated[0].value == pytest.approx(trained)  # same model, same test split
+
+
+def test_a_trial_on_two_processes_through_torchrun(tmp_path, synth, monkeypatch):
+    """--gpus-per-trial 2: DistributedDataParallel through torchrun (gloo on this CPU machine)."""
+    monkeypatch.chdir(tmp_path)
+    p = write_sweep(tmp_path, synth, name="ddp", variants=[{"label": "Both", "overrides": {}}])
+    assert main(["sweep", str(p), "--quiet", "--gpus-per-trial", "2"]) == 0
+    (t,) = _study(tmp_path / "runs/sweeps", "ddp").trials
+    assert t.state.name == "COMPLETE"
+    runs = _runs(tmp_path / "mlflow.db", "ddp")
+    child = runs[runs["tags.mlflow.parentRunId"].notna()]
+    assert list(child["status"]) == ["FINISHED"] and child["run_id"].iloc[0] == t.user_attrs["mlflow_run_id"]
+    hist = mlflow.MlflowClient().get_metric_history(t.user_attrs["mlflow_run_id"], "train_loss")
+    assert [m.step for m in hist] == [1, 2]  # logged once per epoch: only rank 0 tracks

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,7 @@ def make_datasets(cfg: ExperimentConfig, vocab=None):
 
 
 def _loader(ds, cfg: ExperimentConfig, order: list[int] | None = None, batch_size: int | None = None) -> DataLoader:
+    """A loader over ``order`` (indices) of ``ds``, never shuffled: the order is the seed's."""
     from lvas.data import collate
 
     if order is not None:
@@ -98,7 +100,11 @@ def fit(cfg: ExperimentConfig, model: torch.nn.Module, run_dir: Path, train_set,
     result as an uninterrupted run.
     """
     t = cfg.train
+    rank, world = dist_info()
     device = resolve_device(t.device)
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
     run_dir.mkdir(parents=True, exist_ok=True)
     last, best_path = run_dir / "last.pt", run_dir / "best.pt"
     model.to(device)
@@ -117,6 +123,10 @@ def fit(cfg: ExperimentConfig, model: torch.nn.Module, run_dir: Path, train_set,
         scheduler.load_state_dict(state["scheduler"])
         start, history, best = state["epoch"] + 1, state["history"], state.get("best", {})
     use_amp = t.amp and device.type == "cuda"
+    net = model
+    if world > 1:  # DistributedDataParallel under torchrun: each rank takes every world-th clip
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    batch_size = max(1, t.batch_size // world)  # train.batch_size stays the global batch
     n = len(train_set)
     if n == 0:
         raise ConfigError(f"data.root: the {cfg.data.train_split} split of {cfg.data.root} has no samples")
@@ -124,19 +134,20 @@ def fit(cfg: ExperimentConfig, model: torch.nn.Module, run_dir: Path, train_set,
         order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch)).tolist()
         if t.limit_batches:
             order = order[: t.limit_batches * t.batch_size]
+        order = order[rank::world]
         model.train()
         for m in frozen:
             m.eval()
         total, count, skipped = 0.0, 0, 0
-        bar = tqdm(_loader(train_set, cfg, order), desc=f"{prefix}epoch {epoch + 1}/{epochs}", unit="batch",
-                   disable=not progress, leave=False)
+        bar = tqdm(_loader(train_set, cfg, order, batch_size), desc=f"{prefix}epoch {epoch + 1}/{epochs}",
+                   unit="batch", disable=not progress or rank > 0, leave=False)
         for step, batch in enumerate(bar):
             skipped += batch["skipped"]
             if "clip" not in batch:
                 continue
             clip = batch["clip"].to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                out = model(clip, batch["tokens"].to(device), batch["mask"].to(device))
+                out = net(clip, batch["tokens"].to(device), batch["mask"].to(device))
             loss = segmentation_loss(out, batch["target"].to(device), t.pos_weight, t.aux_weight)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"training diverged: loss is {loss.item()} at epoch {epoch + 1}, "
@@ -151,6 +162,9 @@ def fit(cfg: ExperimentConfig, model: torch.nn.Module, run_dir: Path, train_set,
             bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
         lr_used = optimizer.param_groups[0]["lr"]
         scheduler.step()
+        if rank > 0:  # rank 0 evaluates, checkpoints and logs; the others wait for it
+            torch.distributed.barrier()
+            continue
         ev = evaluate(model, _loader(val_set, cfg), t.protocol, device, amp=use_amp, progress=progress)
         metrics = ev["metrics"]
         record = {"epoch": epoch + 1, "train_loss": total / max(count, 1), "lr": lr_used,
@@ -168,9 +182,24 @@ def fit(cfg: ExperimentConfig, model: torch.nn.Module, run_dir: Path, train_set,
         if progress:
             tqdm.write(f"{prefix}epoch {epoch + 1}: loss {record['train_loss']:.4f}  "
                        f"val {t.protocol} AP {metrics['AP']:.1f}  oIoU {metrics['oIoU']:.1f}  mIoU {metrics['mIoU']:.1f}")
+        if world > 1:
+            torch.distributed.barrier()
         if epoch_callback is not None:
             epoch_callback(epoch + 1, metrics)
     return FitResult(run_dir, best_path, last, history, best)
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size); (0, 1) outside torchrun."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def init_distributed() -> None:
+    """Join the process group torchrun describes (WORLD_SIZE > 1): NCCL on GPUs, gloo on CPUs."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
 
 
 # --------------------------------------------------------------------------- recipes
@@ -277,11 +306,15 @@ def train_model(cfg: ExperimentConfig, run_dir: Path, *, tracker=None, resume: b
         d1 = cache_root / f"{branch}-{stage1_key(cfg, branch)}"
         done = d1 / "done.json"
         d1.mkdir(parents=True, exist_ok=True)
-        with _file_lock(d1 / ".lock"):  # two trials needing the same network: one trains, one waits
+        rank, world = dist_info()
+        # two trials needing the same network: one trains, one waits (under torchrun the ranks
+        # train it together, so they take no lock)
+        with _file_lock(d1 / ".lock") if world == 1 else contextlib.nullcontext():
             if not done.is_file():
                 r1 = fit(c1, _build(c1, vocab), d1, train_set, val_set, vocab, epochs=c1.train.epochs,
                          lr=c1.train.lr, tracker=tracker, prefix=f"stage1_{branch}/", resume=True, progress=progress)
-                done.write_text(json.dumps(r1.best))
+                if rank == 0:
+                    done.write_text(json.dumps(r1.best))
         if tracker is not None:
             tracker.set_tags({f"stage1_{branch}_cache": str(d1)})
         stage1[branch] = d1 / "best.pt"
@@ -372,9 +405,14 @@ def train_experiment(cfg: ExperimentConfig, run_dir: str | Path | None = None, *
     from lvas.flops import measure_config
     from lvas.tracking import Tracker, flatten, git_commit, quiet_mlflow, resolve_uri
 
+    init_distributed()
+    rank, _ = dist_info()
+    track = track and rank == 0
+    progress = progress and rank == 0
     run_dir = Path(run_dir) if run_dir is not None else run_dir_for(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    if rank == 0:
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
     id_file = run_dir / "mlflow_run_id"
     run_id = id_file.read_text().strip() if resume and id_file.is_file() else None
     tags = {"config_hash": config_hash(cfg), "git_commit": git_commit(), "protocol": cfg.train.protocol,
@@ -384,7 +422,7 @@ def train_experiment(cfg: ExperimentConfig, run_dir: str | Path | None = None, *
                       run_name=run_name or cfg.name, run_id=run_id, parent_run_id=parent_run_id, tags=tags,
                       system_metrics=cfg.tracking.system_metrics, active=track)
     with quiet_mlflow(), tracker:
-        if tracker.run_id:
+        if tracker.run_id and rank == 0:
             id_file.write_text(tracker.run_id)
         if run_id is None:
             tracker.log_params(flatten(to_dict(cfg)))
@@ -398,7 +436,9 @@ def train_experiment(cfg: ExperimentConfig, run_dir: str | Path | None = None, *
             except Exception as e:  # noqa: BLE001 - FLOPs are informative; never fail a run on them
                 tracker.set_tags({"flops_error": str(e)[:500]})
         result = train_model(cfg, run_dir, tracker=tracker, resume=resume, progress=progress,
-                             epoch_callback=epoch_callback)
+                             epoch_callback=epoch_callback if rank == 0 else None)
+        if rank > 0:
+            return result, None
         tracker.log_metrics({f"best/{k}": v for k, v in result.best.items()})
         if cfg.tracking.log_checkpoint:
             tracker.log_artifact(result.best_checkpoint, "checkpoints")

@@ -40,6 +40,7 @@ class SweepOptions:
     stale_after: float = 600.0
     progress: bool = True
     gpus: list[str] | None = None
+    gpus_per_trial: int = 1
 
 
 def sweep_dir(spec: SweepSpec, opts: SweepOptions) -> Path:
@@ -282,13 +283,17 @@ class SweepRunner:
         if self.opts.progress:
             print(f"[{self.spec.name}] trial {trial.number} {t.label} {t.params or ''}"
                   + (" (resuming)" if resume else ""), flush=True)
+        tags = {"sweep": self.spec.name, "variant": t.label, "trial_key": t.key,
+                "optuna_trial": str(trial.number), "report": self.spec.report}
         try:
-            result, run_id = train_experiment(
-                cfg, run_dir, resume=resume, tracking_uri=self.tracking_uri, experiment=self.spec.name,
-                parent_run_id=self.parent_run_id, run_name=t.label,
-                extra_tags={"sweep": self.spec.name, "variant": t.label, "trial_key": t.key,
-                            "optuna_trial": str(trial.number), "report": self.spec.report},
-                progress=self.opts.progress, epoch_callback=report)
+            if self.opts.gpus_per_trial > 1:
+                best, run_id = self._run_torchrun(cfg, run_dir, resume, t.label, tags)
+            else:
+                result, run_id = train_experiment(
+                    cfg, run_dir, resume=resume, tracking_uri=self.tracking_uri, experiment=self.spec.name,
+                    parent_run_id=self.parent_run_id, run_name=t.label, extra_tags=tags,
+                    progress=self.opts.progress, epoch_callback=report)
+                best = result.best
         except optuna.TrialPruned:
             self._set_run(trial, run_dir)
             self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
@@ -303,8 +308,30 @@ class SweepRunner:
                   file=sys.stderr, flush=True)
             return "FAIL"
         trial.set_user_attr("mlflow_run_id", run_id or "")
-        self.study.tell(trial, result.best.get(metric, float("nan")))
+        self.study.tell(trial, best.get(metric, float("nan")))
         return "COMPLETE"
+
+    def _run_torchrun(self, cfg, run_dir: Path, resume: bool, label: str, tags: dict) -> tuple[dict, str]:
+        """One trial on ``gpus_per_trial`` processes (DDP through torchrun); pruning is not available."""
+        from lvas.config import to_yaml
+        from lvas.engine.checkpoint import load_checkpoint
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg_path = run_dir / "trial_config.yaml"
+        cfg_path.write_text(to_yaml(cfg))
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={self.opts.gpus_per_trial}", "-m", "lvas.cli", "train", str(cfg_path),
+               "--run-dir", str(run_dir), "--tracking-uri", self.tracking_uri, "--experiment-name", self.spec.name,
+               "--parent-run-id", self.parent_run_id, "--run-name", label, "--tags", json.dumps(tags)]
+        if resume:
+            cmd.append("--resume")
+        if not self.opts.progress:
+            cmd.append("--quiet")
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"torchrun exited with {proc.returncode}: {(proc.stderr or proc.stdout)[-1500:]}")
+        best = load_checkpoint(run_dir / "best.pt").get("best", {})
+        return best, (run_dir / "mlflow_run_id").read_text().strip()
 
     @staticmethod
     def _set_run(trial, run_dir: Path) -> None:
