@@ -186,6 +186,31 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return run_sweep(spec, opts, workers=args.workers)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from lvas.report.generate import report_sweep, write_index
+    from lvas.sweep.spec import load_sweep
+    from lvas.tracking import resolve_uri
+
+    paths = list(args.sweeps)
+    if args.all:
+        paths += sorted(str(p) for p in Path(args.sweeps_dir).glob("*.yaml"))
+    if not paths and not args.all:
+        raise ConfigError("lvas report: name sweep YAMLs or give --all")
+    uri = resolve_uri(args.tracking_uri)
+    for p in paths:
+        spec = load_sweep(p)
+        res = report_sweep(spec, uri, args.out, figures=not args.no_figures, samples=args.samples)
+        print(f"{spec.name}: " + ", ".join(str(t) for t in res["tables"][:1])
+              + f" (+ .tex .csv), {len(res['figures'])} figure(s)"
+              + (f"; missing rows: {', '.join(res['missing'])}" if res["missing"] else ""))
+    if args.all:
+        from lvas.report.table4 import write_table4
+
+        write_table4(args.out, args.experiments)
+    print(f"index: {write_index(args.out)}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import json
 
@@ -272,6 +297,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_sweep)
+
+    s = sub.add_parser("report", help="the paper's tables and figures from the sweeps' MLflow runs")
+    s.add_argument("sweeps", nargs="*", help="sweep YAMLs")
+    s.add_argument("--all", action="store_true", help="every sweep in --sweeps-dir, and Table 4")
+    s.add_argument("--sweeps-dir", default="sweeps")
+    s.add_argument("--experiments", default="experiments", help="for Table 4 with --all")
+    s.add_argument("--tracking-uri", default=None)
+    s.add_argument("--out", default="reports")
+    s.add_argument("--samples", type=int, default=4, help="samples in the qualitative figure")
+    s.add_argument("--no-figures", action="store_true")
+    s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("data", help="make, prepare and check datasets")
     dsub = s.add_subparsers(dest="data_command", required=True)

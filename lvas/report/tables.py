@@ -8,7 +8,8 @@ from typing import Mapping
 import pandas as pd
 
 _LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-                  "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}
+                  "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}",
+                  "Δ": r"$\Delta$", "−": r"$-$", "×": r"$\times$", "–": "--"}
 
 
 def latex_escape(text: object) -> str:
@@ -24,13 +25,17 @@ def _fmt(value: object, digits: int) -> str:
     return str(value)
 
 
-def to_latex(df: pd.DataFrame, caption: str = "", best: Mapping[str, str] | None = None, digits: int = 1) -> str:
-    """A booktabs tabular; the best value of each column named in ``best`` ("max"/"min") in bold."""
+def to_latex(df: pd.DataFrame, caption: str = "", best: Mapping[str, str] | None = None, digits: int = 1,
+             candidates: pd.Series | None = None) -> str:
+    """A booktabs tabular; the best value of each column named in ``best`` ("max"/"min") in bold,
+    among the rows where ``candidates`` is True (all rows by default)."""
     best = best or {}
     bold: dict[str, set] = {}
     for col, how in best.items():
         if col in df:
             nums = pd.to_numeric(df[col], errors="coerce")
+            if candidates is not None:
+                nums = nums.where(candidates)
             if nums.notna().any():
                 target = nums.max() if how == "max" else nums.min()
                 bold[col] = set(nums.index[nums == target])
@@ -53,7 +58,8 @@ def to_latex(df: pd.DataFrame, caption: str = "", best: Mapping[str, str] | None
 
 
 def write_table(df: pd.DataFrame, out_dir: str | Path, stem: str, caption: str = "",
-                best: Mapping[str, str] | None = None, notes: str = "", digits: int = 1) -> list[Path]:
+                best: Mapping[str, str] | None = None, notes: str = "", digits: int = 1,
+                candidates: pd.Series | None = None) -> list[Path]:
     """Write ``<stem>.md`` (caption, table, notes), ``<stem>.tex`` and ``<stem>.csv``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -64,6 +70,9 @@ def write_table(df: pd.DataFrame, out_dir: str | Path, stem: str, caption: str =
         md += ["", notes]
     paths = [out / f"{stem}.md", out / f"{stem}.tex", out / f"{stem}.csv"]
     paths[0].write_text("\n".join(md) + "\n")
-    paths[1].write_text(to_latex(df, caption, best, digits))
+    tex = to_latex(df, caption, best, digits, candidates)
+    if notes:
+        tex = "".join(f"% {line}\n" for line in notes.splitlines() if line.strip()) + tex
+    paths[1].write_text(tex)
     df.to_csv(paths[2], index=False)
     return paths

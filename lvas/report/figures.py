@@ -1,0 +1,245 @@
+"""Figures from a sweep's runs (matplotlib, PNG): precision vs IoU threshold, ablation bars,
+training curves, the paper's Fig. 4 (target | spatial only | temporal only | both | ground truth)
+and Fig. 5 (per-word CMAM attention in the spatial vs the temporal encoder)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from lvas.report.build import TABLES  # noqa: E402
+from lvas.report.runs import SweepRuns, metric_history  # noqa: E402
+
+THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def _paper_rows(sr: SweepRuns) -> dict:
+    entry = TABLES.get(sr.spec.report)
+    if entry is None:
+        return {}
+    rows, own = entry[3], entry[5]
+    return {label: rows.get(own or label) for label in sr.rows}
+
+
+def precision_curve(sr: SweepRuns, path: Path) -> Path | None:
+    chosen = sr.chosen()
+    if not chosen:
+        return None
+    paper_rows = _paper_rows(sr)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, (label, r) in enumerate(chosen.items()):
+        colour = f"C{i}"
+        ax.plot(THRESHOLDS, [r["metrics"][f"P@{t}"] for t in THRESHOLDS], "o-", color=colour, label=f"{label} (lvas)")
+        p = paper_rows.get(label)
+        if p and "P@0.5" in p:
+            ax.plot(THRESHOLDS, [p[f"P@{t}"] for t in THRESHOLDS], "--", color=colour, alpha=0.6, label=f"{label} (paper)")
+    ax.set_xlabel("IoU threshold")
+    ax.set_ylabel("precision (%)")
+    ax.set_title(f"{sr.spec.name}: precision against IoU threshold")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def ablation_bars(sr: SweepRuns, path: Path) -> Path | None:
+    chosen = sr.chosen()
+    if not chosen:
+        return None
+    paper_rows = _paper_rows(sr)
+    metrics = ("AP", "oIoU", "mIoU")
+    labels = list(sr.rows)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), sharey=False)
+    x = np.arange(len(labels))
+    for ax, m in zip(axes, metrics):
+        ours = [chosen[k]["metrics"][m] if k in chosen else np.nan for k in labels]
+        pap = [(paper_rows.get(k) or {}).get(m, np.nan) for k in labels]
+        ax.bar(x - 0.2, ours, 0.4, label="lvas")
+        ax.bar(x + 0.2, pap, 0.4, label="paper", alpha=0.6)
+        for xi, v in zip(x, ours):
+            if np.isnan(v):
+                ax.text(xi - 0.2, 0, "missing", rotation=90, ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
+        ax.set_title(m)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{sr.spec.name} ({sr.spec.report})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def training_curves(sr: SweepRuns, path: Path, tracking_uri: str) -> Path | None:
+    chosen = sr.chosen()
+    if not chosen:
+        return None
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for i, (label, r) in enumerate(chosen.items()):
+        loss = metric_history(r["run_id"], "train_loss", tracking_uri)
+        ap = metric_history(r["run_id"], f"val/{sr.spec.metric}", tracking_uri)
+        if loss:
+            a.plot(*zip(*loss), "o-", color=f"C{i}", label=label, ms=3)
+        if ap:
+            b.plot(*zip(*ap), "o-", color=f"C{i}", label=label, ms=3)
+    a.set_title("training loss")
+    b.set_title(f"validation {sr.spec.metric}")
+    for ax in (a, b):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    b.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------- model figures
+
+
+def _load(row: dict, tracking_uri: str):
+    from lvas.engine.checkpoint import load_checkpoint, model_from_checkpoint
+
+    local = Path(row["run_dir"]) / "best.pt" if row.get("run_dir") else None
+    if local is None or not local.is_file():
+        from lvas.tracking import download_artifact
+
+        local = download_artifact(row["run_id"], "checkpoints/best.pt", tracking_uri)
+    cfg, model, vocab = model_from_checkpoint(load_checkpoint(local))
+    return cfg, model.eval(), vocab
+
+
+def _mode_rows(sr: SweepRuns) -> dict[str, tuple[str, dict]]:
+    """spatial / temporal / both -> (label, row); 'both' prefers the last such variant (the full model)."""
+    out: dict[str, tuple[str, dict]] = {}
+    for label, r in sr.chosen().items():
+        mode = r.get("mode")
+        if mode in ("spatial", "temporal") and mode not in out:
+            out[mode] = (label, r)
+        elif mode == "both":
+            out["both"] = (label, r)
+    return out
+
+
+def _pick_samples(ds, n: int) -> list[int]:
+    """First samples, alternating query kinds when the dataset has them (synthetic set)."""
+    index = getattr(ds, "index", None)
+    if index is None or "kind" not in index or not index["kind"].astype(bool).any():
+        return list(range(min(n, len(ds))))
+    picks, kinds = [], sorted(set(index["kind"]))
+    for i in range(len(index)):
+        want = kinds[len(picks) % len(kinds)]
+        if index.iloc[i]["kind"] == want:
+            picks.append(i)
+        if len(picks) == n:
+            break
+    return picks
+
+
+def _predict(model, vocab, item, cfg) -> torch.Tensor:
+    from lvas.data.clips import Letterbox
+    from lvas.metrics import masks_for_protocol
+
+    tokens, mask = vocab.encode(item["meta"]["query"], cfg.model.text.max_words)
+    with torch.no_grad():
+        lg = model(item["clip"][None], tokens[None], mask[None])["logits"][0, 0]
+    lb = Letterbox(tuple(item["meta"]["orig"]), tuple(item["meta"]["resized"]), lg.shape[-1])
+    return masks_for_protocol(lg, item["gt"], lb, "strict")[0]
+
+
+def _frame(item) -> np.ndarray:
+    clip = item["clip"]
+    h, w = item["meta"]["resized"]
+    f = clip[:, clip.shape[1] // 2, :h, :w]
+    f = torch.nn.functional.interpolate(f[None], size=tuple(item["meta"]["orig"]), mode="bilinear",
+                                        align_corners=False)[0]
+    return f.clamp(0, 1).permute(1, 2, 0).numpy()
+
+
+def _overlay(frame: np.ndarray, mask, colour) -> np.ndarray:
+    out = frame.copy()
+    m = np.asarray(mask, dtype=bool)
+    out[m] = 0.45 * out[m] + 0.55 * np.asarray(colour)
+    return out
+
+
+def figure4(sr: SweepRuns, path: Path, tracking_uri: str, n: int = 4) -> Path | None:
+    """Fig. 4: target frame | spatial only | temporal only | both | ground truth."""
+    rows = _mode_rows(sr)
+    if not {"spatial", "temporal", "both"} <= set(rows):
+        return None
+    from lvas.data import build_dataset
+
+    models = {k: _load(r, tracking_uri) for k, (_, r) in rows.items()}
+    cfg, _, vocab = models["both"]
+    ds = build_dataset(cfg.data, cfg.data.test_split, vocab=vocab, max_words=cfg.model.text.max_words)
+    picks = _pick_samples(ds, n)
+    fig, axes = plt.subplots(len(picks), 5, figsize=(12, 2.6 * len(picks)), squeeze=False)
+    titles = ["target frame", f"spatial only ({rows['spatial'][0]})", f"temporal only ({rows['temporal'][0]})",
+              f"both ({rows['both'][0]})", "ground truth"]
+    for r_i, idx in enumerate(picks):
+        item = ds[idx]
+        frame = _frame(item)
+        panels = [frame]
+        for k in ("spatial", "temporal", "both"):
+            c, m, v = models[k]
+            panels.append(_overlay(frame, _predict(m, v, item, c).numpy(), (1.0, 0.2, 0.2)))
+        panels.append(_overlay(frame, item["gt"].numpy(), (0.2, 0.9, 0.2)))
+        for c_i, img in enumerate(panels):
+            ax = axes[r_i, c_i]
+            ax.imshow(img)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r_i == 0:
+                ax.set_title(titles[c_i], fontsize=8)
+        kind = item["meta"].get("kind")
+        axes[r_i, 0].set_ylabel(f"{item['meta']['query']}" + (f"\n[{kind}]" if kind else ""), fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def figure5(sr: SweepRuns, path: Path, tracking_uri: str, n: int = 2) -> Path | None:
+    """Fig. 5: per-word CMAM attention (mean over stages) in the spatial vs the temporal encoder."""
+    with_cmam = [(label, r) for label, r in sr.chosen().items() if r.get("mode") == "both" and r.get("cmam") not in
+                 (None, "[]", "")]
+    if not with_cmam:
+        return None
+    label, row = with_cmam[-1]
+    cfg, model, vocab = _load(row, tracking_uri)
+    from lvas.data import build_dataset
+    from lvas.data.vocab import tokenize
+
+    ds = build_dataset(cfg.data, cfg.data.test_split, vocab=vocab, max_words=cfg.model.text.max_words)
+    picks = _pick_samples(ds, n)
+    fig, axes = plt.subplots(len(picks), 1, figsize=(8, 2.8 * len(picks)), squeeze=False)
+    for ax, idx in zip(axes[:, 0], picks):
+        item = ds[idx]
+        _predict(model, vocab, item, cfg)
+        words = tokenize(item["meta"]["query"])[: cfg.model.text.max_words] or ["<unk>"]
+        weights = {}
+        for branch in ("spatial", "temporal"):
+            ws = [m.last_word_weights[0, : len(words)].numpy() for m in model.cmam[branch].values()]
+            weights[branch] = np.mean(ws, axis=0)
+        x = np.arange(len(words))
+        ax.bar(x - 0.2, weights["spatial"], 0.4, label="spatial encoder")
+        ax.bar(x + 0.2, weights["temporal"], 0.4, label="temporal encoder")
+        ax.set_xticks(x, words, fontsize=8)
+        ax.set_ylabel("word weight")
+        ax.set_title(f"{item['meta']['query']}" + (f" [{item['meta'].get('kind')}]" if item["meta"].get("kind") else ""),
+                     fontsize=8)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"CMAM word attention, mean over stages ({label})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,113 @@
+"""Reports from an MLflow store the test fills: values, escaping, missing rows, figures."""
+
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+import yaml
+
+from lvas.cli import main
+from lvas.report.tables import latex_escape
+from lvas.sweep.spec import load_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+LOGGED = {
+    "Spatial": {"P_at_0.5": 41.0, "P_at_0.6": 33.5, "P_at_0.7": 20.25, "P_at_0.8": 9.0, "P_at_0.9": 1.5,
+                "AP": 18.3, "oIoU": 50.7, "mIoU": 44.4},
+    "A&B_50%": {"P_at_0.5": 61.0, "P_at_0.6": 52.0, "P_at_0.7": 40.0, "P_at_0.8": 22.0, "P_at_0.9": 3.0,
+                "AP": 31.4, "oIoU": 60.2, "mIoU": 52.6},
+}
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sweep = tmp_path / "rep.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "name": "rep", "base": str(ROOT / "experiments/cpu_small.yaml"), "metric": {"name": "AP"}, "method": "grid",
+        "report": "table3a", "variants": [{"label": "Spatial", "overrides": {"model.mode": "spatial"}},
+                                          {"label": "A&B_50%", "overrides": {}},
+                                          {"label": "Missing", "overrides": {"model.mode": "temporal"}}]}))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("rep")
+    with mlflow.start_run(run_name="rep", tags={"sweep": "rep", "lvas_role": "sweep"}) as parent:
+        for label, metrics in LOGGED.items():
+            for better in (0.0, 5.0):  # two trials of the variant: the report must take the better one
+                with mlflow.start_run(run_name=label, nested=True,
+                                      tags={"sweep": "rep", "variant": label, "dataset": "synth",
+                                            "protocol": "paper", "git_commit": "abc123"}):
+                    mlflow.log_params({"model.mode": "spatial" if label == "Spatial" else "both",
+                                       "data.test_split": "test"})
+                    mlflow.log_metrics({f"best/{k}": v + better - 5.0 for k, v in metrics.items()})
+                    for step in (1, 2, 3):
+                        mlflow.log_metrics({"train_loss": 1.0 / step, "val/AP": metrics["AP"] * step / 3}, step=step)
+        # a failed run of the "Missing" variant
+        with mlflow.start_run(run_name="Missing", nested=True, tags={"sweep": "rep", "variant": "Missing"}):
+            pass
+    client = mlflow.MlflowClient()
+    missing = mlflow.search_runs(experiment_names=["rep"], filter_string="tags.variant = 'Missing'")["run_id"][0]
+    client.set_terminated(missing, "FAILED")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return sweep, uri, parent.info.run_id
+
+
+def test_tables_hold_the_logged_values(store, tmp_path):
+    sweep, uri, parent = store
+    assert main(["report", str(sweep), "--tracking-uri", uri, "--out", str(tmp_path / "reports")]) == 0
+    out = tmp_path / "reports" / "rep"
+    csv = pd.read_csv(out / "table3a_components.csv")
+    ours = csv[csv["source"] == "lvas"].set_index("row")
+    for label, metrics in LOGGED.items():
+        for k, v in metrics.items():
+            assert ours.loc[label, k.replace("_at_", "@")] == pytest.approx(v)  # the better of the two trials
+    assert ours.loc["Missing", "status"] == "missing (FAILED)" and pd.isna(ours.loc["Missing", "AP"])
+    paper_rows = csv[csv["source"] == "paper"].set_index("row")
+    assert paper_rows.loc["Spatial", "AP"] == pytest.approx(29.0)  # Table 3a, row 1
+    delta = csv[csv["source"] == "Δ lvas − paper"].set_index("row")
+    assert delta.loc["Spatial", "mIoU"] == pytest.approx(44.4 - 47.7)
+    md = (out / "table3a_components.md").read_text()
+    assert "| 20.2 |" in md or "20.2" in md  # 20.25 shown with one decimal
+    assert "**Missing rows**: Missing" in md and "dataset synth, split test, protocol paper" in md
+    assert "abc123" in md
+    tex = (out / "table3a_components.tex").read_text()
+    body = "\n".join(line for line in tex.splitlines() if not line.startswith("%"))  # provenance comments aside
+    assert r"A\&B\_50\%" in body and "A&B_50%" not in body.replace(r"A\&B\_50\%", "")
+    assert r"$\Delta$ lvas $-$ paper" in body
+    assert r"\toprule" in tex and r"\textbf{" in tex
+    # the report is logged to the sweep's parent run
+    arts = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(parent, "report")}
+    assert "report/table3a_components.md" in arts
+    index = (tmp_path / "reports" / "README.md").read_text()
+    assert "rep/table3a_components.md" in index and "precision_iou.png" in index
+
+
+def test_figures_are_written_and_not_empty(store, tmp_path):
+    sweep, uri, _ = store
+    assert main(["report", str(sweep), "--tracking-uri", uri, "--out", str(tmp_path / "r")]) == 0
+    figs = tmp_path / "r" / "rep" / "figures"
+    names = sorted(p.name for p in figs.glob("*.png"))
+    assert names == ["ablation_bars.png", "precision_iou.png", "training_curves.png"]
+    from PIL import Image
+
+    for p in figs.glob("*.png"):
+        with Image.open(p) as im:
+            assert im.size[0] > 300 and len(set(im.convert("L").getdata())) > 10  # real content
+
+
+def test_a_sweep_never_run_gives_missing_rows(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = load_sweep(ROOT / "sweeps" / "table3b_fusion.yaml")
+    from lvas.report.generate import report_sweep
+
+    res = report_sweep(spec, f"sqlite:///{tmp_path / 'empty.db'}", tmp_path / "reports")
+    assert res["missing"] == ["Add", "Max", "LGFS"] and res["figures"] == []
+    csv = pd.read_csv(tmp_path / "reports" / "table3b" / "table3b_fusion.csv")
+    assert list(csv[csv["source"] == "lvas"]["status"]) == ["missing"] * 3
+    assert list(csv[csv["source"] == "paper"]["AP"]) == [34.5, 34.8, 36.0]
+
+
+def test_latex_escaping():
+    assert latex_escape("J&F 50% a_b") == r"J\&F 50\% a\_b"
+    assert latex_escape("{5,4}") == r"\{5,4\}"
