@@ -17,9 +17,18 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
+# The main job: Table 3a on the synthetic set with the CPU-sized model, tracked in MLflow,
+# then the report. Rerunning resumes: finished trials are skipped.
 demo: $(STAMP)
-	$(BIN)/lvas list
-	$(BIN)/lvas flops experiments/cstm_paper.yaml --frames 8 --size 320
+	test -f data/synth/SYNTHETIC.txt || $(BIN)/lvas data synth --out data/synth
+	$(BIN)/lvas sweep sweeps/quickstart.yaml --quiet
+	$(BIN)/lvas report sweeps/quickstart.yaml
+	$(BIN)/lvas flops --table > /dev/null
+	@echo
+	@echo "Tables:  reports/quickstart/table3a_components.md (.tex, .csv)"
+	@echo "Figures: reports/quickstart/figures/"
+	@echo "Index:   reports/README.md"
+	@echo "MLflow:  $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db   (then open http://127.0.0.1:5000)"
 
 flops: $(STAMP)
 	$(BIN)/lvas flops --table

@@ -236,6 +236,46 @@ def stage1_key(cfg: ExperimentConfig, branch: str) -> str:
     return config_hash({"seed": c.seed, "model": to_dict(c.model), "data": to_dict(c.data), "train": train})
 
 
+def _stage1(cfg: ExperimentConfig, branch: str, vocab, train_set, val_set, cache_root: Path, tracker,
+            progress: bool, prefix: str, epoch_callback: EpochCallback | None = None) -> Path:
+    """Train (or find in the cache) the stage-1 network of ``branch``; returns its folder.
+
+    On a cache hit its per-epoch history is logged to this run too, so every run shows its curves.
+    """
+    c1 = stage1_config(cfg, branch)
+    d1 = cache_root / f"{branch}-{stage1_key(cfg, branch)}"
+    done = d1 / "done.json"
+    d1.mkdir(parents=True, exist_ok=True)
+    rank, world = dist_info()
+    trained = False
+    # two trials needing the same network: one trains, one waits (under torchrun the ranks
+    # train it together, so they take no lock)
+    with _file_lock(d1 / ".lock") if world == 1 else contextlib.nullcontext():
+        if not done.is_file():
+            r1 = fit(c1, _build(c1, vocab), d1, train_set, val_set, vocab, epochs=c1.train.epochs, lr=c1.train.lr,
+                     tracker=tracker, prefix=prefix, resume=True, progress=progress, epoch_callback=epoch_callback)
+            trained = True
+            if rank == 0:
+                done.write_text(json.dumps(r1.best))
+    if tracker is not None:
+        tracker.set_tags({f"stage1_{branch}_cache": str(d1)})
+        if not trained:
+            for record in json.loads((d1 / "history.json").read_text()):
+                tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"],
+                                    prefix=prefix)
+    return d1
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    import shutil
+
+    dst.unlink(missing_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def _build(cfg: ExperimentConfig, vocab) -> torch.nn.Module:
     from lvas.models import build_model
 
@@ -297,27 +337,20 @@ def train_model(cfg: ExperimentConfig, run_dir: Path, *, tracker=None, resume: b
             model.load_state_dict(init["model"])
         return fit(cfg, model, run_dir, train_set, val_set, vocab, epochs=cfg.train.epochs, lr=cfg.train.lr,
                    tracker=tracker, resume=resume, progress=progress, epoch_callback=epoch_callback)
-    if cfg.model.mode != "both":
-        raise ConfigError("train.recipe: two_stage needs model.mode: both (it combines two trained encoders)")
-    stage1 = {}
     cache_root = Path(cfg.train.stage1_cache) if cfg.train.stage1_cache else run_dir / "stage1"
-    for branch in ("spatial", "temporal"):
-        c1 = stage1_config(cfg, branch)
-        d1 = cache_root / f"{branch}-{stage1_key(cfg, branch)}"
-        done = d1 / "done.json"
-        d1.mkdir(parents=True, exist_ok=True)
-        rank, world = dist_info()
-        # two trials needing the same network: one trains, one waits (under torchrun the ranks
-        # train it together, so they take no lock)
-        with _file_lock(d1 / ".lock") if world == 1 else contextlib.nullcontext():
-            if not done.is_file():
-                r1 = fit(c1, _build(c1, vocab), d1, train_set, val_set, vocab, epochs=c1.train.epochs,
-                         lr=c1.train.lr, tracker=tracker, prefix=f"stage1_{branch}/", resume=True, progress=progress)
-                if rank == 0:
-                    done.write_text(json.dumps(r1.best))
-        if tracker is not None:
-            tracker.set_tags({f"stage1_{branch}_cache": str(d1)})
-        stage1[branch] = d1 / "best.pt"
+    if cfg.model.mode != "both":
+        # One branch under the two-stage recipe is exactly its stage-1 network (Table 3a rows 1-2),
+        # shared through the cache with every two-branch trial that needs it.
+        d1 = _stage1(cfg, cfg.model.mode, vocab, train_set, val_set, cache_root, tracker, progress, "",
+                     epoch_callback)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("best.pt", "last.pt", "history.json"):
+            _link_or_copy(d1 / name, run_dir / name)
+        state = load_checkpoint(run_dir / "best.pt")
+        return FitResult(run_dir, run_dir / "best.pt", run_dir / "last.pt",
+                         json.loads((run_dir / "history.json").read_text()), state.get("best", {}))
+    stage1 = {branch: _stage1(cfg, branch, vocab, train_set, val_set, cache_root, tracker, progress,
+                              f"stage1_{branch}/") / "best.pt" for branch in ("spatial", "temporal")}
     model = _build(cfg, vocab)
     frozen = []
     for branch, path in stage1.items():

@@ -134,13 +134,12 @@ def _pick_samples(ds, n: int) -> list[int]:
     index = getattr(ds, "index", None)
     if index is None or "kind" not in index or not index["kind"].astype(bool).any():
         return list(range(min(n, len(ds))))
-    picks, kinds = [], sorted(set(index["kind"]))
-    for i in range(len(index)):
-        want = kinds[len(picks) % len(kinds)]
-        if index.iloc[i]["kind"] == want:
-            picks.append(i)
-        if len(picks) == n:
-            break
+    queues = [list(index.index[index["kind"] == k]) for k in sorted(set(index["kind"]))]
+    picks: list[int] = []
+    while len(picks) < min(n, len(index)) and any(queues):
+        for q in queues:  # round robin over the kinds
+            if q and len(picks) < n:
+                picks.append(int(q.pop(0)))
     return picks
 
 
