@@ -36,7 +36,7 @@ def store(tmp_path, monkeypatch):
         for label, metrics in LOGGED.items():
             for better in (0.0, 5.0):  # two trials of the variant: the report must take the better one
                 with mlflow.start_run(run_name=label, nested=True,
-                                      tags={"sweep": "rep", "variant": label, "dataset": "synth",
+                                      tags={"sweep": "rep", "variant": label, "dataset": "a2d",
                                             "protocol": "paper", "git_commit": "abc123"}):
                     mlflow.log_params({"model.mode": "spatial" if label == "Spatial" else "both",
                                        "data.test_split": "test"})
@@ -69,7 +69,7 @@ def test_tables_hold_the_logged_values(store, tmp_path):
     assert delta.loc["Spatial", "mIoU"] == pytest.approx(44.4 - 47.7)
     md = (out / "table3a_components.md").read_text()
     assert "| 20.2 |" in md or "20.2" in md  # 20.25 shown with one decimal
-    assert "**Missing rows**: Missing" in md and "dataset synth, split test, protocol paper" in md
+    assert "**Missing rows**: Missing" in md and "dataset a2d, split test, protocol paper" in md
     assert "abc123" in md
     tex = (out / "table3a_components.tex").read_text()
     body = "\n".join(line for line in tex.splitlines() if not line.startswith("%"))  # provenance comments aside
@@ -111,3 +111,24 @@ def test_a_sweep_never_run_gives_missing_rows(tmp_path, monkeypatch):
 def test_latex_escaping():
     assert latex_escape("J&F 50% a_b") == r"J\&F 50\% a\_b"
     assert latex_escape("{5,4}") == r"\{5,4\}"
+
+
+def test_synthetic_runs_get_kind_columns_and_no_paper_rows(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sweep = tmp_path / "syn.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "name": "syn", "base": str(ROOT / "experiments/cpu_small.yaml"), "metric": {"name": "AP"}, "method": "grid",
+        "report": "table3a", "variants": [{"label": "Spatial", "overrides": {"model.mode": "spatial"}}]}))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("syn")
+    with mlflow.start_run(tags={"sweep": "syn", "lvas_role": "sweep"}):
+        with mlflow.start_run(nested=True, tags={"sweep": "syn", "variant": "Spatial", "dataset": "synth"}):
+            mlflow.log_metrics({"best/AP": 37.3, "best/motion/AP": 1.9, "best/appearance/AP": 72.7,
+                                "best/motion/mIoU": 45.3, "best/appearance/mIoU": 83.0})
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(["report", str(sweep), "--tracking-uri", uri, "--no-figures"]) == 0
+    csv = pd.read_csv(tmp_path / "reports" / "syn" / "table3a_components.csv")
+    assert list(csv["source"]) == ["lvas"]  # the paper's A2D figures are not comparable
+    row = csv.iloc[0]
+    assert (row["motion/AP"], row["appearance/AP"], row["motion/mIoU"]) == (1.9, 72.7, 45.3)

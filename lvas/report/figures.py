@@ -20,8 +20,10 @@ THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def _paper_rows(sr: SweepRuns) -> dict:
+    from lvas.report.build import comparable
+
     entry = TABLES.get(sr.spec.report)
-    if entry is None:
+    if entry is None or not comparable(sr):
         return {}
     rows, own = entry[3], entry[5]
     return {label: rows.get(own or label) for label in sr.rows}
