@@ -479,7 +479,9 @@ def train_experiment(cfg: ExperimentConfig, run_dir: str | Path | None = None, *
         if cfg.tracking.overlays and track and not cfg.train.eval_only:
             from lvas.engine.checkpoint import model_from_checkpoint
 
-            _, best_model, _ = model_from_checkpoint(load_checkpoint(result.best_checkpoint))
-            _, val_set, _ = make_datasets(cfg)
+            from lvas.data import build_dataset
+
+            _, best_model, vocab = model_from_checkpoint(load_checkpoint(result.best_checkpoint))
+            val_set = build_dataset(cfg.data, cfg.data.test_split, vocab=vocab, max_words=cfg.model.text.max_words)
             log_overlays(tracker, best_model, val_set, cfg, cfg.tracking.overlays, run_dir / "overlays")
     return result, tracker.run_id
