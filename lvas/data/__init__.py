@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-from lvas.data import a2d, jhmdb, synthetic, vocab  # noqa: F401
-from lvas.data.a2d import A2DSentences, collate  # noqa: F401
+from lvas.data import a2d, jhmdb, samples, synthetic  # noqa: F401
+from lvas.data.a2d import A2DSentences  # noqa: F401
+from lvas.data.samples import collate  # noqa: F401
 from lvas.data.errors import DataError  # noqa: F401
 from lvas.data.jhmdb import JHMDBSentences  # noqa: F401
 from lvas.registry import DATASETS

@@ -20,6 +20,7 @@ A sample is one (query, annotated frame in which its instance appears); its clip
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import re
@@ -30,10 +31,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset
-
-from lvas.data.clips import Letterbox, clip_indices
+from lvas.data.clips import clip_indices
 from lvas.data.errors import DataError
+from lvas.data.samples import SampleDataset, collate, make_item, read_image  # noqa: F401  (re-exported)
 from lvas.data.vocab import Vocabulary
 
 VIDEOSET_COLUMNS = ["vid", "label", "start_time", "end_time", "height", "width", "total_frames",
@@ -142,31 +142,42 @@ def read_missed(path: Path) -> set[str]:
     return {line.strip() for line in path.read_text().splitlines() if line.strip()}
 
 
-def read_instance_ids(path: Path) -> list[int]:
-    """Instance ids annotated in one frame's .h5."""
+@contextlib.contextmanager
+def _instance_h5(path: Path):
+    """Open one frame's instance .h5; a missing or corrupt file raises DataError naming it."""
     import h5py
 
     try:
         with h5py.File(path, "r") as f:
-            return [int(round(float(v))) for v in np.asarray(f["instance"]).ravel()]
+            yield f
     except FileNotFoundError:
         raise DataError(path, "missing instance annotation (.h5)") from None
     except (OSError, KeyError) as e:
         raise DataError(path, f"corrupt or not an A2D instance .h5 ({e})") from None
+
+
+def _ids(f) -> list[int]:
+    return [int(round(float(v))) for v in np.asarray(f["instance"]).ravel()]
+
+
+def read_instance_info(path: Path) -> tuple[list[int], tuple[int, int]]:
+    """Instance ids annotated in one frame's .h5 and the (H, W) of its masks (masks not read)."""
+    with _instance_h5(path) as f:
+        shape = f["reMask"].shape
+        return _ids(f), (shape[-1], shape[-2])
+
+
+def read_instance_ids(path: Path) -> list[int]:
+    """Instance ids annotated in one frame's .h5."""
+    with _instance_h5(path) as f:
+        return _ids(f)
 
 
 def read_instance_mask(path: Path, instance: int) -> np.ndarray:
     """The (H, W) bool mask of ``instance`` in one frame's .h5 (MATLAB layout transposed back)."""
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            ids = [int(round(float(v))) for v in np.asarray(f["instance"]).ravel()]
-            masks = np.asarray(f["reMask"])
-    except FileNotFoundError:
-        raise DataError(path, "missing instance annotation (.h5)") from None
-    except (OSError, KeyError) as e:
-        raise DataError(path, f"corrupt or not an A2D instance .h5 ({e})") from None
+    with _instance_h5(path) as f:
+        ids = _ids(f)
+        masks = np.asarray(f["reMask"])
     if masks.ndim == 2:  # one instance: (W, H)
         masks = masks[None]
     if masks.ndim != 3 or masks.shape[0] != len(ids):
@@ -174,20 +185,6 @@ def read_instance_mask(path: Path, instance: int) -> np.ndarray:
     if instance not in ids:
         raise DataError(path, f"instance {instance} is not annotated in this frame (instances: {ids})")
     return masks[ids.index(instance)].T > 0
-
-
-def read_image(path: Path, hint: str = "") -> torch.Tensor:
-    """(3, H, W) uint8 RGB from a JPEG/PNG (Pillow); a missing or undecodable file raises DataError."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"))
-    except FileNotFoundError:
-        raise DataError(path, "missing frame" + (f" ({hint})" if hint else "")) from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise DataError(path, f"corrupt frame image ({e})") from None
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
 
 def read_jpeg(path: Path) -> torch.Tensor:
@@ -232,7 +229,7 @@ def build_index(root: str | Path, split: str) -> tuple[pd.DataFrame, list[str]]:
 # --------------------------------------------------------------------------- dataset
 
 
-class A2DSentences(Dataset):
+class A2DSentences(SampleDataset):
     """A2D Sentences samples as model inputs.
 
     Each item: ``clip`` (3, T, S, S) float in [0, 1]; ``tokens``/``mask`` (N,) query ids and
@@ -270,17 +267,6 @@ class A2DSentences(Dataset):
         train = set(videos.loc[videos["subset"] == 0, "vid"]) - read_missed(lay.missed)
         return Vocabulary.build(queries.loc[queries["video_id"].isin(train), "query"])
 
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __getitem__(self, i: int) -> dict[str, Any] | None:
-        try:
-            return self.load(i)
-        except DataError:
-            if self.skip_bad:
-                return None
-            raise
-
     def load(self, i: int) -> dict[str, Any]:
         row = self.index.iloc[i]
         vid, frame = row["video"], int(row["frame"])
@@ -293,31 +279,9 @@ class A2DSentences(Dataset):
         idx = clip_indices(frame, int(row["n_frames"]), self.frames, self.frame_stride)
         imgs = torch.stack([read_jpeg(self.layout.frame(vid, j)) for j in idx])  # (T, 3, H, W) uint8
         gt = torch.from_numpy(read_instance_mask(self.layout.h5(vid, frame), int(row["instance"])))
-        orig = tuple(imgs.shape[-2:])
-        if tuple(gt.shape) != orig:
-            raise DataError(self.layout.h5(vid, frame), f"mask is {tuple(gt.shape)} but the frame is {orig}")
-        lb = Letterbox.fit(orig, self.size)
-        clip = lb.apply(imgs.float() / 255.0).permute(1, 0, 2, 3).contiguous()  # (3, T, S, S)
-        target = (lb.apply(gt[None].float()) > 0.5).float()
-        tokens, mask = self.vocab.encode(row["query"], self.max_words)
-        return {
-            "clip": clip, "tokens": tokens, "mask": mask, "target": target, "gt": gt,
-            "meta": {"video": vid, "frame": frame, "instance": int(row["instance"]), "query": row["query"],
-                     "kind": row["kind"], "orig": orig, "resized": lb.resized, "frames": idx},
-        }
-
-
-def collate(batch: list[dict | None]) -> dict[str, Any]:
-    """Stack a batch; drop skipped (None) samples and count them in ``skipped``."""
-    items = [b for b in batch if b is not None]
-    out: dict[str, Any] = {"skipped": len(batch) - len(items)}
-    if not items:
-        return out
-    for key in ("clip", "tokens", "mask", "target"):
-        out[key] = torch.stack([b[key] for b in items])
-    out["gt"] = [b["gt"] for b in items]
-    out["meta"] = [b["meta"] for b in items]
-    return out
+        meta = {"video": vid, "frame": frame, "instance": int(row["instance"]), "kind": row["kind"], "frames": idx}
+        return make_item(imgs, gt, self.layout.h5(vid, frame), self.size, self.vocab, row["query"],
+                         self.max_words, meta)
 
 
 # --------------------------------------------------------------------------- prepare

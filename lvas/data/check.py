@@ -32,7 +32,7 @@ class CheckReport:
 
 def check_a2d(root: str | Path, frames: int = 8, dataset: str = "a2d", decode: bool = True) -> CheckReport:
     """Validate an A2D Sentences layout (also the synthetic set's)."""
-    from lvas.data.a2d import A2DLayout, read_instance_ids, read_jpeg, read_missed, read_queries, read_videoset
+    from lvas.data.a2d import A2DLayout, read_instance_info, read_jpeg, read_missed, read_queries, read_videoset
 
     lay = A2DLayout(Path(root))
     rep = CheckReport(dataset, lay.root)
@@ -77,10 +77,10 @@ def check_a2d(root: str | Path, frames: int = 8, dataset: str = "a2d", decode: b
                                                          else f" and no video {mp4}"))
         elif n_frames < frames:
             short += 1
-        per_frame = {}
+        per_frame, mask_shapes = {}, {}
         for h5 in sorted(inst_dir.glob("*.h5")):
             try:
-                per_frame[int(h5.stem)] = read_instance_ids(h5)
+                per_frame[int(h5.stem)], mask_shapes[int(h5.stem)] = read_instance_info(h5)
             except (DataError, ValueError) as e:
                 rep.problems.append(str(e) if isinstance(e, DataError) else f"{h5}: file name is not a frame number")
         if not per_frame:
@@ -91,8 +91,8 @@ def check_a2d(root: str | Path, frames: int = 8, dataset: str = "a2d", decode: b
             elif n_frames and decode:
                 try:
                     img = read_jpeg(lay.frame(vid, number))
-                    mask_shape = _mask_shape(lay.h5(vid, number))
-                    if mask_shape is not None and mask_shape != tuple(img.shape[-2:]):
+                    mask_shape = mask_shapes[number]
+                    if mask_shape != tuple(img.shape[-2:]):
                         rep.problems.append(f"{lay.h5(vid, number)}: mask {mask_shape} but frame {tuple(img.shape[-2:])}")
                 except DataError as e:
                     rep.problems.append(str(e))
@@ -108,18 +108,6 @@ def check_a2d(root: str | Path, frames: int = 8, dataset: str = "a2d", decode: b
         rep.notes.append(f"{short} video(s) shorter than a {frames}-frame clip: indices are clamped at the ends")
     rep.counts = dict(sorted(counts.items()))
     return rep
-
-
-def _mask_shape(path: Path) -> tuple[int, int] | None:
-    import h5py
-    import numpy as np
-
-    try:
-        with h5py.File(path, "r") as f:
-            shape = np.asarray(f["reMask"]).shape
-    except (OSError, KeyError):
-        return None
-    return (shape[-1], shape[-2])
 
 
 def check_jhmdb(root: str | Path, frames: int = 8) -> CheckReport:

@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset
 
-from lvas.data.clips import Letterbox, clip_indices
+from lvas.data.clips import clip_indices
 from lvas.data.errors import DataError
+from lvas.data.samples import SampleDataset, make_item, read_image
 from lvas.data.vocab import Vocabulary
 
 SHIPPED_SAMPLES = Path(__file__).with_name("jhmdb_samples.csv")
@@ -104,7 +104,7 @@ def load_samples(root: str | Path) -> tuple[pd.DataFrame, Path]:
     return df, root / SAMPLES_NAME
 
 
-class JHMDBSentences(Dataset):
+class JHMDBSentences(SampleDataset):
     """J-HMDB Sentences evaluation samples; items as :class:`lvas.data.a2d.A2DSentences`."""
 
     def __init__(self, root: str | Path, split: str = "test", frames: int = 8, frame_stride: int = 2,
@@ -124,20 +124,7 @@ class JHMDBSentences(Dataset):
         self.vocab = vocab if vocab is not None else Vocabulary.build(ann["query"])
         self.notes: list[str] = []
 
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __getitem__(self, i: int) -> dict[str, Any] | None:
-        try:
-            return self.load(i)
-        except DataError:
-            if self.skip_bad:
-                return None
-            raise
-
     def load(self, i: int) -> dict[str, Any]:
-        from lvas.data.a2d import read_image
-
         row = self.index.iloc[i]
         vid, frame = str(row["video_id"]), int(row["frame"])
         if vid not in self.dirs:
@@ -151,14 +138,5 @@ class JHMDBSentences(Dataset):
         if frame > masks.shape[2]:
             raise DataError(mat_path, f"no mask for frame {frame} (part_mask has {masks.shape[2]} frames)")
         gt = torch.from_numpy(masks[:, :, frame - 1].copy())
-        orig = tuple(imgs.shape[-2:])
-        if tuple(gt.shape) != orig:
-            raise DataError(mat_path, f"mask is {tuple(gt.shape)} but the frame is {orig}")
-        lb = Letterbox.fit(orig, self.size)
-        clip = lb.apply(imgs.float() / 255.0).permute(1, 0, 2, 3).contiguous()
-        target = (lb.apply(gt[None].float()) > 0.5).float()
-        query = self.queries.get(vid, "")
-        tokens, mask = self.vocab.encode(query, self.max_words)
-        return {"clip": clip, "tokens": tokens, "mask": mask, "target": target, "gt": gt,
-                "meta": {"video": vid, "frame": frame, "instance": 0, "query": query, "kind": action,
-                         "orig": orig, "resized": lb.resized, "frames": idx}}
+        meta = {"video": vid, "frame": frame, "instance": 0, "kind": action, "frames": idx}
+        return make_item(imgs, gt, mat_path, self.size, self.vocab, self.queries.get(vid, ""), self.max_words, meta)

@@ -6,10 +6,8 @@ Queries are lower-cased, split into words (letters, digits and apostrophes), cut
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
@@ -55,10 +53,3 @@ class Vocabulary:
         mask = torch.zeros(max_words, dtype=torch.bool)
         mask[: len(words)] = True
         return ids, mask
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.itos[2:]))
-
-    @classmethod
-    def load(cls, path: str | Path) -> "Vocabulary":
-        return cls(json.loads(Path(path).read_text()))

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from lvas.config import ConfigError, ExperimentConfig, config_hash, from_dict, to_dict, to_yaml
+from lvas.config import ConfigError, ExperimentConfig, config_hash, to_dict, to_yaml
 from lvas.engine.checkpoint import load_checkpoint, save_checkpoint
 from lvas.engine.evaluate import evaluate
 from lvas.engine.losses import segmentation_loss
@@ -295,13 +295,9 @@ def _init_state(cfg: ExperimentConfig) -> dict | None:
 def evaluate_only(cfg: ExperimentConfig, run_dir: Path, state: dict, tracker=None, progress: bool = True) -> FitResult:
     """Evaluate a trained checkpoint on the config's test split (e.g. Table 2: A2D model on J-HMDB)."""
     from lvas.data import build_dataset
-    from lvas.data.vocab import Vocabulary
-    from lvas.models import build_model
+    from lvas.engine.checkpoint import model_from_checkpoint
 
-    vocab = Vocabulary(state["vocab"][2:])
-    trained = from_dict(state["config"])
-    model = build_model(trained, vocab=vocab.itos, load_weights=False)
-    model.load_state_dict(state["model"])
+    trained, model, vocab = model_from_checkpoint(state)
     device = resolve_device(cfg.train.device)
     model.to(device)
     val = build_dataset(cfg.data, cfg.data.test_split, vocab=vocab, max_words=trained.model.text.max_words)

@@ -7,4 +7,4 @@ from lvas.models import temporal  # noqa: F401  registers i3d, s3d, tiny3d
 from lvas.models import text  # noqa: F401  registers gru
 from lvas.models import fusion  # noqa: F401  registers add, max, lgfs
 from lvas.models import cmam, decoder, cstm  # noqa: F401
-from lvas.models.cstm import CSTM, build_model, count_parameters  # noqa: F401
+from lvas.models.cstm import CSTM, build_model  # noqa: F401

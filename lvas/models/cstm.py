@@ -91,9 +91,6 @@ class CSTM(nn.Module):
             sentences[b] = sentence_vector(words[b], mask)
         return self.decoder(feats, sentences, (clip.shape[-2], clip.shape[-1]))
 
-    def encoder_parameters(self) -> list[nn.Parameter]:
-        return [p for e in self.encoders().values() for p in e.parameters()]
-
 
 @dataclass
 class CSTMKwargs:
@@ -163,8 +160,4 @@ def build_model(cfg, vocab: Sequence[str] | None = None, load_weights: bool = Tr
                 kw.decoder_channels, kw.refine, kw.deep_supervision)
 
 
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-__all__ = ["CSTM", "build_model", "kwargs_from_config", "count_parameters"]
+__all__ = ["CSTM", "build_model", "kwargs_from_config"]
