@@ -61,11 +61,15 @@ class TemporalEncoderConfig(EncoderConfig):
 
 @dataclass
 class TextConfig:
-    """Text encoder: word embeddings (learned or GloVe) and one GRU per visual encoder."""
+    """Text encoder (``gru``: one embedding + GRU per visual encoder; ``gru_released``: the
+    release's single GRU + LayerNorm + Tanh). ``embedding``: ``learned`` (random init),
+    ``glove`` (GloVe init, trained), ``glove_frozen`` (a fixed GloVe table, as the release);
+    ``oov``: vectors of words GloVe lacks, ``random`` or ``zero`` (the release)."""
 
     name: str = _component("text", "gru")
-    embedding: Literal["learned", "glove"] = "learned"
+    embedding: Literal["learned", "glove", "glove_frozen"] = "learned"
     glove_path: str | None = None
+    oov: Literal["random", "zero"] = "random"
     vocab_size: int = 10000
     embed_dim: int = 300
     hidden: int = 512
@@ -74,19 +78,28 @@ class TextConfig:
 
 @dataclass
 class CMAMConfig:
-    """Cross-Modal Adaptive Modulation after the listed encoder stages (1..5); [] = none."""
+    """Cross-Modal Adaptive Modulation after the listed encoder stages (1..5); [] = none.
 
+    ``name``: ``cmam_eq6`` (the paper's Eq. 1-6) or ``cmam_released`` (the released code's form);
+    ``channels``: width of the attention keys."""
+
+    name: str = _component("cross_modal", "cmam_eq6")
     stages: list[int] = field(default_factory=list)
     channels: int = 256
 
 
 @dataclass
 class DecoderConfig:
-    """Decoder of Eq. 9: per-stage projection, fusion, top-down sum, mask head."""
+    """Decoder: ``eq9`` (the paper's Eq. 9) or ``released`` (the released code's heads).
 
+    ``tile`` (eq9): whether a branch's projections see the coordinates and the sentence:
+    ``auto`` only without CMAM (paper §4.4), ``always`` or ``never``."""
+
+    name: str = _component("decoder", "eq9")
     channels: int = 256
     refine: bool = True
     deep_supervision: bool = True
+    tile: Literal["auto", "always", "never"] = "auto"
 
 
 @dataclass
@@ -98,6 +111,7 @@ class ModelConfig:
     cmam: CMAMConfig = field(default_factory=CMAMConfig)
     fusion: str = _component("fusion", "lgfs")
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    input: str = _component("input", "stretch", "frame geometry, pixel normalisation, clip sampling")
 
 
 @dataclass

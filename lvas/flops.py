@@ -27,6 +27,7 @@ class FlopReport:
     params: int
     parts: dict[str, int] = field(default_factory=dict)  # part -> MACs
     part_params: dict[str, int] = field(default_factory=dict)
+    branch_params: dict[str, int] = field(default_factory=dict)  # branch -> encoder + its CMAMs + its text
 
     @property
     def gmacs(self) -> float:
@@ -37,9 +38,13 @@ class FlopReport:
         return 2 * self.macs / 1e9
 
     def spatial_part(self) -> int:
-        """MACs of the spatial side alone: spatial encoder + its CMAMs + its GRU."""
+        """MACs of the spatial side alone: spatial encoder + its CMAMs + its text encoder."""
         return self.parts.get("spatial encoder", 0) + self.parts.get("CMAM spatial", 0) + self.parts.get(
             "text spatial", 0)
+
+    def spatial_part_params(self) -> int:
+        """Parameters of the same modules as :meth:`spatial_part`."""
+        return self.branch_params.get("spatial", 0)
 
 
 def count_macs(module: nn.Module, *inputs: torch.Tensor) -> int:
@@ -68,13 +73,21 @@ def measure_model(model: nn.Module, frames: int = 8, size: int = 320, words: int
     counts = fc.get_flop_counts()
     root = type(model).__name__
     parts: dict[str, int] = {}
+    branch_params: dict[str, int] = {}
     cmam_total = 0
+    modules = dict(model.named_modules())
     for branch in ("spatial", "temporal"):
-        cmam = sum(sum(v.values()) for k, v in counts.items() if k.startswith(f"{root}.cmam.{branch}."))
+        # CMAMs run inside their encoder's forward: count each module once, at its own depth
+        cmams = model.cmam[branch] if branch in model.cmam else {}
+        stages = [f"cmam.{branch}.{s}" for s in cmams]
+        cmam = sum(_sum(counts, f"{root}.{name}") for name in stages)
         cmam_total += cmam
+        text_mods = [f"text.{k.rstrip('.')}" for k in model.text.branch_keys(branch)] \
+            if getattr(model, "text", None) is not None and branch in model.encoders() else []
         parts[f"{branch} encoder"] = (_sum(counts, f"{root}.{branch}") - cmam) // 2
         parts[f"CMAM {branch}"] = cmam // 2
-        parts[f"text {branch}"] = _sum(counts, f"{root}.text.grus.{branch}") // 2
+        parts[f"text {branch}"] = sum(_sum(counts, f"{root}.{name}") for name in text_mods) // 2
+        branch_params[branch] = sum(_params(modules.get(n)) for n in [branch, *stages, *text_mods])
     parts["text"] = _sum(counts, f"{root}.text") // 2
     parts["CMAM"] = cmam_total // 2
     parts["fusion + decoder"] = _sum(counts, f"{root}.decoder") // 2
@@ -86,7 +99,7 @@ def measure_model(model: nn.Module, frames: int = 8, size: int = 320, words: int
         "CMAM": _params(getattr(model, "cmam", None)),
         "fusion + decoder": _params(getattr(model, "decoder", None)),
     }
-    return FlopReport(frames, size, total, _params(model), parts, part_params)
+    return FlopReport(frames, size, total, _params(model), parts, part_params, branch_params)
 
 
 def _params(m: nn.Module | None) -> int:
@@ -115,6 +128,7 @@ def format_report(name: str, r: FlopReport) -> str:
         lines.append(f"  {part:<22}{m / 1e9:>10.2f}{2 * m / 1e9:>15.2f}{r.part_params.get(part, 0) / 1e6:>12.2f}")
     lines.append(f"  {'total':<22}{r.gmacs:>10.2f}{r.gflops:>15.2f}{r.params / 1e6:>12.2f}")
     sp = r.spatial_part()
-    lines.append(f"  spatial part alone (encoder + its CMAMs + its GRU): {sp / 1e9:.2f} GMACs")
+    lines.append(f"  spatial part alone (encoder + its CMAMs + its text encoder): {sp / 1e9:.2f} GMACs, "
+                 f"{r.spatial_part_params() / 1e6:.2f} M params")
     lines.append("  (GMACs: one multiply-add = 1, the convention of papers' \"GFLOPs\"; GFLOPs(2/MAC) = 2 x GMACs)")
     return "\n".join(lines)

@@ -1,16 +1,21 @@
 """Segmentation metrics under a named protocol (shared DESIGN §5).
 
-Per sample IoU = |P ∩ G| / |P ∪ G| (1 when both are empty); overall IoU = ΣI / ΣU; mean IoU =
-mean of per-sample IoU; P@X = fraction of samples with IoU >= X; AP = mean of P@t for
-t = 0.50, 0.55, ..., 0.95 (the CSTM/ACGA/LBDT definition, not COCO AP). Reported in percent.
+Per sample IoU = |P ∩ G| / |P ∪ G|; overall IoU = ΣI / ΣU; mean IoU = mean of per-sample IoU;
+P@X = fraction of samples with IoU >= X (X = 0.5..0.9); AP = mean of P@t for t = 0.50, 0.55,
+..., 0.95 (the CSTM/ACGA/LBDT definition, not COCO AP). Reported in percent.
 
-Protocols (how a prediction on the padded S x S input becomes a mask at the original size):
+Protocols (how a prediction on the S x S input becomes a mask at the original size):
 
-* ``paper`` (the CSTM/ACGA code): sigmoid at S x S thresholded at 0.5 x its own maximum, the
-  binary mask resized to the original frame; the ground truth makes the same round trip
-  (bilinear to the input grid, > 0, back to the original size);
+* ``paper`` — the released CSTM evaluation (``utils/tool.py``), step for step: frames stretched
+  to S x S (input pipeline ``stretch`` or ``released``); ``sigmoid(logits) * 255`` thresholded at
+  0.5 x its per-sample maximum; the uint8 0/1 mask resized to the original size with OpenCV's
+  bilinear ``cv2.resize``; the ground truth resized to S x S with bilinear ``align_corners=True``,
+  every value > 0 set to 1, and resized back with ``cv2.resize`` too; per-sample IoU
+  ``(I + 1e-6) / (U + 1e-6)`` (so two empty masks score 1) and P@t with ``>=``. The release's
+  loader also drops the last incomplete batch (``drop_last=True``: 2 of A2D's 3,794 test samples
+  with batch 8); lvas scores every sample.
 * ``strict``: logits resized (bilinear) to the original size, sigmoid > 0.5, against the
-  native-resolution ground truth.
+  native-resolution ground truth; IoU of two empty masks is 1.
 """
 
 from __future__ import annotations
@@ -28,10 +33,34 @@ PROTOCOLS = ("paper", "strict")
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 AP_THRESHOLDS = tuple(np.round(np.arange(0.5, 0.951, 0.05), 2))
 METRIC_NAMES = tuple(f"P@{t}" for t in THRESHOLDS) + ("AP", "oIoU", "mIoU")
+# per-sample IoU smoothing of each protocol: (I + s) / (U + s) as the released code, or exact
+IOU_SMOOTH = {"paper": 1e-6, "strict": 0.0}
 
 
-def _nearest(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    return F.interpolate(mask[None, None].float(), size=size, mode="nearest")[0, 0] > 0.5
+def cv2_resize(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """OpenCV's bilinear resize of a uint8 mask to (H, W), as the released evaluation does.
+
+    OpenCV's fixed-point uint8 arithmetic rounds differently from every float resampler (Pillow,
+    torch, scikit-image), so lvas depends on ``opencv-python-headless`` for this one call.
+    """
+    import cv2
+
+    return cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def released_masks(logits: torch.Tensor, gt: torch.Tensor, orig: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Prediction and ground truth of the released evaluation, both (H, W) bool.
+
+    Args:
+        logits: (S, S) mask logits on the stretched input.
+        gt: (H, W) bool ground truth at the original size.
+        orig: (H, W) of the original frame.
+    """
+    res = torch.sigmoid(logits.float()).numpy() * 255.0
+    pred = cv2_resize((res > np.amax(res) * 0.5).astype(np.uint8), orig)
+    g = F.interpolate(gt[None, None].float(), size=tuple(logits.shape[-2:]), mode="bilinear", align_corners=True)[0, 0]
+    gt_rt = cv2_resize((g > 0).numpy().astype(np.uint8), orig)
+    return pred.astype(bool), gt_rt == 1
 
 
 def masks_for_protocol(logits: torch.Tensor, gt: torch.Tensor, lb: Letterbox, protocol: str
@@ -39,19 +68,17 @@ def masks_for_protocol(logits: torch.Tensor, gt: torch.Tensor, lb: Letterbox, pr
     """Prediction and ground truth, both (H, W) bool at the original size, under ``protocol``.
 
     Args:
-        logits: (S, S) mask logits on the padded input.
+        logits: (S, S) mask logits on the input grid.
         gt: (H, W) bool ground truth at the original size.
-        lb: the letterbox that placed the frame in the input.
+        lb: the geometry that placed the frame in the input.
     """
     h, w = lb.resized
     if protocol == "paper":
-        prob = torch.sigmoid(logits.float())
-        pred_in = prob > 0.5 * prob.max()
-        pred = _nearest(pred_in[:h, :w], lb.orig)
-        # the CSTM code's round trip: plain bilinear (no antialiasing) to the input grid, > 0, back
-        gt_in = F.interpolate(gt[None, None].float(), size=lb.resized, mode="bilinear", align_corners=False)[0, 0] > 0
-        gt_rt = _nearest(gt_in, lb.orig)
-        return pred, gt_rt
+        if (h, w) != tuple(logits.shape[-2:]):
+            raise ValueError("protocol 'paper' reproduces the released evaluation, whose frames are stretched "
+                             "to S x S; this input was letterboxed (set model.input: stretch or released)")
+        pred, truth = released_masks(logits, gt, lb.orig)
+        return torch.from_numpy(pred), torch.from_numpy(truth)
     if protocol == "strict":
         up = F.interpolate(logits[None, None, :h, :w].float(), size=lb.orig, mode="bilinear", align_corners=False)
         return up[0, 0] > 0, gt.bool()  # sigmoid(x) > 0.5  <=>  x > 0
@@ -64,11 +91,20 @@ def intersection_union(pred: torch.Tensor, gt: torch.Tensor) -> tuple[int, int]:
 
 @dataclass
 class MetricAccumulator:
-    """Collects per-sample intersections and unions, overall and by group (query kind)."""
+    """Collects per-sample intersections and unions, overall and by group (query kind).
+
+    ``smooth``: per-sample IoU is ``(I + smooth) / (U + smooth)`` (the released code's 1e-6 under
+    protocol ``paper``, compared with ``>=`` as it does) or, with 0, exact (1 for two empty masks).
+    """
 
     inter: list[int] = field(default_factory=list)
     union: list[int] = field(default_factory=list)
     groups: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    smooth: float = 0.0
+
+    @classmethod
+    def for_protocol(cls, protocol: str) -> "MetricAccumulator":
+        return cls(smooth=IOU_SMOOTH[protocol])
 
     def add(self, inter: int, union: int, group: str = "") -> None:
         if group:
@@ -79,13 +115,15 @@ class MetricAccumulator:
     def __len__(self) -> int:
         return len(self.inter)
 
-    @staticmethod
-    def _compute(inter: np.ndarray, union: np.ndarray) -> dict[str, float]:
+    def _compute(self, inter: np.ndarray, union: np.ndarray) -> dict[str, float]:
         if len(inter) == 0:
             return {k: float("nan") for k in METRIC_NAMES}
-        iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
-        out = {f"P@{t}": 100.0 * float((iou >= t - 1e-9).mean()) for t in THRESHOLDS}
-        out["AP"] = 100.0 * float(np.mean([(iou >= t - 1e-9).mean() for t in AP_THRESHOLDS]))
+        if self.smooth:
+            iou, tol = (inter + self.smooth) / (union + self.smooth), 0.0
+        else:
+            iou, tol = np.where(union > 0, inter / np.maximum(union, 1), 1.0), 1e-9
+        out = {f"P@{t}": 100.0 * float((iou >= t - tol).mean()) for t in THRESHOLDS}
+        out["AP"] = 100.0 * float(np.mean([(iou >= t - tol).mean() for t in AP_THRESHOLDS]))
         out["oIoU"] = 100.0 * float(inter.sum() / union.sum()) if union.sum() > 0 else 100.0
         out["mIoU"] = 100.0 * float(iou.mean())
         return out

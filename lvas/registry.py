@@ -1,7 +1,7 @@
 """Component registries: one per family, with loud errors.
 
 Every swappable part of the CSTM model (spatial encoder, temporal encoder, text encoder,
-fusion) lives in exactly one :class:`Registry`. A component module registers its builders
+cross-modal module, fusion, decoder, input pipeline) lives in exactly one :class:`Registry`. A component module registers its builders
 with ``@REGISTRY.register("name")``; the package ``lvas.models`` imports every component
 module explicitly, so a registered name can never be missing because an import was
 forgotten.
@@ -113,6 +113,9 @@ SPATIAL_ENCODERS = Registry("spatial encoder", "2D encoder of the target frame (
 TEMPORAL_ENCODERS = Registry("temporal encoder", "3D encoder of the whole clip (5 stages, strides 2..32)")
 TEXT_ENCODERS = Registry("text encoder", "sentence encoder giving per-word features")
 FUSIONS = Registry("fusion", "spatial-temporal fusion of one decoder stage")
+CROSS_MODAL = Registry("cross-modal", "language modulation of an encoder stage (CMAM forms)")
+DECODERS = Registry("decoder", "stage maps of one or two branches -> mask logits")
+INPUTS = Registry("input", "input pipeline: frame geometry, pixel normalisation, clip sampling")
 DATASETS = Registry("dataset", "datasets read from their on-disk layout")
 
 FAMILIES: dict[str, Registry] = {
@@ -120,6 +123,9 @@ FAMILIES: dict[str, Registry] = {
     "temporal": TEMPORAL_ENCODERS,
     "text": TEXT_ENCODERS,
     "fusion": FUSIONS,
+    "cross_modal": CROSS_MODAL,
+    "decoder": DECODERS,
+    "input": INPUTS,
     "dataset": DATASETS,
 }
 

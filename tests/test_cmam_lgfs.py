@@ -72,23 +72,29 @@ def test_coordinate_feature_values():
 
 
 def test_decoder_eq9_top_down_sum():
-    """Without refinement, V_D^5 = V_F^5 and V_D^i = V_F^i + Upsample(V_D^{i+1}) (Eq. 9)."""
+    """Without refinement, V_D^5 = V_F^5 and V_D^i = V_F^i + Upsample(V_D^{i+1}) (Eq. 9); a branch
+    without CMAM gets the sentence as a per-sample bias, equal to a 1x1 conv over the tiled input."""
     from lvas.models.base import StageSpec
     from lvas.models.coords import with_coords
     from lvas.models.decoder import Decoder
 
     torch.manual_seed(0)
     specs = [StageSpec(3, 2**i) for i in range(1, 6)]
-    dec = Decoder({"spatial": specs}, text_channels=2, channels=4, refine=False, deep_supervision=False)
+    dec = Decoder({"spatial": specs}, text_channels=2, channels=4, refine=False, deep_supervision=False,
+                  tile=("spatial",))
     feats = [torch.randn(1, 3, 64 // 2**i, 64 // 2**i) for i in range(1, 6)]
     sentence = torch.randn(1, 2)
     captured = {}
     dec.head.register_forward_hook(lambda mod, inp, out: captured.update(vd1=inp[0]))
     out = dec({"spatial": feats}, {"spatial": sentence}, (64, 64))
-    v_f = [p(torch.cat([with_coords(v), sentence[:, :, None, None].expand(-1, -1, *v.shape[-2:])], 1))
-           for p, v in zip(dec.proj["spatial"], feats)]
+    v_f = []
+    for i, v in enumerate(feats):
+        # the tiled reading: one 1x1 conv over [V; coords; sentence tiled into every pixel]
+        w = torch.cat([dec.proj["spatial"][i].weight, dec.text_proj["spatial"][i].weight[:, :, None, None]], 1)
+        tiled = torch.cat([with_coords(v), sentence[:, :, None, None].expand(-1, -1, *v.shape[-2:])], 1)
+        v_f.append(dec.proj_norm["spatial"][i](F.conv2d(tiled, w)))
     v_d = v_f[4]
     for i in range(3, -1, -1):
         v_d = v_f[i] + F.interpolate(v_d, size=v_f[i].shape[-2:], mode="bilinear", align_corners=False)
-    assert torch.allclose(captured["vd1"], v_d, atol=1e-6)
+    assert torch.allclose(captured["vd1"], v_d, atol=1e-5)
     assert out["logits"].shape == (1, 1, 64, 64) and out["aux"] == []

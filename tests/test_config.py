@@ -25,7 +25,11 @@ def test_every_shipped_experiment_validates(path):
 @pytest.mark.parametrize("text,where,expected", [
     ("model: {spatail: {name: r50}}", "model.spatail", "unknown key; allowed keys here: mode, spatial"),
     ("model: {spatial: {name: r51}}", "model.spatial.name", "unknown spatial encoder 'r51'; registered: iv3, r50, tiny2d"),
-    ("model: {fusion: concat}", "model.fusion", "unknown fusion 'concat'; registered: add, lgfs, max"),
+    ("model: {fusion: concatenate}", "model.fusion",
+     "unknown fusion 'concatenate'; registered: add, concat, lgfs, max. Did you mean 'concat'?"),
+    ("model: {cmam: {name: cmam_paper}}", "model.cmam.name",
+     "unknown cross-modal 'cmam_paper'; registered: cmam_eq6, cmam_released"),
+    ("model: {input: squash}", "model.input", "unknown input 'squash'; registered: letterbox, released, stretch"),
     ("model: {mode: all}", "model.mode", "expected one of 'spatial', 'temporal', 'both'"),
     ("model: {cmam: {stages: [6]}}", "model.cmam.stages", "distinct stage numbers in 1..5"),
     ("model: {cmam: {stages: 5}}", "model.cmam.stages", "expected a list of int"),
@@ -86,7 +90,8 @@ def test_a_model_is_built_from_the_config_alone():
     assert model.mode == "both"
     assert sorted(model.cmam["spatial"]) == ["4", "5"]
     assert type(model.decoder.fusion[0]).__name__ == "MaxFusion"
-    assert model.text.embedding.num_embeddings == cfg.model.text.vocab_size
+    assert model.text.embedding["spatial"].num_embeddings == cfg.model.text.vocab_size
+    assert model.text.embedding["spatial"] is not model.text.embedding["temporal"]  # one per branch
 
 
 def test_cli_reports_config_errors_without_traceback(tmp_path, capsys):

@@ -31,9 +31,12 @@ def test_unknown_name_lists_choices_and_closest():
 def test_every_family_is_populated_after_import():
     fams = all_families()
     assert set(fams["spatial"].names()) == {"r50", "iv3", "tiny2d"}
-    assert set(fams["temporal"].names()) == {"i3d", "s3d", "tiny3d"}
-    assert set(fams["fusion"].names()) == {"add", "max", "lgfs"}
-    assert fams["text"].names() == ["gru"]
+    assert set(fams["temporal"].names()) == {"i3d", "i3d_released", "s3d", "tiny3d"}
+    assert set(fams["fusion"].names()) == {"add", "max", "lgfs", "concat"}
+    assert fams["text"].names() == ["gru", "gru_released"]
+    assert fams["cross_modal"].names() == ["cmam_eq6", "cmam_released"]
+    assert fams["decoder"].names() == ["eq9", "released"]
+    assert fams["input"].names() == ["letterbox", "released", "stretch"]
     for reg in fams.values():
         for entry in reg:
             assert entry.description, f"{reg.family} {entry.name} has no description"

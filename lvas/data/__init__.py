@@ -15,8 +15,10 @@ DATASETS.register("synth", "synthetic sprites in the A2D layout, with appearance
 DATASETS.register("jhmdb", "J-HMDB Sentences (evaluation only, 3 fixed frames per video)")(JHMDBSentences)
 
 
-def build_dataset(data_cfg, split: str, vocab=None, max_words: int = 20):
-    """Config -> dataset of one split (the only place that reads a DataConfig)."""
-    return DATASETS.build(data_cfg.dataset, root=data_cfg.root, split=split, frames=data_cfg.frames,
-                          frame_stride=data_cfg.frame_stride, size=data_cfg.size, vocab=vocab,
-                          max_words=max_words, skip_bad=data_cfg.skip_bad)
+def build_dataset(cfg, split: str, vocab=None):
+    """ExperimentConfig -> dataset of one split (the only place that reads ``cfg.data`` for it):
+    the dataset, its clip geometry, the query length cap and the input pipeline (``model.input``)."""
+    d = cfg.data
+    return DATASETS.build(d.dataset, root=d.root, split=split, frames=d.frames, frame_stride=d.frame_stride,
+                          size=d.size, vocab=vocab, max_words=cfg.model.text.max_words, skip_bad=d.skip_bad,
+                          input=cfg.model.input)

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 from lvas.data.clips import clip_indices
+from lvas.models.inputs import input_spec
 from lvas.data.errors import DataError
 from lvas.data.samples import SampleDataset, collate, make_item, read_image  # noqa: F401  (re-exported)
 from lvas.data.vocab import Vocabulary
@@ -249,12 +250,13 @@ class A2DSentences(SampleDataset):
 
     def __init__(self, root: str | Path, split: str = "train", frames: int = 8, frame_stride: int = 2,
                  size: int = 320, vocab: Vocabulary | None = None, max_words: int = 20,
-                 skip_bad: bool = False) -> None:
+                 skip_bad: bool = False, input: str = "stretch") -> None:
         self.layout = A2DLayout(Path(root))
         self.split = split
         self.frames, self.frame_stride, self.size = frames, frame_stride, size
         self.max_words = max_words
         self.skip_bad = skip_bad
+        self.input = input_spec(input)
         self.index, self.notes = build_index(root, split)
         self.vocab = vocab if vocab is not None else self.build_vocab(root)
 
@@ -276,12 +278,12 @@ class A2DSentences(SampleDataset):
         if frame > int(row["n_frames"]):
             raise DataError(self.layout.frame(vid, frame), f"annotated frame {frame} beyond the video's "
                             f"{int(row['n_frames'])} frames")
-        idx = clip_indices(frame, int(row["n_frames"]), self.frames, self.frame_stride)
+        idx = clip_indices(frame, int(row["n_frames"]), self.frames, self.frame_stride, self.input.clip_start)
         imgs = torch.stack([read_jpeg(self.layout.frame(vid, j)) for j in idx])  # (T, 3, H, W) uint8
         gt = torch.from_numpy(read_instance_mask(self.layout.h5(vid, frame), int(row["instance"])))
         meta = {"video": vid, "frame": frame, "instance": int(row["instance"]), "kind": row["kind"], "frames": idx}
         return make_item(imgs, gt, self.layout.h5(vid, frame), self.size, self.vocab, row["query"],
-                         self.max_words, meta)
+                         self.max_words, meta, self.input)
 
 
 # --------------------------------------------------------------------------- prepare

@@ -1,5 +1,5 @@
-"""Clip geometry shared by every dataset: frame indices around a target, resize-and-pad to S x S,
-and the way back from a padded prediction to the original frame."""
+"""Clip geometry shared by every dataset: frame indices around a target, resize (stretch, or
+letterbox and pad) to S x S, and the way back from a prediction to the original frame."""
 
 from __future__ import annotations
 
@@ -9,16 +9,23 @@ import torch
 import torch.nn.functional as F
 
 
-def clip_indices(target: int, n_frames: int, length: int = 8, stride: int = 1) -> list[int]:
-    """1-based frame numbers of a clip of ``length`` frames centred on ``target``.
+def clip_indices(target: int, n_frames: int, length: int = 8, stride: int = 1, start: str = "centred") -> list[int]:
+    """1-based frame numbers of a clip of ``length`` frames around ``target``.
 
-    The target is at position ``length // 2``; indices step by ``stride`` and are clamped to
-    ``[1, n_frames]`` at the video's ends (the CSTM code's convention).
+    ``centred``: the target is at position ``length // 2``; indices step by ``stride`` and are
+    clamped to ``[1, n_frames]`` at the video's ends. ``released`` (the released CSTM loader):
+    the clip starts at ``max(1, target - length // 2 * stride)``, so near the start of a video
+    position ``length // 2`` holds a later frame than the annotated one; clamped at the end.
     """
     if n_frames < 1:
         raise ValueError("a video needs at least one frame")
     if not 1 <= target <= n_frames:
         raise ValueError(f"target frame {target} outside 1..{n_frames}")
+    if start == "released":
+        first = max(1, target - (length // 2) * stride)
+        return [min(first + k * stride, n_frames) for k in range(length)]
+    if start != "centred":
+        raise ValueError(f"clip start {start!r}: expected 'centred' or 'released'")
     return [min(max(target + (k - length // 2) * stride, 1), n_frames) for k in range(length)]
 
 
@@ -32,7 +39,10 @@ class Letterbox:
     size: int
 
     @classmethod
-    def fit(cls, orig: tuple[int, int], size: int) -> "Letterbox":
+    def fit(cls, orig: tuple[int, int], size: int, geometry: str = "letterbox") -> "Letterbox":
+        """``letterbox``: keep the aspect ratio, pad the rest; ``stretch``: fill S x S (no padding)."""
+        if geometry == "stretch":
+            return cls(tuple(orig), (size, size), size)
         scale = size / max(orig)
         return cls(tuple(orig), (max(1, round(orig[0] * scale)), max(1, round(orig[1] * scale))), size)
 

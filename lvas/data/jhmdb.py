@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from lvas.data.clips import clip_indices
+from lvas.models.inputs import input_spec
 from lvas.data.errors import DataError
 from lvas.data.samples import SampleDataset, make_item, read_image
 from lvas.data.vocab import Vocabulary
@@ -109,7 +110,7 @@ class JHMDBSentences(SampleDataset):
 
     def __init__(self, root: str | Path, split: str = "test", frames: int = 8, frame_stride: int = 2,
                  size: int = 320, vocab: Vocabulary | None = None, max_words: int = 20,
-                 skip_bad: bool = False) -> None:
+                 skip_bad: bool = False, input: str = "stretch") -> None:
         if split != "test":
             raise ValueError("J-HMDB Sentences is for evaluation only: split must be 'test'")
         self.root = Path(root)
@@ -117,6 +118,7 @@ class JHMDBSentences(SampleDataset):
             raise DataError(self.root, "dataset folder not found")
         self.frames, self.frame_stride, self.size, self.max_words = frames, frame_stride, size, max_words
         self.skip_bad = skip_bad
+        self.input = input_spec(input)
         ann = read_annotations(self.root / "jhmdb_annotation.txt")
         self.queries = dict(zip(ann["video_id"], ann["query"]))
         self.dirs = video_dirs(self.root)
@@ -131,7 +133,7 @@ class JHMDBSentences(SampleDataset):
             raise DataError(self.root / "Rename_Images" / "*" / vid, "video in the samples file has no frames folder")
         action, fdir = self.dirs[vid]
         n_png = len(list(fdir.glob("*.png")))
-        idx = clip_indices(frame, n_png, self.frames, self.frame_stride)
+        idx = clip_indices(frame, n_png, self.frames, self.frame_stride, self.input.clip_start)
         imgs = torch.stack([read_image(fdir / f"{j:05d}.png") for j in idx])
         mat_path = self.root / "puppet_mask" / action / vid / "puppet_mask.mat"
         masks = read_part_mask(mat_path)
@@ -139,4 +141,5 @@ class JHMDBSentences(SampleDataset):
             raise DataError(mat_path, f"no mask for frame {frame} (part_mask has {masks.shape[2]} frames)")
         gt = torch.from_numpy(masks[:, :, frame - 1].copy())
         meta = {"video": vid, "frame": frame, "instance": 0, "kind": action, "frames": idx}
-        return make_item(imgs, gt, mat_path, self.size, self.vocab, self.queries.get(vid, ""), self.max_words, meta)
+        return make_item(imgs, gt, mat_path, self.size, self.vocab, self.queries.get(vid, ""), self.max_words, meta,
+                         self.input)

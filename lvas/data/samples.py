@@ -8,10 +8,12 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from lvas.data.clips import Letterbox
 from lvas.data.errors import DataError
+from lvas.models.inputs import InputSpec
 
 
 def read_image(path: Path, hint: str = "") -> torch.Tensor:
@@ -28,9 +30,19 @@ def read_image(path: Path, hint: str = "") -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
 
+def _pil_resize(imgs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(T, 3, H, W) uint8 -> (T, 3, h, w) float in [0, 1] with Pillow's bilinear filter: what
+    torchvision's ``Resize`` + ``ToTensor`` do to a PIL image in the released loader."""
+    from PIL import Image
+
+    out = [torch.from_numpy(np.asarray(Image.fromarray(f.permute(1, 2, 0).numpy()).resize(
+        (size[1], size[0]), Image.BILINEAR))).permute(2, 0, 1) for f in imgs]
+    return torch.stack(out).float().div_(255.0)
+
+
 def make_item(imgs: torch.Tensor, gt: torch.Tensor, mask_path: Path, size: int, vocab, query: str,
-              max_words: int, meta: dict[str, Any]) -> dict[str, Any]:
-    """One model input.
+              max_words: int, meta: dict[str, Any], spec: InputSpec | None = None) -> dict[str, Any]:
+    """One model input under the input pipeline ``spec`` (default: stretch).
 
     Args:
         imgs: (T, 3, H, W) uint8 frames of the clip.
@@ -38,14 +50,23 @@ def make_item(imgs: torch.Tensor, gt: torch.Tensor, mask_path: Path, size: int, 
 
     Returns:
         ``clip`` (3, T, S, S) float in [0, 1]; ``tokens``/``mask`` (N,); ``target`` (1, S, S) float on
-        the padded input; ``gt`` (H, W) bool; ``meta`` (``meta`` plus the letterbox geometry).
+        the input grid; ``gt`` (H, W) bool; ``meta`` (``meta`` plus the geometry).
     """
+    spec = spec or InputSpec()
     orig = tuple(imgs.shape[-2:])
     if tuple(gt.shape) != orig:
         raise DataError(mask_path, f"mask is {tuple(gt.shape)} but the frame is {orig}")
-    lb = Letterbox.fit(orig, size)
-    clip = lb.apply(imgs.float() / 255.0).permute(1, 0, 2, 3).contiguous()
-    target = (lb.apply(gt[None].float()) > 0.5).float()
+    lb = Letterbox.fit(orig, size, spec.geometry)
+    if spec.resampler == "pil":
+        clip = lb.apply(_pil_resize(imgs, lb.resized))
+    else:
+        clip = lb.apply(imgs.float() / 255.0)
+    clip = clip.permute(1, 0, 2, 3).contiguous()
+    if spec.target == "released":  # bilinear with align_corners to the grid, every value > 0 set to 1
+        g = F.interpolate(gt[None, None].float(), size=lb.resized, mode="bilinear", align_corners=True)[0]
+        target = lb.apply((g > 0).float()[None])[0]
+    else:
+        target = (lb.apply(gt[None].float()) > 0.5).float()
     tokens, mask = vocab.encode(query, max_words)
     return {"clip": clip, "tokens": tokens, "mask": mask, "target": target, "gt": gt,
             "meta": {**meta, "query": query, "orig": orig, "resized": lb.resized}}
@@ -71,6 +92,11 @@ class SampleDataset(Dataset):
 
     def load(self, i: int) -> dict[str, Any]:
         raise NotImplementedError
+
+    def videos(self) -> list[str]:
+        """The video of every sample, in index order (for splitting by video)."""
+        col = "video" if "video" in self.index.columns else "video_id"
+        return [str(v) for v in self.index[col]]
 
 
 def collate(batch: list[dict | None]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, protocol: str = "paper"
     """
     device = device or next(model.parameters()).device
     model.eval()
-    acc = MetricAccumulator()
+    acc = MetricAccumulator.for_protocol(protocol)
     skipped, examples, seen = 0, [], 0
     for batch in tqdm(loader, desc=f"eval ({protocol})", unit="batch", disable=not progress, leave=False):
         skipped += batch["skipped"]

@@ -9,6 +9,7 @@ import torch
 from tqdm import tqdm
 
 from lvas.data.clips import Letterbox, clip_indices
+from lvas.models.inputs import input_spec
 from lvas.data.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -52,7 +53,7 @@ def predict_video(model, vocab, cfg, frames: list[np.ndarray], query: str, batch
     device = device or next(model.parameters()).device
     model.eval()
     h, w = frames[0].shape[:2]
-    lb = Letterbox.fit((h, w), cfg.data.size)
+    lb = Letterbox.fit((h, w), cfg.data.size, input_spec(cfg.model.input).geometry)
     video = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2)  # (N, 3, H, W) uint8
     tokens, mask = vocab.encode(query, cfg.model.text.max_words)
     probs: list[np.ndarray] = []

@@ -3,8 +3,8 @@ registry is complete as soon as ``lvas.models`` is imported."""
 
 from lvas.models import coords, base  # noqa: F401
 from lvas.models import spatial  # noqa: F401  registers r50, iv3, tiny2d
-from lvas.models import temporal  # noqa: F401  registers i3d, s3d, tiny3d
-from lvas.models import text  # noqa: F401  registers gru
-from lvas.models import fusion  # noqa: F401  registers add, max, lgfs
-from lvas.models import cmam, decoder, cstm  # noqa: F401
+from lvas.models import temporal  # noqa: F401  registers i3d, i3d_released, s3d, tiny3d
+from lvas.models import text  # noqa: F401  registers gru, gru_released
+from lvas.models import fusion  # noqa: F401  registers add, max, lgfs, concat
+from lvas.models import cmam, decoder, inputs, cstm  # noqa: F401  registers cmam_*, eq9/released, inputs
 from lvas.models.cstm import CSTM, build_model  # noqa: F401

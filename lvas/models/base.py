@@ -39,6 +39,7 @@ class StagedEncoder(nn.Module):
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     min_input: int = 32  # smallest frame side the stages accept
+    raw_input: bool = False  # True: skip ``normalize`` (the released code feeds [0, 1] pixels)
 
     def __init__(self) -> None:
         super().__init__()
@@ -75,7 +76,8 @@ class StagedEncoder(nn.Module):
         """Run the five stages.
 
         Args:
-            x: (B, 3, H, W) for a 2D encoder or (B, 3, T, H, W) for a 3D one, values in [0, 1].
+            x: (B, 3, H, W) for a 2D encoder or (B, 3, T, H, W) for a 3D one, values in [0, 1]
+                (normalised here with the encoder's mean/std unless ``raw_input``).
             hooks: stage number (1..5) -> callable applied to that stage's output; its result
                 feeds the next stage (this is where CMAM goes).
 
@@ -86,13 +88,16 @@ class StagedEncoder(nn.Module):
         size = (x.shape[-2], x.shape[-1])
         if min(size) < self.min_input:
             raise ValueError(f"{type(self).__name__} needs frames of at least {self.min_input} px, got {size}")
-        x = self.normalize(x)
+        if not self.raw_input:
+            x = self.normalize(x)
         feats = []
         for i, stage in enumerate(self.stages, start=1):
-            x = stage(x)
+            # every stage map is put on the stride-2^i grid before CMAM sees it and before the next
+            # stage runs, so coordinates, CMAM cost and the decoder see the same grid for every encoder
+            x = self.align(stage(x), i, size)
             if hooks is not None and i in hooks:
                 x = hooks[i](x)
-            feats.append(self.align(x, i, size))
+            feats.append(x)
         return feats
 
 

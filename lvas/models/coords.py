@@ -15,16 +15,17 @@ COORD_CHANNELS = 8
 
 @functools.lru_cache(maxsize=64)
 def _grid(h: int, w: int) -> torch.Tensor:
-    xs = torch.arange(w, dtype=torch.float32)
-    ys = torch.arange(h, dtype=torch.float32)
+    # computed in float64 and rounded once, as the released code's numpy map is
+    xs = torch.arange(w, dtype=torch.float64)
+    ys = torch.arange(h, dtype=torch.float64)
     xmin = (xs / w * 2 - 1).view(1, w).expand(h, w)
     xmax = ((xs + 1) / w * 2 - 1).view(1, w).expand(h, w)
     ymin = (ys / h * 2 - 1).view(h, 1).expand(h, w)
     ymax = ((ys + 1) / h * 2 - 1).view(h, 1).expand(h, w)
     return torch.stack(
         [xmin, ymin, xmax, ymax, (xmin + xmax) / 2, (ymin + ymax) / 2,
-         torch.full((h, w), 1.0 / w), torch.full((h, w), 1.0 / h)]
-    )
+         torch.full((h, w), 1.0 / w, dtype=torch.float64), torch.full((h, w), 1.0 / h, dtype=torch.float64)]
+    ).float()
 
 
 def coord_feature(h: int, w: int, device=None, dtype=None) -> torch.Tensor:

@@ -1,34 +1,46 @@
-"""The decoder (paper Eq. 9) with per-branch stage projections, fusion and a mask head.
+"""Decoders: stage maps of one or two branches -> mask logits. Two registered forms.
 
-For each branch (spatial / temporal) and stage i, the target-frame map V^i is concatenated with
-the 8-d coordinates and the tiled sentence vector (this is where vision and language meet when
-there is no CMAM) and projected to D channels (1x1 conv, GroupNorm, ReLU). With two branches the
-projections are fused per stage (``add`` / ``max`` / ``lgfs``) into V_F^i. Then, top-down,
+``eq9`` — the paper's decoder (Eq. 9). For each branch and stage i the target-frame map V^i is
+projected to D channels (1x1 conv, GroupNorm, ReLU). A branch without CMAM meets the language
+here (paper §4.4): its projection also sees the 8-d coordinates and the sentence vector, added
+as a per-sample bias (``W [v; c; s] = W_v v + W_c c + W_s s``: the same function as tiling the
+sentence into every pixel before a 1x1 conv, without the tiling). With two branches the
+projections are fused per stage (``add`` / ``max`` / ``lgfs`` / ``concat``) into V_F^i. Then,
+top-down,
 
     V_D^5 = V_F^5,   V_D^i = V_F^i + Upsample(V_D^{i+1})        (Eq. 9)
 
 each followed by an optional 3x3 refinement conv. A 1x1 head turns V_D^1 (stride 2) into mask
 logits, upsampled (bilinear) to the input resolution; with deep supervision, heads on
 V_D^2..V_D^5 give auxiliary logits at their own strides.
+
+``released`` — the decoder of the released CSTM code: per stage a 3x3 Conv-BN-ReLU to D for each
+branch, fusion (the release: ``concat`` + 3x3), a top-down merge by concatenation + 3x3
+Conv-BN-ReLU after a bilinear (align_corners) x2 upsampling, and six 3x3-3x3-1x1 heads on the
+maps at strides 32, 16, 8, 4, 2 and 1 (the last is the stride-2 map upsampled). The full
+resolution head gives the logits; the other five are the auxiliary outputs.
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from lvas.models.base import StageSpec
-from lvas.models.coords import with_coords
-from lvas.registry import FUSIONS
+from lvas.models.coords import COORD_CHANNELS, with_coords
+from lvas.registry import DECODERS, FUSIONS
 
 
 def _norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(min(32, channels // 2) or 1, channels)
 
 
+@DECODERS.register("eq9")
 class Decoder(nn.Module):
-    """Projection + fusion + top-down decoder + mask head.
+    """Projection + fusion + top-down decoder of Eq. 9 + mask head.
 
     Args:
         branch_specs: branch name -> the five StageSpec of its encoder.
@@ -37,19 +49,27 @@ class Decoder(nn.Module):
         fusion: a FUSIONS name, used when there are two branches.
         refine: 3x3 conv after each top-down sum.
         deep_supervision: auxiliary heads on stages 2..5.
+        tile: branches whose projections see the coordinates and the sentence (those without CMAM).
     """
 
     def __init__(self, branch_specs: dict[str, list[StageSpec]], text_channels: int, channels: int = 256,
-                 fusion: str | None = None, refine: bool = True, deep_supervision: bool = True) -> None:
+                 fusion: str | None = None, refine: bool = True, deep_supervision: bool = True,
+                 tile: Sequence[str] = ()) -> None:
         super().__init__()
         self.branches = list(branch_specs)
+        self.tile = tuple(b for b in self.branches if b in tile)
         self.proj = nn.ModuleDict({
             b: nn.ModuleList(
-                nn.Sequential(nn.Conv2d(s.channels + 8 + text_channels, channels, 1, bias=False),
-                              _norm(channels), nn.ReLU(inplace=True))
-                for s in specs
-            )
+                nn.Conv2d(s.channels + (COORD_CHANNELS if b in self.tile else 0), channels, 1, bias=False)
+                for s in specs)
             for b, specs in branch_specs.items()
+        })
+        self.text_proj = nn.ModuleDict({
+            b: nn.ModuleList(nn.Linear(text_channels, channels, bias=False) for _ in range(5)) for b in self.tile
+        })
+        self.proj_norm = nn.ModuleDict({
+            b: nn.ModuleList(nn.Sequential(_norm(channels), nn.ReLU(inplace=True)) for _ in range(5))
+            for b in self.branches
         })
         self.fusion = None
         if len(self.branches) == 2:
@@ -81,11 +101,14 @@ class Decoder(nn.Module):
         """
         projected = {}
         for b in self.branches:
-            s = sentences[b]
             maps = []
-            for proj, v in zip(self.proj[b], feats[b]):
-                tiled = s[:, :, None, None].expand(-1, -1, *v.shape[-2:])
-                maps.append(proj(torch.cat([with_coords(v), tiled.to(v.dtype)], 1)))
+            for i, v in enumerate(feats[b]):
+                if b in self.tile:
+                    x = self.proj[b][i](with_coords(v))
+                    x = x + self.text_proj[b][i](sentences[b].to(x.dtype))[:, :, None, None]
+                else:
+                    x = self.proj[b][i](v)
+                maps.append(self.proj_norm[b][i](x))
             projected[b] = maps
         if self.fusion is not None:
             sentence = torch.cat([sentences[b] for b in self.branches], 1)
@@ -102,4 +125,83 @@ class Decoder(nn.Module):
             decoded[i] = x
         logits = F.interpolate(self.head(decoded[0]), size=out_size, mode="bilinear", align_corners=False)
         aux = [h(d) for h, d in zip(self.aux_heads, decoded[1:])] if self.aux_heads is not None else []
+        return {"logits": logits, "aux": aux}
+
+
+def _conv3x3_bn_relu(cin: int, cout: int, bias: bool) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=bias), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+def _head(channels: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True),
+                         nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True),
+                         nn.Conv2d(channels, 1, 1))
+
+
+@DECODERS.register("released")
+class ReleasedDecoder(nn.Module):
+    """The released CSTM decoder: 3x3 projections, fusion, concat merges, six 3x3-3x3-1x1 heads.
+
+    Args:
+        branch_specs: branch name -> the five StageSpec of its encoder.
+        text_channels: C_L (only passed on to a fusion that uses the query).
+        channels: D, the decoder width (256 in the release).
+        fusion: a FUSIONS name for two branches (``concat`` in the release).
+        refine: unused (the merges are always 3x3 convolutions).
+        deep_supervision: keep the five coarser heads (the release always has them).
+        tile: unused (the release never tiles the sentence into the decoder).
+
+    ``heads[k]`` decodes the map at stride 32 / 2^k (k = 0..4) and ``heads[5]`` the full
+    resolution one, in the release's order.
+    """
+
+    def __init__(self, branch_specs: dict[str, list[StageSpec]], text_channels: int, channels: int = 256,
+                 fusion: str | None = "concat", refine: bool = True, deep_supervision: bool = True,
+                 tile: Sequence[str] = ()) -> None:
+        super().__init__()
+        self.branches = list(branch_specs)
+        self.trans = nn.ModuleDict({
+            b: nn.ModuleList(_conv3x3_bn_relu(s.channels, channels, bias=False) for s in specs)
+            for b, specs in branch_specs.items()
+        })
+        self.fuse = None
+        if len(self.branches) == 2:
+            if fusion is None:
+                raise ValueError("two branches need a fusion")
+            # the release concatenates (temporal, spatial) at stages 1-4 and (spatial, temporal) at 5
+            order = lambda i: {"first": "spatial" if i == 4 else "temporal"} if fusion == "concat" else {}  # noqa: E731
+            self.fuse = nn.ModuleList(
+                FUSIONS.build(fusion, channels=channels, text_channels=2 * text_channels, **order(i)) for i in range(5))
+        self.merge = nn.ModuleList(_conv3x3_bn_relu(2 * channels, channels, bias=True) for _ in range(4))
+        self.heads = nn.ModuleList(_head(channels) for _ in range(6 if deep_supervision else 1))
+
+    def forward(self, feats: dict[str, list[torch.Tensor]], sentences: dict[str, torch.Tensor],
+                out_size: tuple[int, int]) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        """Decode the target-frame maps into mask logits.
+
+        Args:
+            feats: branch -> five maps (B, C_i, H/2^i, W/2^i).
+            sentences: branch -> (B, C_L) sentence vector.
+            out_size: (H, W) of the input.
+
+        Returns:
+            ``logits``: (B, 1, H, W) from the full-resolution head; ``aux``: the heads at strides
+            32, 16, 8, 4, 2 (empty without deep supervision).
+        """
+        lateral = {b: [t(v) for t, v in zip(self.trans[b], feats[b])] for b in self.branches}
+        if self.fuse is not None:
+            sentence = torch.cat([sentences[b] for b in self.branches], 1)
+            fused = [f(vs, vt, sentence) for f, vs, vt in
+                     zip(self.fuse, lateral[self.branches[0]], lateral[self.branches[1]])]
+        else:
+            fused = lateral[self.branches[0]]
+        x = fused[4]
+        maps = [x]
+        for i in range(3, -1, -1):
+            x = F.interpolate(x, size=fused[i].shape[-2:], mode="bilinear", align_corners=True)
+            x = self.merge[i](torch.cat([x, fused[i]], 1))
+            maps.append(x)
+        maps.append(F.interpolate(x, size=out_size, mode="bilinear", align_corners=True))
+        logits = self.heads[-1](maps[5])
+        aux = [h(m) for h, m in zip(self.heads[:-1], maps[:5])]
         return {"logits": logits, "aux": aux}

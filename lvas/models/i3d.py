@@ -20,26 +20,41 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _same_pad(x: torch.Tensor, kernel: tuple[int, int, int], stride: tuple[int, int, int]) -> torch.Tensor:
-    """TF "SAME" padding: output = ceil(input / stride); the extra pixel goes to the end."""
+def _same_pads(x: torch.Tensor, kernel: tuple[int, int, int], stride: tuple[int, int, int]) -> list[int]:
+    """TF "SAME" padding in F.pad order (W, H, T): output = ceil(input / stride), extra at the end."""
     pads = []
     for size, k, s in zip(reversed(x.shape[2:]), reversed(kernel), reversed(stride)):
         total = max((-(-size // s) - 1) * s + k - size, 0)
         pads += [total // 2, total - total // 2]
+    return pads
+
+
+def _same_pad(x: torch.Tensor, kernel: tuple[int, int, int], stride: tuple[int, int, int]) -> torch.Tensor:
+    """``x`` zero-padded for TF "SAME" (see :func:`_same_pads`)."""
+    pads = _same_pads(x, kernel, stride)
     return F.pad(x, pads) if any(pads) else x
 
 
 class Unit3D(nn.Module):
-    """Conv3d (no bias) + BatchNorm3d (eps 1e-3) + ReLU with SAME padding."""
+    """Conv3d (no bias) + BatchNorm3d + ReLU with SAME padding.
 
-    def __init__(self, cin: int, cout: int, kernel=(1, 1, 1), stride=(1, 1, 1)) -> None:
+    BatchNorm eps is 1e-3 as in TensorFlow and piergiaj (``bn_eps``); the released CSTM code (a
+    hassony2-style port) uses PyTorch's default 1e-5.
+    """
+
+    def __init__(self, cin: int, cout: int, kernel=(1, 1, 1), stride=(1, 1, 1), bn_eps: float = 1e-3) -> None:
         super().__init__()
         self.kernel, self.stride = tuple(kernel), tuple(stride)
         self.conv3d = nn.Conv3d(cin, cout, self.kernel, self.stride, padding=0, bias=False)
-        self.bn = nn.BatchNorm3d(cout, eps=1e-3, momentum=0.01)
+        self.bn = nn.BatchNorm3d(cout, eps=bn_eps, momentum=0.01)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.bn(self.conv3d(_same_pad(x, self.kernel, self.stride))))
+        pads = _same_pads(x, self.kernel, self.stride)
+        if pads[0::2] == pads[1::2]:  # symmetric: let the convolution pad (same numbers as the ports)
+            y = F.conv3d(x, self.conv3d.weight, None, self.stride, tuple(reversed(pads[0::2])))
+        else:
+            y = self.conv3d(F.pad(x, pads))
+        return F.relu(self.bn(y))
 
 
 class MaxPool3dSame(nn.Module):
@@ -56,15 +71,15 @@ class MaxPool3dSame(nn.Module):
 class InceptionBlock(nn.Module):
     """Four branches: 1x1 | 1x1->3x3 | 1x1->3x3 | pool->1x1, concatenated."""
 
-    def __init__(self, cin: int, c: tuple[int, int, int, int, int, int]) -> None:
+    def __init__(self, cin: int, c: tuple[int, int, int, int, int, int], bn_eps: float = 1e-3) -> None:
         super().__init__()
-        self.b0 = Unit3D(cin, c[0])
-        self.b1a = Unit3D(cin, c[1])
-        self.b1b = Unit3D(c[1], c[2], (3, 3, 3))
-        self.b2a = Unit3D(cin, c[3])
-        self.b2b = Unit3D(c[3], c[4], (3, 3, 3))
+        self.b0 = Unit3D(cin, c[0], bn_eps=bn_eps)
+        self.b1a = Unit3D(cin, c[1], bn_eps=bn_eps)
+        self.b1b = Unit3D(c[1], c[2], (3, 3, 3), bn_eps=bn_eps)
+        self.b2a = Unit3D(cin, c[3], bn_eps=bn_eps)
+        self.b2b = Unit3D(c[3], c[4], (3, 3, 3), bn_eps=bn_eps)
         self.b3a = MaxPool3dSame((3, 3, 3), (1, 1, 1))
-        self.b3b = Unit3D(cin, c[5])
+        self.b3b = Unit3D(cin, c[5], bn_eps=bn_eps)
         self.out_channels = c[0] + c[2] + c[4] + c[5]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -95,28 +110,28 @@ I3D_CHANNELS = [64, 192, 480, 832, 1024]
 I3D_T_STRIDES = [2, 2, 2, 4, 8]
 
 
-def i3d_modules() -> "OrderedDict[str, nn.Module]":
+def i3d_modules(bn_eps: float = 1e-3) -> "OrderedDict[str, nn.Module]":
     """Every I3D module up to Mixed_5c, by its piergiaj name."""
     m: OrderedDict[str, nn.Module] = OrderedDict()
-    m["Conv3d_1a_7x7"] = Unit3D(3, 64, (7, 7, 7), (2, 2, 2))
+    m["Conv3d_1a_7x7"] = Unit3D(3, 64, (7, 7, 7), (2, 2, 2), bn_eps=bn_eps)
     m["MaxPool3d_2a_3x3"] = MaxPool3dSame((1, 3, 3), (1, 2, 2))
-    m["Conv3d_2b_1x1"] = Unit3D(64, 64)
-    m["Conv3d_2c_3x3"] = Unit3D(64, 192, (3, 3, 3))
+    m["Conv3d_2b_1x1"] = Unit3D(64, 64, bn_eps=bn_eps)
+    m["Conv3d_2c_3x3"] = Unit3D(64, 192, (3, 3, 3), bn_eps=bn_eps)
     m["MaxPool3d_3a_3x3"] = MaxPool3dSame((1, 3, 3), (1, 2, 2))
     for name in ("Mixed_3b", "Mixed_3c"):
-        m[name] = InceptionBlock(*_MIXED[name])
+        m[name] = InceptionBlock(*_MIXED[name], bn_eps=bn_eps)
     m["MaxPool3d_4a_3x3"] = MaxPool3dSame((3, 3, 3), (2, 2, 2))
     for name in ("Mixed_4b", "Mixed_4c", "Mixed_4d", "Mixed_4e", "Mixed_4f"):
-        m[name] = InceptionBlock(*_MIXED[name])
+        m[name] = InceptionBlock(*_MIXED[name], bn_eps=bn_eps)
     m["MaxPool3d_5a_2x2"] = MaxPool3dSame((2, 2, 2), (2, 2, 2))
     for name in ("Mixed_5b", "Mixed_5c"):
-        m[name] = InceptionBlock(*_MIXED[name])
+        m[name] = InceptionBlock(*_MIXED[name], bn_eps=bn_eps)
     return m
 
 
-def i3d_stages() -> nn.ModuleList:
+def i3d_stages(bn_eps: float = 1e-3) -> nn.ModuleList:
     """The five I3D stages as Sequentials whose children keep the piergiaj names."""
-    mods = i3d_modules()
+    mods = i3d_modules(bn_eps)
     return nn.ModuleList(nn.Sequential(OrderedDict((n, mods[n]) for n in names)) for names in I3D_STAGES)
 
 

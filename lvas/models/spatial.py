@@ -30,14 +30,19 @@ def _load_torchvision(model: nn.Module, pretrained: str, named: dict, family: st
 
 @SPATIAL_ENCODERS.register("r50")
 class ResNet50Encoder(StagedEncoder):
-    """ResNet-50 (torchvision, ImageNet): conv1 | layer1 | layer2 | layer3 | layer4."""
+    """ResNet-50 (torchvision, ImageNet): conv1 | layer1 | layer2 | layer3 | layer4.
+
+    ``pretrained: imagenet`` is torchvision's IMAGENET1K_V2; ``imagenet_v1`` the V1 weights the
+    released CSTM code starts from.
+    """
 
     mean, std = IMAGENET_MEAN, IMAGENET_STD
 
     def __init__(self, pretrained: str = "none") -> None:
         super().__init__()
         net = torchvision.models.resnet50(weights=None)
-        _load_torchvision(net, pretrained, {"imagenet": ResNet50_Weights.IMAGENET1K_V2}, "r50", ignore=("fc.",))
+        _load_torchvision(net, pretrained, {"imagenet": ResNet50_Weights.IMAGENET1K_V2,
+                                            "imagenet_v1": ResNet50_Weights.IMAGENET1K_V1}, "r50", ignore=("fc.",))
         self.stages = nn.ModuleList([
             nn.Sequential(OrderedDict(conv1=net.conv1, bn1=net.bn1, relu=net.relu)),
             nn.Sequential(OrderedDict(maxpool=net.maxpool, layer1=net.layer1)),
@@ -61,10 +66,11 @@ _IV3_STAGES = [
 class InceptionV3Encoder(StagedEncoder):
     """Inception-v3 (torchvision, ImageNet), valid padding aligned to the stride-2^i grid.
 
-    Its valid convolutions give e.g. 157/76/37/18/8 px maps for a 320 px input; ``align``
-    resizes each stage output (bilinear) to 160/80/40/20/10 so that the decoder sees the same
-    grid as for any other encoder. The stages themselves run at their native size. Needs an
-    input of at least 75 px.
+    Its valid convolutions shrink every map (a 320 px input gives 157 px after stage 1);
+    ``align`` resizes each stage output (bilinear) to the stride-2^i grid (160/80/40/20/10)
+    before CMAM and the next stage see it, so CMAM, coordinates and decoder work on the same grid
+    as for any other encoder (this is also what Table 4's spatial cost implies). Needs an input
+    of at least 75 px.
     """
 
     mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # Google's weights expect [-1, 1]

@@ -29,13 +29,19 @@ class I3DEncoder(StagedEncoder):
     is_3d = True
     mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # the Kinetics checkpoints expect [-1, 1]
 
-    def __init__(self, pretrained: str = "none") -> None:
+    def __init__(self, pretrained: str = "none", bn_eps: float = 1e-3) -> None:
         super().__init__()
-        self.stages = i3d_stages()
+        self.stages = i3d_stages(bn_eps)
         self.stage_specs = _specs(I3D_CHANNELS)
         path = resolve_weights(pretrained, {}, "i3d")
         if path is not None:
             load_into(self, to_staged_keys(convert_i3d_state_dict(read_checkpoint(path))), str(path))
+
+
+@TEMPORAL_ENCODERS.register("i3d_released")
+def i3d_released(pretrained: str = "none") -> I3DEncoder:
+    """I3D as in the released CSTM code: BatchNorm eps 1e-5 (PyTorch's default) instead of 1e-3."""
+    return I3DEncoder(pretrained, bn_eps=1e-5)
 
 
 @TEMPORAL_ENCODERS.register("s3d")

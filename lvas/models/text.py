@@ -10,6 +10,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lvas.registry import TEXT_ENCODERS
@@ -29,10 +30,11 @@ def _glove_lines(path: Path):
 
 
 def load_glove(path: str | Path, words: Sequence[str], dim: int = 300, cache_dir: str | Path | None = None,
-               seed: int = 0) -> tuple[np.ndarray, int]:
+               seed: int = 0, oov: str = "random") -> tuple[np.ndarray, int]:
     """Rows of a GloVe text file (``glove.840B.300d.txt`` or a ``.zip`` holding it) for ``words``.
 
-    Only the vocabulary's rows are kept. Words GloVe lacks get small random vectors; row 0
+    Only the vocabulary's rows are kept. Words GloVe lacks get small random vectors (``oov:
+    random``) or zeros (``oov: zero``, what the released code's torchtext lookup gives); row 0
     (padding) is zero. The result is cached as ``.npy`` in ``cache_dir`` (keyed by the file and
     the vocabulary) so the 5 GB text file is read once.
 
@@ -42,7 +44,9 @@ def load_glove(path: str | Path, words: Sequence[str], dim: int = 300, cache_dir
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"GloVe file {path} not found (expected glove.840B.300d.txt or .zip)")
-    key = hashlib.sha256(("\n".join(words) + f"|{path.resolve()}|{dim}").encode()).hexdigest()[:16]
+    if oov not in ("random", "zero"):
+        raise ValueError(f"oov: expected 'random' or 'zero', got {oov!r}")
+    key = hashlib.sha256(("\n".join(words) + f"|{path.resolve()}|{dim}|{oov}").encode()).hexdigest()[:16]
     cache = Path(cache_dir) / f"glove_{key}.npy" if cache_dir is not None else None
     if cache is not None and cache.is_file():
         data = np.load(cache, allow_pickle=False)
@@ -50,6 +54,8 @@ def load_glove(path: str | Path, words: Sequence[str], dim: int = 300, cache_dir
     index = {w: i for i, w in enumerate(words)}
     rng = np.random.default_rng(seed)
     out = rng.normal(0.0, 0.3, size=(len(words), dim)).astype(np.float32)
+    if oov == "zero":
+        out[:] = 0.0
     found = np.zeros(len(words), dtype=bool)
     for lineno, line in enumerate(_glove_lines(path), start=1):
         parts = line.rstrip("\n").rstrip(" ").split(" ")
@@ -74,23 +80,55 @@ def load_glove(path: str | Path, words: Sequence[str], dim: int = 300, cache_dir
     return out, n_found
 
 
+class FrozenEmbedding(nn.Module):
+    """A fixed word-vector table (the release looks GloVe vectors up, it does not train them).
+
+    The table is a buffer: saved with the model, not a parameter (so not counted or trained).
+    """
+
+    def __init__(self, vectors: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("weight", vectors)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, N) ids -> (B, N, D)."""
+        return F.embedding(tokens, self.weight)
+
+
+def _embedding(vocab_size: int, embed_dim: int, embeddings: np.ndarray | None, frozen: bool) -> nn.Module:
+    if embeddings is not None and embeddings.shape != (vocab_size, embed_dim):
+        raise ValueError(f"embedding matrix {embeddings.shape} != ({vocab_size}, {embed_dim})")
+    if frozen:
+        table = torch.zeros(vocab_size, embed_dim) if embeddings is None else torch.from_numpy(embeddings).float()
+        return FrozenEmbedding(table)
+    emb = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
+    if embeddings is not None:
+        with torch.no_grad():
+            emb.weight.copy_(torch.from_numpy(embeddings))
+    return emb
+
+
 @TEXT_ENCODERS.register("gru")
 class GRUTextEncoder(nn.Module):
-    """GRU over word embeddings (GloVe-300d or learned); one GRU per visual branch, shared embedding."""
+    """One word embedding and one GRU per visual branch (paper §4.2), words past the query zeroed.
+
+    Each branch owns its embedding, so a network trained alone in stage 1 keeps exactly the
+    word vectors it was trained with when stage 2 combines the two (``branch_keys``).
+    """
 
     def __init__(self, vocab_size: int, embed_dim: int = 300, hidden: int = 512,
-                 branches: Sequence[str] = ("spatial", "temporal"), embeddings: np.ndarray | None = None) -> None:
+                 branches: Sequence[str] = ("spatial", "temporal"), embeddings: np.ndarray | None = None,
+                 frozen_embedding: bool = False) -> None:
         super().__init__()
-        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
-        if embeddings is not None:
-            if embeddings.shape != (vocab_size, embed_dim):
-                raise ValueError(f"embedding matrix {embeddings.shape} != ({vocab_size}, {embed_dim})")
-            with torch.no_grad():
-                self.embedding.weight.copy_(torch.from_numpy(embeddings))
-        self.grus = nn.ModuleDict({
-            b: nn.GRU(embed_dim, hidden, batch_first=True) for b in branches
-        })
+        self.embedding = nn.ModuleDict({b: _embedding(vocab_size, embed_dim, embeddings, frozen_embedding)
+                                        for b in branches})
+        self.grus = nn.ModuleDict({b: nn.GRU(embed_dim, hidden, batch_first=True) for b in branches})
         self.out_channels = hidden
+
+    @staticmethod
+    def branch_keys(branch: str) -> tuple[str, ...]:
+        """State-dict prefixes (inside this module) that belong to ``branch`` alone."""
+        return (f"embedding.{branch}.", f"grus.{branch}.")
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-word features for each branch.
@@ -104,9 +142,41 @@ class GRUTextEncoder(nn.Module):
         """
         # Queries are left-aligned, so a forward GRU's outputs at real words do not depend on
         # the padding after them: no packing needed (which also keeps it traceable on "meta").
-        emb = self.embedding(tokens)
-        keep = mask.unsqueeze(-1).to(emb.dtype)
-        return {branch: gru(emb)[0] * keep for branch, gru in self.grus.items()}
+        keep = mask.unsqueeze(-1)
+        out = {}
+        for branch, gru in self.grus.items():
+            emb = self.embedding[branch](tokens)
+            out[branch] = gru(emb)[0] * keep.to(emb.dtype)
+        return out
+
+
+@TEXT_ENCODERS.register("gru_released")
+class ReleasedGRUTextEncoder(nn.Module):
+    """The released CSTM text encoder: one GRU without bias + LayerNorm + Tanh, shared by both branches.
+
+    It runs over all N positions (padding included) and keeps their outputs, as the release does.
+    With GloVe the vectors are a fixed table (unknown words and padding are zero vectors).
+    """
+
+    def __init__(self, vocab_size: int, embed_dim: int = 300, hidden: int = 512,
+                 branches: Sequence[str] = ("spatial", "temporal"), embeddings: np.ndarray | None = None,
+                 frozen_embedding: bool = True) -> None:
+        super().__init__()
+        self.branches = tuple(branches)
+        self.embedding = _embedding(vocab_size, embed_dim, embeddings, frozen_embedding)
+        self.gru = nn.GRU(embed_dim, hidden, bias=False, batch_first=True)
+        self.norm = nn.Sequential(nn.LayerNorm(hidden), nn.Tanh())
+        self.out_channels = hidden
+
+    @staticmethod
+    def branch_keys(branch: str) -> tuple[str, ...]:
+        """Everything is shared: both branches claim every key."""
+        return ("embedding.", "gru.", "norm.")
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """tokens, mask: (B, N). Returns branch -> (B, N, C_L), the same tensor for every branch."""
+        words = self.norm(self.gru(self.embedding(tokens))[0])
+        return {b: words for b in self.branches}
 
 
 def sentence_vector(words: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
