@@ -80,7 +80,7 @@ def bench_data(cfg, samples: int = 200, workers: int = 0) -> dict:
 
     from lvas.data import build_dataset, collate
 
-    ds = build_dataset(cfg.data, cfg.data.train_split)
+    ds = build_dataset(cfg, cfg.data.train_split)
     n = min(samples, len(ds))
     loader = DataLoader(Subset(ds, range(n)), batch_size=1, num_workers=workers, collate_fn=collate)
     it = iter(loader)

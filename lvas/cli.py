@@ -90,11 +90,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     except TrainingDiverged as e:
         print(f"lvas train: {e}", file=sys.stderr)
         return 1
-    best = result.best
-    if not best:  # a non-zero rank under torchrun
+    test = result.test
+    if not test:  # a non-zero rank under torchrun
         return 0
-    print(f"best epoch {best.get('epoch')}: " + "  ".join(f"{k} {best[k]:.1f}" for k in ("AP", "oIoU", "mIoU")))
-    print(f"checkpoint: {result.best_checkpoint}")
+    print(f"selected epoch {test.get('epoch')} ({cfg.train.select}); test {cfg.train.protocol}: "
+          + "  ".join(f"{k} {test[k]:.1f}" for k in ("AP", "oIoU", "mIoU")))
+    print(f"checkpoint: {result.checkpoint}")
     if run_id:
         print(f"MLflow run: {run_id}")
     return 0
@@ -107,9 +108,9 @@ def _checkpoint_path(ref: str, tracking_uri: str | None) -> Path:
     from lvas.tracking import download_artifact, resolve_uri
 
     try:
-        return download_artifact(ref, "checkpoints/best.pt", resolve_uri(tracking_uri))
+        return download_artifact(ref, "checkpoints/model.pt", resolve_uri(tracking_uri))
     except Exception as e:  # noqa: BLE001 - mlflow raises several types for an unknown run
-        raise ConfigError(f"{ref}: neither a checkpoint file nor an MLflow run with checkpoints/best.pt ({e})") from None
+        raise ConfigError(f"{ref}: neither a checkpoint file nor an MLflow run with checkpoints/model.pt ({e})") from None
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -133,7 +134,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = from_dict(apply_overrides(data, args.overrides))
     device = resolve_device(cfg.train.device)
     model.to(device)
-    ds = build_dataset(cfg.data, args.split or cfg.data.test_split, vocab=vocab, max_words=cfg.model.text.max_words)
+    ds = build_dataset(cfg, args.split or cfg.data.test_split, vocab=vocab)
     loader = DataLoader(ds, batch_size=cfg.train.batch_size, collate_fn=collate, num_workers=cfg.data.workers)
     protocol = args.protocol or cfg.train.protocol
     res = evaluate(model, loader, protocol, device, progress=not args.quiet)
@@ -259,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tags", default=None, help="extra MLflow tags as a JSON object")
     s.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("eval", help="evaluate a checkpoint (or an MLflow run's best checkpoint)")
+    s = sub.add_parser("eval", help="evaluate a checkpoint (or an MLflow run's selected checkpoint)")
     s.add_argument("checkpoint", help="CHECKPOINT.pt or an MLflow RUN_ID")
     s.add_argument("overrides", nargs="*", help="key.path=value overrides of the stored config (e.g. data.root=...)")
     s.add_argument("--dataset", choices=["a2d", "jhmdb", "synth"], default=None)

@@ -126,6 +126,7 @@ class DataConfig:
     size: int = 320
     train_split: str = "train"
     test_split: str = "test"
+    val_fraction: float = 0.1
     skip_bad: bool = False
     workers: int = 2
 
@@ -136,6 +137,10 @@ class TrainConfig:
 
     ``recipe: two_stage`` trains the spatial and the temporal network separately (stage 1, each
     for ``epochs``), then freezes both encoders and trains a fresh decoder for ``stage2_epochs``.
+
+    ``select``: which epoch becomes the model: ``last`` (default; the paper trains a fixed
+    schedule) or ``best_val`` (best ``monitor`` on ``data.val_fraction`` of the training videos,
+    held out from training). The test split is only read to score the selected model.
     """
 
     recipe: Literal["joint", "two_stage"] = "joint"
@@ -158,6 +163,7 @@ class TrainConfig:
     channels_last: bool = True
     limit_batches: int = 0
     val_samples: int = 0
+    select: Literal["last", "best_val"] = "last"
     monitor: str = "mIoU"
     protocol: Literal["paper", "strict"] = "paper"
     out_dir: str = "runs"
@@ -201,6 +207,7 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "data.size": (lambda v: v >= 32, "an integer >= 32"),
     "data.frame_stride": (lambda v: v >= 1, "an integer >= 1"),
     "data.workers": (lambda v: v >= 0, "an integer >= 0"),
+    "data.val_fraction": (lambda v: 0 < v < 1, "a number between 0 and 1 (exclusive)"),
     "train.epochs": (lambda v: v >= 1, "an integer >= 1"),
     "train.batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "train.lr": (lambda v: v > 0, "a positive number"),
@@ -323,7 +330,26 @@ def from_dict(data: dict, cls: type = ExperimentConfig) -> Any:
     """Validate plain data and return the typed config."""
     if not isinstance(data, dict):
         raise ConfigError(f"<root>: expected a mapping, got {type(data).__name__}")
-    return _from_mapping(cls, data, "")
+    cfg = _from_mapping(cls, data, "")
+    if isinstance(cfg, ExperimentConfig):
+        _check_combinations(cfg)
+    return cfg
+
+
+def _check_combinations(cfg: ExperimentConfig) -> None:
+    """Checks that involve more than one key."""
+    from lvas.models.inputs import input_spec
+    from lvas.registry import TEMPORAL_ENCODERS
+
+    if cfg.train.protocol == "paper" and input_spec(cfg.model.input).geometry != "stretch":
+        raise ConfigError(f"train.protocol: 'paper' reproduces the released evaluation, whose frames are stretched "
+                          f"to S x S; model.input {cfg.model.input!r} letterboxes them: use model.input: stretch "
+                          f"or released, or train.protocol: strict")
+    if cfg.model.mode in ("temporal", "both"):
+        need = getattr(TEMPORAL_ENCODERS.get(cfg.model.temporal.name).builder, "min_frames", 1)
+        if cfg.data.frames < need:
+            raise ConfigError(f"data.frames: {cfg.data.frames} is too few for the {cfg.model.temporal.name} temporal "
+                              f"encoder; it needs at least {need}")
 
 
 def to_dict(cfg: Any) -> dict:

@@ -36,6 +36,10 @@ def test_every_shipped_experiment_validates(path):
     ("model: {decoder: {channels: 2.5}}", "model.decoder.channels", "expected an integer"),
     ("model: {decoder: {refine: 'yes'}}", "model.decoder.refine", "expected true or false"),
     ("data: {frames: 0}", "data.frames", "expected an integer >= 1"),
+    ("{model: {temporal: {name: s3d}}, data: {frames: 4}}", "data.frames",
+     "4 is too few for the s3d temporal encoder; it needs at least 5"),
+    ("{model: {input: letterbox}, train: {protocol: paper}}", "train.protocol",
+     "'paper' reproduces the released evaluation, whose frames are stretched"),
     ("model: [1, 2]", "model", "expected a mapping"),
 ])
 def test_config_errors_name_the_key(tmp_path, text, where, expected):
@@ -100,3 +104,24 @@ def test_cli_reports_config_errors_without_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "model.spatial.name: unknown spatial encoder 'resnet'" in err
     assert "Traceback" not in err
+
+
+def test_missing_pretrained_weights_give_one_line(monkeypatch, tmp_path):
+    """No network: torchvision's download fails; the error names the file and where to put it."""
+    import urllib.error
+
+    import torch.hub
+
+    from lvas.registry import SPATIAL_ENCODERS
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(ValueError) as e:
+        SPATIAL_ENCODERS.build("r50", pretrained="imagenet")
+    msg = str(e.value)
+    assert "\n" not in msg and "resnet50-11ad3fa6.pth" in msg and str(tmp_path) in msg and "pretrained" in msg
+    with pytest.raises(FileNotFoundError, match="weights/nowhere.pt not found"):
+        SPATIAL_ENCODERS.build("r50", pretrained="weights/nowhere.pt")

@@ -65,7 +65,7 @@ def test_clip_frames_are_centred_and_clamped(a2d):
 
 def test_letterbox_pads_and_inverts(a2d):
     root, masks = a2d
-    ds = A2DSentences(root, "test", frames=2, frame_stride=1, size=32)
+    ds = A2DSentences(root, "test", frames=2, frame_stride=1, size=32, input="letterbox")
     item = ds[0]
     assert item["clip"].shape == (3, 2, 32, 32) and item["meta"]["resized"] == (24, 32)
     assert item["clip"][:, :, 24:].abs().sum() == 0  # padding below the 48x64 -> 24x32 frame
@@ -74,6 +74,35 @@ def test_letterbox_pads_and_inverts(a2d):
     gt = masks[("v_test", 1)][1][0]
     assert back.shape == gt.shape
     assert (back.numpy() == gt).mean() > 0.97
+
+
+def test_stretch_and_released_inputs_fill_the_grid(a2d):
+    root, masks = a2d
+    gt = masks[("v_test", 1)][1][0]
+    for name in ("stretch", "released"):
+        item = A2DSentences(root, "test", frames=2, frame_stride=1, size=32, input=name)[0]
+        assert item["clip"].shape == (3, 2, 32, 32) and item["meta"]["resized"] == (32, 32)
+        assert item["clip"][:, :, 24:].abs().sum() > 0  # no padding
+        back = Letterbox(item["meta"]["orig"], (32, 32), 32).invert(item["target"][0]) > 0.5
+        assert (back.numpy() == gt).mean() > 0.95, name
+    # the released pipeline resizes frames with Pillow's bilinear filter on the uint8 image
+    from PIL import Image
+
+    from lvas.data.a2d import read_jpeg
+
+    item = A2DSentences(root, "test", frames=2, frame_stride=1, size=32, input="released")[0]
+    frame = read_jpeg(A2DSentences(root, "test").layout.frame("v_test", item["meta"]["frames"][1]))
+    pil = np.asarray(Image.fromarray(frame.permute(1, 2, 0).numpy()).resize((32, 32), Image.BILINEAR))
+    assert torch.equal(item["clip"][:, 1], torch.from_numpy(pil).permute(2, 0, 1).float() / 255)
+
+
+def test_released_clip_start_differs_only_near_the_start():
+    from lvas.data.clips import clip_indices
+
+    assert clip_indices(20, 40, 8, 2, "released") == clip_indices(20, 40, 8, 2) == [12, 14, 16, 18, 20, 22, 24, 26]
+    assert clip_indices(5, 40, 8, 2) == [1, 1, 1, 3, 5, 7, 9, 11]  # centred, clamped: target at position 4
+    assert clip_indices(5, 40, 8, 2, "released") == [1, 3, 5, 7, 9, 11, 13, 15]  # window from frame 1: position 4 is 9
+    assert clip_indices(39, 40, 8, 2, "released")[-3:] == [40, 40, 40]  # clamped at the end
 
 
 def test_bad_files_give_one_clear_error_naming_them(a2d, tmp_path):

@@ -54,16 +54,79 @@ def test_protocols_map_back_to_the_original_frame():
     logits[4:, :] = 4.0  # confident junk in the padding must be ignored
     gt = torch.zeros(6, 12, dtype=torch.bool)
     gt[:3, :6] = True
+    pred, truth = masks_for_protocol(logits, gt, lb, "strict")
+    assert pred.shape == truth.shape == (6, 12)
+    assert int((pred & truth).sum()) / int((pred | truth).sum()) > 0.75
+    assert not pred[4:].any()
+    with pytest.raises(ValueError, match="stretched"):  # the released evaluation never letterboxes
+        masks_for_protocol(logits, gt, lb, "paper")
+    st = Letterbox.fit((6, 12), 8, "stretch")
+    logits = torch.full((8, 8), -4.0)
+    logits[:4, :4] = 4.0  # the top-left quarter of the stretched frame
     for protocol in ("paper", "strict"):
-        pred, truth = masks_for_protocol(logits, gt, lb, protocol)
+        pred, truth = masks_for_protocol(logits, gt, st, protocol)
         assert pred.shape == truth.shape == (6, 12)
-        inter, union = int((pred & truth).sum()), int((pred | truth).sum())
-        assert inter / union > 0.75, protocol
-        assert not pred[4:].any()
+        # (the released ground truth round trip, > 0 after align_corners bilinear, dilates it a little)
+        assert int((pred & truth).sum()) / int((pred | truth).sum()) >= 0.75, protocol
     # the paper protocol's ground truth round trip keeps a thin structure's footprint
     thin = torch.zeros(6, 12, dtype=torch.bool)
     thin[1, :] = True
-    _, rt = masks_for_protocol(logits, thin, lb, "paper")
+    _, rt = masks_for_protocol(logits, thin, st, "paper")
     assert rt.any()
     with pytest.raises(ValueError, match="unknown protocol 'coco'"):
         masks_for_protocol(logits, gt, lb, "coco")
+
+
+def _released_evaluation(cases):
+    """The released CSTM evaluation written out from its description (utils/tool.py, DESIGN §10):
+    GT bilinear (align_corners) to S x S and > 0; sigmoid * 255 > 0.5 * max; both back with
+    cv2.resize; IoU (I + 1e-6) / (U + 1e-6); P@t with >=; overall IoU sum I / sum U."""
+    import cv2
+    import torch.nn.functional as F
+
+    ious, inters, unions = [], [], []
+    for logits, gt in cases:
+        h, w = gt.shape
+        large = F.interpolate(gt[None, None].float(), size=logits.shape, mode="bilinear", align_corners=True)[0, 0]
+        large[large > 0] = 1
+        res = torch.sigmoid(logits).numpy() * 255.0
+        pred = cv2.resize((res > np.amax(res) * 0.5).astype(np.uint8), (w, h))
+        g = cv2.resize(large.numpy().astype(np.uint8), (w, h))
+        i = (pred & (g == 1)).astype(float).sum()
+        u = (pred | (g == 1)).astype(float).sum()
+        ious.append((i + 1e-6) / (u + 1e-6))
+        inters.append(i)
+        unions.append(u)
+    ious = np.array(ious)
+    out = {f"P@{t}": 100 * (ious >= t).mean() for t in (0.5, 0.6, 0.7, 0.8, 0.9)}
+    out["AP"] = 100 * np.mean([(ious >= k / 100.0).mean() for k in range(50, 96, 5)])
+    out["oIoU"] = 100 * np.sum(inters) / np.sum(unions)
+    out["mIoU"] = 100 * ious.mean()
+    return out
+
+
+def test_paper_protocol_is_the_released_evaluation():
+    """Same logits, A2D-like frame sizes: every metric identical to the released computation."""
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+    cases = []
+    for k in range(120):
+        h, w = [(320, 568), (320, 427), (240, 320), (320, 320)][k % 4]
+        yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        cy, cx = torch.rand(2, generator=g) * torch.tensor([h, w])
+        ry, rx = (torch.rand(2, generator=g) * 0.3 + 0.05) * torch.tensor([h, w])
+        gt = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+        if k % 17 == 0:
+            gt[:] = False
+        g_in = F.interpolate(gt[None, None].float(), size=(64, 64), mode="bilinear", align_corners=False)[0, 0]
+        noise = F.interpolate(torch.randn(1, 1, 8, 8, generator=g), size=(64, 64), mode="bicubic")[0, 0]
+        cases.append((8 * (g_in - 0.5) + noise * float(torch.rand(1, generator=g)) * 12, gt))
+    acc = MetricAccumulator.for_protocol("paper")
+    for logits, gt in cases:
+        pred, truth = masks_for_protocol(logits, gt, Letterbox.fit(tuple(gt.shape), 64, "stretch"), "paper")
+        acc.add(int((pred & truth).sum()), int((pred | truth).sum()))
+    ours, theirs = acc.compute(), _released_evaluation(cases)
+    assert 0 < theirs["P@0.9"] < theirs["P@0.5"] < 100  # a spread of IoUs, not a degenerate case
+    for k, v in theirs.items():
+        assert ours[k] == pytest.approx(v, abs=1e-9), k

@@ -34,8 +34,8 @@ def test_quickstart_end_to_end(tmp_path, monkeypatch, capsys):
     assert sorted(children["tags.variant"]) == sorted(labels) and set(children["status"]) == {"FINISHED"}
     client = mlflow.MlflowClient()
     for run_id in children["run_id"]:
-        assert [a.path for a in client.list_artifacts(run_id, "checkpoints")] == ["checkpoints/best.pt"]
-    trials = list((tmp_path / "runs" / "sweeps" / "quickstart" / "trials").glob("*/best.pt"))
+        assert [a.path for a in client.list_artifacts(run_id, "checkpoints")] == ["checkpoints/model.pt"]
+    trials = list((tmp_path / "runs" / "sweeps" / "quickstart" / "trials").glob("*/model.pt"))
     assert len(trials) == len(labels)
     # tables and figures, including the paper's Fig. 4 and Fig. 5
     out = tmp_path / "reports" / "quickstart"

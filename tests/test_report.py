@@ -40,7 +40,7 @@ def store(tmp_path, monkeypatch):
                                             "protocol": "paper", "git_commit": "abc123"}):
                     mlflow.log_params({"model.mode": "spatial" if label == "Spatial" else "both",
                                        "data.test_split": "test"})
-                    mlflow.log_metrics({f"best/{k}": v + better - 5.0 for k, v in metrics.items()})
+                    mlflow.log_metrics({f"test/{k}": v + better - 5.0 for k, v in metrics.items()})
                     for step in (1, 2, 3):
                         mlflow.log_metrics({"train_loss": 1.0 / step, "val/AP": metrics["AP"] * step / 3}, step=step)
         # a failed run of the "Missing" variant
@@ -124,8 +124,8 @@ def test_synthetic_runs_get_kind_columns_and_no_paper_rows(tmp_path, monkeypatch
     mlflow.set_experiment("syn")
     with mlflow.start_run(tags={"sweep": "syn", "lvas_role": "sweep"}):
         with mlflow.start_run(nested=True, tags={"sweep": "syn", "variant": "Spatial", "dataset": "synth"}):
-            mlflow.log_metrics({"best/AP": 37.3, "best/motion/AP": 1.9, "best/appearance/AP": 72.7,
-                                "best/motion/mIoU": 45.3, "best/appearance/mIoU": 83.0})
+            mlflow.log_metrics({"test/AP": 37.3, "test/motion/AP": 1.9, "test/appearance/AP": 72.7,
+                                "test/motion/mIoU": 45.3, "test/appearance/mIoU": 83.0})
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert main(["report", str(sweep), "--tracking-uri", uri, "--no-figures"]) == 0
     csv = pd.read_csv(tmp_path / "reports" / "syn" / "table3a_components.csv")

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from lvas.cli import main
+from lvas.engine.checkpoint import load_checkpoint
 from lvas.config import ConfigError
 from lvas.data.synthetic import generate
 from lvas.sweep.spec import load_sweep
@@ -172,6 +173,7 @@ def test_two_workers_share_one_study(tmp_path, synth, monkeypatch, capsys):
 def test_random_search_respects_run_cap(tmp_path, synth, monkeypatch):
     monkeypatch.chdir(tmp_path)
     p = write_sweep(tmp_path, synth, name="rand", method="random", run_cap=3,
+                    overrides={**TINY, "data.root": str(synth), "train.select": "best_val"},
                     parameters={"train.lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-2},
                                 "train.pos_weight": {"distribution": "q_uniform", "min": 1, "max": 2, "q": 0.5}},
                     early_terminate={"type": "median", "min_iter": 1})
@@ -181,6 +183,9 @@ def test_random_search_respects_run_cap(tmp_path, synth, monkeypatch):
     for t in study.trials:
         assert 1e-4 <= t.params["train.lr"] <= 1e-2 and t.params["train.pos_weight"] in (1.0, 1.5, 2.0)
         assert t.params["variant"] in ("Spatial", "Temporal")
+    # the search was told each trial's validation score of its selected epoch, never a test score
+    val_scores = [load_checkpoint(f)["selected"]["val/AP"] for f in (tmp_path / "out" / "rand").rglob("model.pt")]
+    assert all(t.value in val_scores for t in study.trials if t.state.name == "COMPLETE")
 
 
 def test_evaluation_sweep_reuses_another_sweeps_checkpoint(tmp_path, synth, monkeypatch):

@@ -40,21 +40,23 @@ def test_train_eval_end_to_end_with_mlflow(synth, tmp_path, monkeypatch, capsys)
     run = mlflow.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["model.spatial.name"] == "tiny2d" and run.data.params["train.epochs"] == "4"
-    assert run.data.tags["config_hash"] == load_checkpoint(result.best_checkpoint)["config_hash"]
+    assert run.data.tags["config_hash"] == load_checkpoint(result.checkpoint)["config_hash"]
     assert {"dataset", "protocol", "git_commit"} <= set(run.data.tags)
     hist = mlflow.MlflowClient().get_metric_history(run_id, "train_loss")
     assert [m.step for m in hist] == [1, 2, 3, 4]
-    assert "val/motion/AP" in run.data.metrics and "val/appearance/mIoU" in run.data.metrics
+    assert "test/motion/AP" in run.data.metrics and "test/appearance/mIoU" in run.data.metrics
+    assert not any(k.startswith("val/") for k in run.data.metrics)  # select: last holds out no validation split
+    assert run.data.tags["select"] == "last" and run.data.tags["selected_epoch"] == "4"
     arts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}
-    assert {"config.yaml", "flops.json", "checkpoints", "overlays", "history.json"} <= arts
+    assert {"config.yaml", "flops.json", "checkpoints", "overlays", "history.json", "test_metrics.json"} <= arts
     overlays = mlflow.MlflowClient().list_artifacts(run_id, "overlays")
     assert len(overlays) == 2
     # eval rebuilds the model from the checkpoint alone and reproduces the logged best metrics
-    assert main(["eval", str(result.best_checkpoint), "--quiet", "--json", str(tmp_path / "m.json")]) == 0
+    assert main(["eval", str(result.checkpoint), "--quiet", "--json", str(tmp_path / "m.json")]) == 0
     import json
 
     m = json.loads((tmp_path / "m.json").read_text())
-    assert m["mIoU"] == pytest.approx(result.best["mIoU"])
+    assert m["mIoU"] == pytest.approx(result.test["mIoU"])
     assert m["protocol"] == "paper" and "motion/AP" in m
     # and by MLflow run id
     assert main(["eval", run_id, "--quiet", "--protocol", "strict"]) == 0
@@ -107,7 +109,7 @@ def test_two_stage_recipe_freezes_the_stage1_encoders(synth, tmp_path):
     cached = sorted(p.name.split("-")[0] for p in (tmp_path / "cache").iterdir())
     assert cached == ["spatial", "temporal"]
     final = load_checkpoint(result.last_checkpoint)["model"]
-    s1 = load_checkpoint(next((tmp_path / "cache").glob("spatial-*")) / "best.pt")["model"]
+    s1 = load_checkpoint(next((tmp_path / "cache").glob("spatial-*")) / "model.pt")["model"]
     for k in s1:
         if k.startswith(("spatial.", "cmam.spatial.", "text.grus.spatial.")):
             assert torch.equal(final[k], s1[k]), k
@@ -123,7 +125,7 @@ def test_predict_writes_masks_and_overlays(synth, tmp_path):
     cfg = tiny_cfg(synth, **{"train.epochs": 1})
     result, _ = train_experiment(cfg, tmp_path / "run", progress=False, track=False)
     frames = synth / "Release" / "frames" / "synth00000"
-    assert main(["predict", str(result.best_checkpoint), "--video", str(frames), "--query", "the red circle",
+    assert main(["predict", str(result.checkpoint), "--video", str(frames), "--query", "the red circle",
                  "--out", str(tmp_path / "pred"), "--quiet", "--mp4"]) == 0
     names = sorted(p.name for p in (tmp_path / "pred").iterdir())
     assert names == [f"mask_{i:05d}.png" for i in range(1, 5)] + ["overlay.gif", "overlay.mp4"]
@@ -133,5 +135,5 @@ def test_predict_writes_masks_and_overlays(synth, tmp_path):
         assert im.size == (48, 48)
     with Image.open(tmp_path / "pred" / "overlay.gif") as im:
         assert im.n_frames == 4
-    assert main(["predict", str(result.best_checkpoint), "--video", str(tmp_path / "none.mp4"), "--query", "x",
+    assert main(["predict", str(result.checkpoint), "--video", str(tmp_path / "none.mp4"), "--query", "x",
                  "--out", str(tmp_path / "p2"), "--quiet"]) == 2

@@ -1,8 +1,14 @@
 """Training: joint or the paper's two-stage recipe, checkpointed every epoch, resumable, tracked.
 
 ``train_experiment`` is what ``lvas train`` and every sweep trial run: it opens the MLflow run,
-logs the resolved config, FLOPs and tags, trains, evaluates every epoch, and logs the best
-checkpoint and a few qualitative overlays. A crash marks the run FAILED with its traceback.
+logs the resolved config, FLOPs and tags, trains, and logs the selected checkpoint, its test
+metrics and a few qualitative overlays. A crash marks the run FAILED with its traceback.
+
+No selection on the test split: the checkpoint is chosen by ``train.select`` — ``last`` (the
+paper trains a fixed schedule; default) or ``best_val`` (best ``train.monitor`` on a validation
+split carved from the training split by video, ``data.val_fraction`` of its videos, chosen
+deterministically and recorded as ``val_videos.json``). The test split is read once, after
+training, to score the selected checkpoint (``test/*`` metrics).
 """
 
 from __future__ import annotations
@@ -35,11 +41,15 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class FitResult:
+    """``checkpoint``: the selected model (``model.pt``); ``selected``: its epoch, the rule and its
+    validation metrics (if any); ``test``: its test metrics (filled after training)."""
+
     run_dir: Path
-    best_checkpoint: Path
+    checkpoint: Path
     last_checkpoint: Path
     history: list[dict[str, Any]] = field(default_factory=list)
-    best: dict[str, float] = field(default_factory=dict)
+    selected: dict[str, Any] = field(default_factory=dict)
+    test: dict[str, float] = field(default_factory=dict)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -64,15 +74,36 @@ def run_dir_for(cfg: ExperimentConfig) -> Path:
 # --------------------------------------------------------------------------- data
 
 
+def validation_videos(videos: list[str], fraction: float) -> list[str]:
+    """The training videos held out for validation: a fixed, seed-independent choice (sorted
+    names shuffled with seed 0), at least one video, never all of them."""
+    names = sorted(set(videos))
+    if len(names) < 2:
+        raise ConfigError("train.select: best_val needs a training split of at least 2 videos to hold some out")
+    k = min(len(names) - 1, max(1, round(fraction * len(names))))
+    random.Random(0).shuffle(names)
+    return sorted(names[:k])
+
+
 def make_datasets(cfg: ExperimentConfig, vocab=None):
-    """(train set, validation set, vocabulary); validation = the test split, optionally cut."""
+    """(train set, validation set or None, test set, vocabulary, held-out video names).
+
+    With ``train.select: best_val`` the validation set is ``data.val_fraction`` of the training
+    split's videos (see :func:`validation_videos`), removed from training; otherwise there is none.
+    """
     from lvas.data import build_dataset
 
-    train = build_dataset(cfg.data, cfg.data.train_split, vocab=vocab, max_words=cfg.model.text.max_words)
-    val = build_dataset(cfg.data, cfg.data.test_split, vocab=train.vocab, max_words=cfg.model.text.max_words)
-    if cfg.train.val_samples and len(val) > cfg.train.val_samples:
-        val = Subset(val, range(cfg.train.val_samples))
-    return train, val, train.vocab
+    full = build_dataset(cfg, cfg.data.train_split, vocab=vocab)
+    test = build_dataset(cfg, cfg.data.test_split, vocab=full.vocab)
+    if cfg.train.select != "best_val":
+        return full, None, test, full.vocab, []
+    videos = full.videos()
+    held = set(validation_videos(videos, cfg.data.val_fraction))
+    train = Subset(full, [i for i, v in enumerate(videos) if v not in held])
+    val_idx = [i for i, v in enumerate(videos) if v in held]
+    if cfg.train.val_samples:
+        val_idx = val_idx[: cfg.train.val_samples]
+    return train, Subset(full, val_idx), test, full.vocab, sorted(held)
 
 
 def _loader(ds, cfg: ExperimentConfig, order: list[int] | None = None, batch_size: int | None = None) -> DataLoader:
@@ -93,11 +124,13 @@ def fit(cfg: ExperimentConfig, model: torch.nn.Module, run_dir: Path, train_set,
         epochs: int, lr: float, trainable: list[torch.nn.Parameter] | None = None,
         frozen: list[torch.nn.Module] = (), tracker=None, prefix: str = "", resume: bool = True,
         progress: bool = True, epoch_callback: EpochCallback | None = None) -> FitResult:
-    """Train ``model`` for ``epochs``, evaluating and checkpointing after each one.
+    """Train ``model`` for ``epochs``, checkpointing after each one; never reads the test split.
 
-    With ``resume`` and a ``last.pt`` in ``run_dir``, continues from it: same data order per
-    epoch (seeded by ``seed`` and the epoch), same optimizer and scheduler state, hence the same
-    result as an uninterrupted run.
+    With a validation set, evaluates it after every epoch and (``train.select: best_val``) keeps
+    the best epoch as ``model.pt``; otherwise ``model.pt`` is the last epoch. With ``resume`` and a
+    ``last.pt`` in ``run_dir``, continues from it: same data order per epoch (seeded by ``seed``
+    and the epoch), same optimizer and scheduler state, hence the same result as an
+    uninterrupted run.
     """
     t = cfg.train
     rank, world = dist_info()
@@ -106,7 +139,7 @@ def fit(cfg: ExperimentConfig, model: torch.nn.Module, run_dir: Path, train_set,
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
     run_dir.mkdir(parents=True, exist_ok=True)
-    last, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    last, chosen_path = run_dir / "last.pt", run_dir / "model.pt"
     model.to(device)
     if device.type == "cuda" and t.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -115,13 +148,13 @@ def fit(cfg: ExperimentConfig, model: torch.nn.Module, run_dir: Path, train_set,
     params = trainable if trainable is not None else [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr, weight_decay=t.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=t.lr_step, gamma=t.lr_gamma)
-    start, history, best = 0, [], {}
+    start, history, chosen = 0, [], {}
     if resume and last.is_file():
         state = load_checkpoint(last)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        start, history, best = state["epoch"] + 1, state["history"], state.get("best", {})
+        start, history, chosen = state["epoch"] + 1, state["history"], state.get("selected", {})
     use_amp = t.amp and device.type == "cuda"
     net = model
     if world > 1:  # DistributedDataParallel under torchrun: each rank takes every world-th clip
@@ -165,28 +198,35 @@ def fit(cfg: ExperimentConfig, model: torch.nn.Module, run_dir: Path, train_set,
         if rank > 0:  # rank 0 evaluates, checkpoints and logs; the others wait for it
             torch.distributed.barrier()
             continue
-        ev = evaluate(model, _loader(val_set, cfg), t.protocol, device, amp=use_amp, progress=progress)
-        metrics = ev["metrics"]
-        record = {"epoch": epoch + 1, "train_loss": total / max(count, 1), "lr": lr_used,
-                  "train_skipped": skipped, "val_skipped": ev["skipped"], **{f"val/{k}": v for k, v in metrics.items()}}
+        record = {"epoch": epoch + 1, "train_loss": total / max(count, 1), "lr": lr_used, "train_skipped": skipped}
+        metrics: dict[str, float] = {}
+        if val_set is not None:
+            ev = evaluate(model, _loader(val_set, cfg), t.protocol, device, amp=use_amp, progress=progress)
+            metrics = ev["metrics"]
+            record.update({"val_skipped": ev["skipped"], **{f"val/{k}": v for k, v in metrics.items()}})
         history.append(record)
         if tracker is not None:
             tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=epoch + 1, prefix=prefix)
-        score = metrics.get(t.monitor, float("nan"))
-        if not best or (score == score and score > best.get(t.monitor, float("-inf"))):
-            best = {"epoch": epoch + 1, **metrics}
-            save_checkpoint(best_path, cfg=cfg, model=model, vocab=vocab.itos, epoch=epoch, best=best)
-        save_checkpoint(last, cfg=cfg, model=model, vocab=vocab.itos, epoch=epoch, history=history, best=best,
+        if t.select == "best_val":
+            score = metrics.get(t.monitor, float("nan"))
+            take = not chosen or (score == score and score > chosen.get(f"val/{t.monitor}", float("-inf")))
+        else:
+            take = epoch == epochs - 1
+        if take:
+            chosen = {"epoch": epoch + 1, "select": t.select, **{f"val/{k}": v for k, v in metrics.items()}}
+            save_checkpoint(chosen_path, cfg=cfg, model=model, vocab=vocab.itos, epoch=epoch, selected=chosen)
+        save_checkpoint(last, cfg=cfg, model=model, vocab=vocab.itos, epoch=epoch, history=history, selected=chosen,
                         optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict())
         (run_dir / "history.json").write_text(json.dumps(history, indent=1))
         if progress:
-            tqdm.write(f"{prefix}epoch {epoch + 1}: loss {record['train_loss']:.4f}  "
-                       f"val {t.protocol} AP {metrics['AP']:.1f}  oIoU {metrics['oIoU']:.1f}  mIoU {metrics['mIoU']:.1f}")
+            shown = (f"  val {t.protocol} AP {metrics['AP']:.1f}  oIoU {metrics['oIoU']:.1f}  mIoU {metrics['mIoU']:.1f}"
+                     if metrics else "")
+            tqdm.write(f"{prefix}epoch {epoch + 1}: loss {record['train_loss']:.4f}{shown}")
         if world > 1:
             torch.distributed.barrier()
         if epoch_callback is not None:
             epoch_callback(epoch + 1, metrics)
-    return FitResult(run_dir, best_path, last, history, best)
+    return FitResult(run_dir, chosen_path, last, history, chosen)
 
 
 def dist_info() -> tuple[int, int]:
@@ -256,7 +296,7 @@ def _stage1(cfg: ExperimentConfig, branch: str, vocab, train_set, val_set, cache
                      tracker=tracker, prefix=prefix, resume=True, progress=progress, epoch_callback=epoch_callback)
             trained = True
             if rank == 0:
-                done.write_text(json.dumps(r1.best))
+                done.write_text(json.dumps(r1.selected))
     if tracker is not None:
         tracker.set_tags({f"stage1_{branch}_cache": str(d1)})
         if not trained:
@@ -292,81 +332,115 @@ def _init_state(cfg: ExperimentConfig) -> dict | None:
     return load_checkpoint(resolve_checkpoint(cfg.train.init_checkpoint))
 
 
+def test_metrics(cfg: ExperimentConfig, fit_result: FitResult, test_set, progress: bool = True) -> FitResult:
+    """Score the selected checkpoint once on the test split; written to ``test_metrics.json``."""
+    from lvas.engine.checkpoint import model_from_checkpoint
+
+    if dist_info()[0] > 0:  # rank 0 scores; the others are done
+        return fit_result
+    state = load_checkpoint(fit_result.checkpoint)
+    _, model, _ = model_from_checkpoint(state)
+    device = resolve_device(cfg.train.device)
+    model.to(device)
+    ev = evaluate(model, _loader(test_set, cfg), cfg.train.protocol, device, progress=progress)
+    fit_result.selected = state.get("selected", fit_result.selected)
+    fit_result.test = {"epoch": fit_result.selected.get("epoch", 0), **ev["metrics"], "skipped": ev["skipped"]}
+    (fit_result.run_dir / "test_metrics.json").write_text(json.dumps(fit_result.test, indent=1))
+    return fit_result
+
+
 def evaluate_only(cfg: ExperimentConfig, run_dir: Path, state: dict, tracker=None, progress: bool = True) -> FitResult:
     """Evaluate a trained checkpoint on the config's test split (e.g. Table 2: A2D model on J-HMDB)."""
     from lvas.data import build_dataset
     from lvas.engine.checkpoint import model_from_checkpoint
 
     trained, model, vocab = model_from_checkpoint(state)
-    device = resolve_device(cfg.train.device)
-    model.to(device)
-    val = build_dataset(cfg.data, cfg.data.test_split, vocab=vocab, max_words=trained.model.text.max_words)
-    ev = evaluate(model, _loader(val, cfg), cfg.train.protocol, device, progress=progress)
+    test = build_dataset(cfg, cfg.data.test_split, vocab=vocab)
     run_dir.mkdir(parents=True, exist_ok=True)
-    best = {"epoch": 0, **ev["metrics"]}
-    record = {"epoch": 0, "val_skipped": ev["skipped"], **{f"val/{k}": v for k, v in ev["metrics"].items()}}
-    if tracker is not None:
-        tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=0)
-    path = save_checkpoint(run_dir / "best.pt", cfg=trained, model=model, vocab=vocab.itos, epoch=0, best=best)
-    (run_dir / "history.json").write_text(json.dumps([record], indent=1))
-    return FitResult(run_dir, path, path, [record], best)
+    path = save_checkpoint(run_dir / "model.pt", cfg=trained, model=model, vocab=vocab.itos, epoch=0,
+                           selected={"epoch": 0, "select": "given checkpoint"})
+    (run_dir / "history.json").write_text("[]")
+    return test_metrics(cfg, FitResult(run_dir, path, path, []), test, progress)
+
+
+def assemble_stage2(model: torch.nn.Module, stage1: dict[str, dict[str, torch.Tensor]]) -> list[torch.nn.Module]:
+    """Give each branch of a two-branch model everything its stage-1 network was trained with.
+
+    For every branch, the keys under ``model.branch_keys(branch)`` (encoder, its CMAMs, its text
+    encoder: embedding and GRU) are loaded from that branch's stage-1 state dict and frozen.
+    Parts both branches claim (a shared text encoder) cannot come from two networks: that raises.
+
+    Returns:
+        The frozen modules (kept in eval mode during stage 2).
+    """
+    own = model.state_dict()
+    claims: dict[str, str] = {}
+    load: dict[str, torch.Tensor] = {}
+    for branch, state in stage1.items():
+        prefixes = model.branch_keys(branch)
+        keys = [k for k in own if k.startswith(prefixes)]
+        for k in keys:
+            if k in claims:
+                raise ConfigError(f"model.text.name: {k} is shared by the {claims[k]} and {branch} branches, so stage 2 "
+                                  f"cannot take it from two stage-1 networks (use a text encoder with one part per "
+                                  f"branch, e.g. gru, or train.recipe: joint)")
+            if k not in state:
+                raise ValueError(f"stage-1 {branch} network lacks {k}")
+            claims[k], load[k] = branch, state[k]
+    model.load_state_dict(load, strict=False)
+    frozen_prefixes = tuple(p for b in stage1 for p in model.branch_keys(b))
+    for name, p in model.named_parameters():
+        if name.startswith(frozen_prefixes):
+            p.requires_grad_(False)
+    return [m for name, m in model.named_modules() if name and f"{name}.".startswith(frozen_prefixes)]
 
 
 def train_model(cfg: ExperimentConfig, run_dir: Path, *, tracker=None, resume: bool = True, progress: bool = True,
                 epoch_callback: EpochCallback | None = None) -> FitResult:
-    """Run the config's recipe in ``run_dir``; returns the final model's fit."""
+    """Run the config's recipe in ``run_dir``, then score the selected model on the test split."""
     init = _init_state(cfg)
     if cfg.train.eval_only:
         if init is None:
             raise ConfigError("train.eval_only: needs train.init_checkpoint (a checkpoint or sweep:<file>#<label>)")
         return evaluate_only(cfg, run_dir, init, tracker, progress)
-    train_set, val_set, vocab = make_datasets(cfg)
+    train_set, val_set, test_set, vocab, held = make_datasets(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if held:
+        (run_dir / "val_videos.json").write_text(json.dumps(held, indent=0))
     if init is not None:
         from lvas.data.vocab import Vocabulary
 
         vocab = Vocabulary(init["vocab"][2:])
-        train_set.vocab = vocab
-        getattr(val_set, "dataset", val_set).vocab = vocab
+        for ds in (train_set, val_set, test_set):
+            if ds is not None:
+                getattr(ds, "dataset", ds).vocab = vocab
     if cfg.train.recipe == "joint":
         model = _build(cfg, vocab)
         if init is not None:
             model.load_state_dict(init["model"])
-        return fit(cfg, model, run_dir, train_set, val_set, vocab, epochs=cfg.train.epochs, lr=cfg.train.lr,
-                   tracker=tracker, resume=resume, progress=progress, epoch_callback=epoch_callback)
+        r = fit(cfg, model, run_dir, train_set, val_set, vocab, epochs=cfg.train.epochs, lr=cfg.train.lr,
+                tracker=tracker, resume=resume, progress=progress, epoch_callback=epoch_callback)
+        return test_metrics(cfg, r, test_set, progress)
     cache_root = Path(cfg.train.stage1_cache) if cfg.train.stage1_cache else run_dir / "stage1"
     if cfg.model.mode != "both":
         # One branch under the two-stage recipe is exactly its stage-1 network (Table 3a rows 1-2),
         # shared through the cache with every two-branch trial that needs it.
         d1 = _stage1(cfg, cfg.model.mode, vocab, train_set, val_set, cache_root, tracker, progress, "",
                      epoch_callback)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        for name in ("best.pt", "last.pt", "history.json"):
+        for name in ("model.pt", "last.pt", "history.json"):
             _link_or_copy(d1 / name, run_dir / name)
-        state = load_checkpoint(run_dir / "best.pt")
-        return FitResult(run_dir, run_dir / "best.pt", run_dir / "last.pt",
-                         json.loads((run_dir / "history.json").read_text()), state.get("best", {}))
+        r = FitResult(run_dir, run_dir / "model.pt", run_dir / "last.pt",
+                      json.loads((run_dir / "history.json").read_text()))
+        return test_metrics(cfg, r, test_set, progress)
     stage1 = {branch: _stage1(cfg, branch, vocab, train_set, val_set, cache_root, tracker, progress,
-                              f"stage1_{branch}/") / "best.pt" for branch in ("spatial", "temporal")}
+                              f"stage1_{branch}/") / "model.pt" for branch in ("spatial", "temporal")}
     model = _build(cfg, vocab)
-    frozen = []
-    for branch, path in stage1.items():
-        state = load_checkpoint(path)["model"]
-        parts = {"encoder": getattr(model, branch), "cmam": model.cmam[branch], "gru": model.text.grus[branch]}
-        prefixes = {"encoder": f"{branch}.", "cmam": f"cmam.{branch}.", "gru": f"text.grus.{branch}."}
-        for name, module in parts.items():
-            sub = {k[len(prefixes[name]):]: v for k, v in state.items() if k.startswith(prefixes[name])}
-            module.load_state_dict(sub)
-            frozen.append(module)
-    emb = {k[len("text.embedding."):]: v for k, v in load_checkpoint(stage1["spatial"])["model"].items()
-           if k.startswith("text.embedding.")}
-    model.text.embedding.load_state_dict(emb)
-    frozen.append(model.text.embedding)
-    for m in frozen:
-        m.requires_grad_(False)
+    frozen = assemble_stage2(model, {b: load_checkpoint(p)["model"] for b, p in stage1.items()})
     trainable = [p for p in model.parameters() if p.requires_grad]
-    return fit(cfg, model, run_dir, train_set, val_set, vocab, epochs=cfg.train.stage2_epochs,
-               lr=cfg.train.stage2_lr, trainable=trainable, frozen=frozen, tracker=tracker, prefix="",
-               resume=resume, progress=progress, epoch_callback=epoch_callback)
+    r = fit(cfg, model, run_dir, train_set, val_set, vocab, epochs=cfg.train.stage2_epochs,
+            lr=cfg.train.stage2_lr, trainable=trainable, frozen=frozen, tracker=tracker, prefix="",
+            resume=resume, progress=progress, epoch_callback=epoch_callback)
+    return test_metrics(cfg, r, test_set, progress)
 
 
 # --------------------------------------------------------------------------- the tracked run
@@ -394,7 +468,7 @@ def overlay_image(meta: dict, root_clip: torch.Tensor, pred: torch.Tensor, gt: t
 
 
 def log_overlays(tracker, model, val_set, cfg: ExperimentConfig, n: int, out_dir: Path) -> list[Path]:
-    """Qualitative overlays of the first ``n`` validation samples."""
+    """Qualitative overlays of the first ``n`` test samples (after training; nothing is selected on them)."""
     from lvas.data import collate
     from lvas.data.clips import Letterbox
     from lvas.metrics import masks_for_protocol
@@ -468,16 +542,23 @@ def train_experiment(cfg: ExperimentConfig, run_dir: str | Path | None = None, *
                              epoch_callback=epoch_callback if rank == 0 else None)
         if rank > 0:
             return result, None
-        tracker.log_metrics({f"best/{k}": v for k, v in result.best.items()})
+        tracker.log_metrics({f"test/{k}": v for k, v in result.test.items() if k not in ("epoch", "skipped")})
+        tracker.set_tags({"select": cfg.train.select, "selected_epoch": str(result.selected.get("epoch", "")),
+                          "test_skipped": str(result.test.get("skipped", 0))})
+        if result.selected.get(f"val/{cfg.train.monitor}") is not None:
+            tracker.log_metrics({f"selected/val/{k[4:]}": v for k, v in result.selected.items() if k.startswith("val/")})
         if cfg.tracking.log_checkpoint:
-            tracker.log_artifact(result.best_checkpoint, "checkpoints")
+            tracker.log_artifact(result.checkpoint, "checkpoints")
         tracker.log_artifact(run_dir / "history.json")
+        tracker.log_artifact(run_dir / "test_metrics.json")
+        if (run_dir / "val_videos.json").is_file():
+            tracker.log_artifact(run_dir / "val_videos.json")
         if cfg.tracking.overlays and track and not cfg.train.eval_only:
             from lvas.engine.checkpoint import model_from_checkpoint
 
             from lvas.data import build_dataset
 
-            _, best_model, vocab = model_from_checkpoint(load_checkpoint(result.best_checkpoint))
-            val_set = build_dataset(cfg.data, cfg.data.test_split, vocab=vocab, max_words=cfg.model.text.max_words)
-            log_overlays(tracker, best_model, val_set, cfg, cfg.tracking.overlays, run_dir / "overlays")
+            _, chosen_model, vocab = model_from_checkpoint(load_checkpoint(result.checkpoint))
+            test_set = build_dataset(cfg, cfg.data.test_split, vocab=vocab)
+            log_overlays(tracker, chosen_model, test_set, cfg, cfg.tracking.overlays, run_dir / "overlays")
     return result, tracker.run_id

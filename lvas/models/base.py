@@ -138,6 +138,26 @@ def load_into(module: nn.Module, state: dict[str, torch.Tensor], source: str, ig
     module.load_state_dict(state, strict=False)
 
 
+def torchvision_state(weights, family: str) -> dict[str, torch.Tensor]:
+    """A torchvision weights enum's state dict from the torch hub cache, downloading if absent.
+
+    Without network access (or with a broken download) this raises one line that names the file
+    to place and where, instead of urllib's traceback.
+    """
+    from urllib.parse import urlparse
+
+    from torch.hub import get_dir
+
+    cached = Path(get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
+    try:
+        return weights.get_state_dict(progress=False, check_hash=True)
+    except Exception as e:  # noqa: BLE001 - URLError, HTTPError, hash mismatch, truncated file ...
+        raise ValueError(
+            f"{family}: could not load {weights} ({type(e).__name__}: {str(e)[:120]}). Place the file "
+            f"{cached.name} at {cached} (the torch hub cache; set TORCH_HOME to move it), or give a local "
+            f"checkpoint path as pretrained:, or pretrained: none") from None
+
+
 def resolve_weights(pretrained: str, named: Mapping[str, object], family: str) -> object | str | None:
     """``none`` -> None; a known name -> its torchvision weights enum; otherwise a local path."""
     if pretrained == "none":

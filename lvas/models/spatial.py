@@ -11,7 +11,7 @@ import torchvision
 from torch import nn
 from torchvision.models import Inception_V3_Weights, ResNet50_Weights
 
-from lvas.models.base import StagedEncoder, StageSpec, load_into, read_checkpoint, resolve_weights
+from lvas.models.base import StagedEncoder, StageSpec, load_into, read_checkpoint, resolve_weights, torchvision_state
 from lvas.registry import SPATIAL_ENCODERS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -25,7 +25,7 @@ def _load_torchvision(model: nn.Module, pretrained: str, named: dict, family: st
     if isinstance(weights, str):
         load_into(model, read_checkpoint(weights), weights, ignore=ignore)
     else:  # a torchvision WeightsEnum: read from the torch hub cache, downloading if absent
-        load_into(model, weights.get_state_dict(progress=True, check_hash=True), str(weights), ignore=ignore)
+        load_into(model, torchvision_state(weights, family), str(weights), ignore=ignore)
 
 
 @SPATIAL_ENCODERS.register("r50")

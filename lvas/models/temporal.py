@@ -10,7 +10,7 @@ import torchvision
 from torch import nn
 from torchvision.models.video import S3D_Weights
 
-from lvas.models.base import StagedEncoder, StageSpec, load_into, read_checkpoint, resolve_weights
+from lvas.models.base import StagedEncoder, StageSpec, load_into, read_checkpoint, resolve_weights, torchvision_state
 from lvas.models.i3d import I3D_CHANNELS, I3D_T_STRIDES, convert_i3d_state_dict, i3d_stages, to_staged_keys
 from lvas.registry import TEMPORAL_ENCODERS
 
@@ -50,6 +50,7 @@ class S3DEncoder(StagedEncoder):
 
     is_3d = True
     mean, std = KINETICS_MEAN, KINETICS_STD
+    min_frames = 5  # its valid temporal pooling before Mixed_5b leaves no frame for fewer
     _SPLITS = [(0, 1), (1, 4), (4, 7), (7, 13), (13, 16)]
 
     def __init__(self, pretrained: str = "none") -> None:
@@ -59,7 +60,7 @@ class S3DEncoder(StagedEncoder):
         if isinstance(weights, str):
             load_into(net, read_checkpoint(weights), weights, ignore=("classifier.",))
         elif weights is not None:
-            load_into(net, weights.get_state_dict(progress=True, check_hash=True), str(weights), ignore=("classifier.",))
+            load_into(net, torchvision_state(weights, "s3d"), str(weights), ignore=("classifier.",))
         self.stages = nn.ModuleList(net.features[a:b] for a, b in self._SPLITS)
         self.stage_specs = _specs([64, 192, 480, 832, 1024])
 

@@ -110,11 +110,11 @@ def training_curves(sr: SweepRuns, path: Path, tracking_uri: str) -> Path | None
 def _load(row: dict, tracking_uri: str):
     from lvas.engine.checkpoint import load_checkpoint, model_from_checkpoint
 
-    local = Path(row["run_dir"]) / "best.pt" if row.get("run_dir") else None
+    local = Path(row["run_dir"]) / "model.pt" if row.get("run_dir") else None
     if local is None or not local.is_file():
         from lvas.tracking import download_artifact
 
-        local = download_artifact(row["run_id"], "checkpoints/best.pt", tracking_uri)
+        local = download_artifact(row["run_id"], "checkpoints/model.pt", tracking_uri)
     cfg, model, vocab = model_from_checkpoint(load_checkpoint(local))
     return cfg, model.eval(), vocab
 
@@ -181,7 +181,7 @@ def figure4(sr: SweepRuns, path: Path, tracking_uri: str, n: int = 4) -> Path | 
 
     models = {k: _load(r, tracking_uri) for k, (_, r) in rows.items()}
     cfg, _, vocab = models["both"]
-    ds = build_dataset(cfg.data, cfg.data.test_split, vocab=vocab, max_words=cfg.model.text.max_words)
+    ds = build_dataset(cfg, cfg.data.test_split, vocab=vocab)
     picks = _pick_samples(ds, n)
     fig, axes = plt.subplots(len(picks), 5, figsize=(12, 2.6 * len(picks)), squeeze=False)
     titles = ["target frame", f"spatial only ({rows['spatial'][0]})", f"temporal only ({rows['temporal'][0]})",
@@ -220,7 +220,7 @@ def figure5(sr: SweepRuns, path: Path, tracking_uri: str, n: int = 2) -> Path | 
     from lvas.data import build_dataset
     from lvas.data.vocab import tokenize
 
-    ds = build_dataset(cfg.data, cfg.data.test_split, vocab=vocab, max_words=cfg.model.text.max_words)
+    ds = build_dataset(cfg, cfg.data.test_split, vocab=vocab)
     picks = _pick_samples(ds, n)
     fig, axes = plt.subplots(len(picks), 1, figsize=(8, 2.8 * len(picks)), squeeze=False)
     for ax, idx in zip(axes[:, 0], picks):

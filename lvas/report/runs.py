@@ -29,18 +29,22 @@ class SweepRuns:
 def _metrics_of(run: pd.Series) -> dict[str, float]:
     out = {}
     for m in METRICS8:
-        v = run.get(f"metrics.best/{metric_key(m)}")
+        v = run.get(f"metrics.test/{metric_key(m)}")
         out[m] = float(v) if v is not None and pd.notna(v) else float("nan")
     for kind in ("appearance", "motion"):
         for m in ("AP", "oIoU", "mIoU"):
-            v = run.get(f"metrics.best/{kind}/{m}")
+            v = run.get(f"metrics.test/{kind}/{m}")
             if v is not None and pd.notna(v):
                 out[f"{kind}/{m}"] = float(v)
     return out
 
 
 def collect(spec: SweepSpec, tracking_uri: str) -> SweepRuns:
-    """Child runs of ``spec`` (tag ``sweep``), and per variant the best FINISHED one by the sweep metric."""
+    """Child runs of ``spec`` (tag ``sweep``), and per variant its most recent FINISHED run.
+
+    Never the best of several runs: picking the maximum over reruns or seeds would be an
+    optimistic number (and, since rows carry test metrics, a selection on the test split).
+    """
     import mlflow
 
     from lvas.tracking import quiet_mlflow
@@ -60,7 +64,7 @@ def collect(spec: SweepSpec, tracking_uri: str) -> SweepRuns:
             parent = parents.sort_values("start_time").iloc[-1]["run_id"]
     children = runs[runs.get("tags.mlflow.parentRunId", pd.Series(dtype=str)).notna()] if not runs.empty else runs
     out = SweepRuns(spec, children, parent)
-    key = f"metrics.best/{metric_key(spec.metric)}"
+    key = f"metrics.test/{metric_key(spec.metric)}"
     for label in spec.labels():
         cand = children[(children["tags.variant"] == label) & (children["status"] == "FINISHED")] \
             if not children.empty and "tags.variant" in children else pd.DataFrame()
@@ -69,14 +73,14 @@ def collect(spec: SweepSpec, tracking_uri: str) -> SweepRuns:
             out.rows[label] = None if latest.empty else {"status": latest.sort_values("start_time").iloc[-1]["status"],
                                                          "run_id": None}
             continue
-        cand = cand.sort_values(key, ascending=spec.goal == "minimize", na_position="last")
-        run = cand.iloc[0]
+        run = cand.sort_values("end_time").iloc[-1]
         out.rows[label] = {
             "status": "FINISHED", "run_id": run["run_id"], "metrics": _metrics_of(run),
             "dataset": run.get("tags.dataset"), "protocol": run.get("tags.protocol"),
             "commit": run.get("tags.git_commit"), "run_dir": run.get("tags.run_dir"),
             "mode": run.get("params.model.mode"), "cmam": run.get("params.model.cmam.stages"),
             "split": run.get("params.data.test_split"), "end_time": run.get("end_time"),
+            "select": run.get("tags.select"), "selected_epoch": run.get("tags.selected_epoch"),
         }
     return out
 

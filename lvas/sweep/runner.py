@@ -287,13 +287,14 @@ class SweepRunner:
                 "optuna_trial": str(trial.number), "report": self.spec.report}
         try:
             if self.opts.gpus_per_trial > 1:
-                best, run_id = self._run_torchrun(cfg, run_dir, resume, t.label, tags)
+                scores, run_id = self._run_torchrun(cfg, run_dir, resume, t.label, tags)
             else:
                 result, run_id = train_experiment(
                     cfg, run_dir, resume=resume, tracking_uri=self.tracking_uri, experiment=self.spec.name,
                     parent_run_id=self.parent_run_id, run_name=t.label, extra_tags=tags,
                     progress=self.opts.progress, epoch_callback=report)
-                best = result.best
+                scores = result.test if self.spec.method == "grid" else \
+                    {k[4:]: v for k, v in result.selected.items() if k.startswith("val/")}
         except optuna.TrialPruned:
             self._set_run(trial, run_dir)
             self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
@@ -308,7 +309,8 @@ class SweepRunner:
                   file=sys.stderr, flush=True)
             return "FAIL"
         trial.set_user_attr("mlflow_run_id", run_id or "")
-        self.study.tell(trial, best.get(metric, float("nan")))
+        # a grid runs every point (nothing is chosen); a search chooses, so it is told validation scores only
+        self.study.tell(trial, scores.get(metric, float("nan")))
         return "COMPLETE"
 
     def _run_torchrun(self, cfg, run_dir: Path, resume: bool, label: str, tags: dict) -> tuple[dict, str]:
@@ -330,8 +332,12 @@ class SweepRunner:
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"torchrun exited with {proc.returncode}: {(proc.stderr or proc.stdout)[-1500:]}")
-        best = load_checkpoint(run_dir / "best.pt").get("best", {})
-        return best, (run_dir / "mlflow_run_id").read_text().strip()
+        if self.spec.method == "grid":
+            scores = json.loads((run_dir / "test_metrics.json").read_text())
+        else:
+            selected = load_checkpoint(run_dir / "model.pt").get("selected", {})
+            scores = {k[4:]: v for k, v in selected.items() if k.startswith("val/")}
+        return scores, (run_dir / "mlflow_run_id").read_text().strip()
 
     @staticmethod
     def _set_run(trial, run_dir: Path) -> None:

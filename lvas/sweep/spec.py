@@ -237,12 +237,16 @@ def load_sweep(path: str | Path) -> SweepSpec:
     else:
         for label in spec.labels():
             probe = {p.name: (p.values[0] if p.is_discrete else p.min) for p in parameters}
-            spec.config_for(spec.trial_for(label, probe))
+            cfg = spec.config_for(spec.trial_for(label, probe))
+            if cfg.train.select != "best_val":
+                raise _err(path, "overrides.train.select", f"method {method} chooses among configurations, so it "
+                           f"needs a validation split to choose on: set train.select: best_val (the test split "
+                           f"is never used for selection)")
     return spec
 
 
 def resolve_checkpoint(ref: str, out: str | Path = "runs/sweeps") -> Path:
-    """``sweep:<sweep.yaml>#<variant label>`` -> that trial's best checkpoint; anything else is a path."""
+    """``sweep:<sweep.yaml>#<variant label>`` -> that trial's selected checkpoint; anything else is a path."""
     if not ref.startswith("sweep:"):
         return Path(ref)
     file, _, label = ref[6:].partition("#")
@@ -251,7 +255,7 @@ def resolve_checkpoint(ref: str, out: str | Path = "runs/sweeps") -> Path:
     if not trials:
         raise ConfigError(f"train.init_checkpoint: no variant {label!r} in {file} "
                           f"(variants: {', '.join(spec.labels())})")
-    path = Path(out) / spec.name / "trials" / trials[0].key / "best.pt"
+    path = Path(out) / spec.name / "trials" / trials[0].key / "model.pt"
     if not path.is_file():
         raise ConfigError(f"train.init_checkpoint: {path} not found: run `lvas sweep {file}` first")
     return path
