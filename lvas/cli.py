@@ -124,8 +124,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from lvas.engine.evaluate import evaluate
     from lvas.engine.trainer import resolve_device
 
-    state = load_checkpoint(_checkpoint_path(args.checkpoint, args.tracking_uri))
-    cfg, model, vocab = model_from_checkpoint(state)
+    path = _checkpoint_path(args.checkpoint, args.tracking_uri)
+    if args.config:  # a checkpoint without an lvas config: the released CSTM layout
+        from lvas.config import load_raw
+        from lvas.engine.checkpoint import model_from_released
+
+        data = load_raw(args.config)
+        cfg = from_dict(apply_overrides(data, args.overrides))
+        vocab = build_dataset(cfg, cfg.data.train_split).vocab
+        model = model_from_released(path, cfg, vocab)
+    else:
+        cfg, model, vocab = model_from_checkpoint(load_checkpoint(path))
     data = to_dict(cfg)
     if args.dataset:
         data["data"]["dataset"] = args.dataset
@@ -267,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--root", default=None, help="dataset folder (default: the one trained on)")
     s.add_argument("--split", default=None)
     s.add_argument("--protocol", choices=["paper", "strict"], default=None)
+    s.add_argument("--config", default=None,
+                   help="experiment YAML for a checkpoint that holds no lvas config, e.g. the released CSTM "
+                        "checkpoint with experiments/cstm_released.yaml")
     s.add_argument("--tracking-uri", default=None)
     s.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     s.add_argument("--quiet", action="store_true")

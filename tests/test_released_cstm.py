@@ -134,3 +134,52 @@ def test_released_cmam_term_by_term():
     assert torch.allclose(got, expected, atol=1e-5)
     fresh = ReleasedCMAM(6, 5, key_channels=5)
     assert torch.equal(fresh(v, words, torch.ones(2, 7, dtype=torch.bool)), v)  # zero-initialised gate
+
+
+def test_lvas_eval_scores_a_released_checkpoint(tmp_path, capsys):
+    """`lvas eval <released .pth.tar> --config experiments/cstm_released.yaml` builds the released
+    model (GloVe rows from the file, OOV = 0), loads the file strictly and scores it."""
+    import json
+
+    from lvas.cli import main
+    from lvas.data.synthetic import generate
+    from lvas.data.vocab import Vocabulary
+
+    root = tmp_path / "synth"
+    generate(root, videos=6, frames=8, size=64, progress=False)
+    words = Vocabulary.build(["the red circle"]).itos[2:]
+    glove = tmp_path / "glove.txt"
+    glove.write_text("".join(f"{w} " + " ".join(f"{0.01 * (i + j):.2f}" for j in range(300)) + "\n"
+                             for i, w in enumerate(words)))
+    ckpt = tmp_path / "checkpoint.pth.tar"
+    torch.save({"epoch": 12, "state_dict": released_state_dict(dim=32, dec=16, seed=1)}, ckpt)
+    over = [f"data.root={root}", "data.workers=0", "train.batch_size=2", f"model.text.glove_path={glove}",
+            "model.text.hidden=32", "model.cmam.channels=32", "model.decoder.channels=16", "data.size=64"]
+    out = tmp_path / "m.json"
+    assert main(["eval", str(ckpt), *over, "--config", str(ROOT / "experiments" / "cstm_released.yaml"),
+                 "--quiet", "--json", str(out)]) == 0
+    m = json.loads(out.read_text())
+    assert m["protocol"] == "paper" and m["n"] > 0 and 0 <= m["mIoU"] <= 100
+    # without --config the same file is refused in one line that says what to do
+    assert main(["eval", str(ckpt), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--config experiments/cstm_released.yaml" in err and "Traceback" not in err
+
+
+def test_a_crafted_checkpoint_cannot_run_code(tmp_path, capsys):
+    from lvas.cli import main
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            import os
+
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"config": {}, "model": {}, "x": Evil()}, path)
+    assert main(["eval", str(path), "--quiet"]) == 2
+    assert not marker.exists()
+    err = capsys.readouterr().err
+    assert "evil.pt" in err and "Traceback" not in err

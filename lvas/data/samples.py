@@ -35,7 +35,7 @@ def _pil_resize(imgs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     torchvision's ``Resize`` + ``ToTensor`` do to a PIL image in the released loader."""
     from PIL import Image
 
-    out = [torch.from_numpy(np.asarray(Image.fromarray(f.permute(1, 2, 0).numpy()).resize(
+    out = [torch.from_numpy(np.array(Image.fromarray(f.permute(1, 2, 0).numpy()).resize(
         (size[1], size[0]), Image.BILINEAR))).permute(2, 0, 1) for f in imgs]
     return torch.stack(out).float().div_(255.0)
 

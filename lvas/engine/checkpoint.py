@@ -26,18 +26,45 @@ def save_checkpoint(path: str | Path, *, cfg: ExperimentConfig, model: torch.nn.
     return path
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint; a missing or unreadable file raises a DataError naming it."""
+def read_torch_file(path: str | Path) -> Any:
+    """A ``torch.save`` file read with ``weights_only=True``: tensors and plain Python types only, so
+    a crafted file cannot run code. Anything else raises a DataError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "checkpoint not found")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001
-        raise DataError(path, f"not a readable checkpoint ({e})") from None
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - pickle errors, truncated files, forbidden globals
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(path, f"not a readable checkpoint of tensors and plain types ({first[:200]})") from None
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read an lvas checkpoint (safely, see :func:`read_torch_file`); anything else raises a DataError."""
+    state = read_torch_file(path)
     if not isinstance(state, dict) or "config" not in state or "model" not in state:
-        raise DataError(path, "not an lvas checkpoint (no config/model)")
+        raise DataError(Path(path), "not an lvas checkpoint (no config/model); a released CSTM checkpoint is "
+                                    "evaluated with `lvas eval CHECKPOINT --config experiments/cstm_released.yaml`")
     return state
+
+
+def model_from_released(path: str | Path, cfg, vocab) -> torch.nn.Module:
+    """A released CSTM checkpoint (RyanHTR/CSTM layout) in the model of ``cfg`` (e.g.
+    ``experiments/cstm_released.yaml``); GloVe rows come from ``model.text.glove_path`` for ``vocab``."""
+    import copy
+
+    from lvas.models import build_model
+    from lvas.models.released import is_released_cstm, load_released
+
+    state = read_torch_file(path)
+    inner = state.get("state_dict", state) if isinstance(state, dict) else None
+    if not isinstance(inner, dict) or not is_released_cstm(inner):
+        raise DataError(Path(path), "neither an lvas checkpoint nor a state dict in the released CSTM layout")
+    c = copy.deepcopy(cfg)
+    c.model.spatial.pretrained = c.model.temporal.pretrained = "none"  # every encoder weight comes from the file
+    model = build_model(c, vocab=vocab.itos, cache_dir=str(Path(cfg.data.root) / ".lvas_cache"))
+    load_released(model, inner, str(path))
+    return model
 
 
 def model_from_checkpoint(state: dict[str, Any]):
