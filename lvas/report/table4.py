@@ -12,10 +12,12 @@ from lvas.report.paper import TABLE4
 from lvas.report.tables import write_table
 
 PAPER_MODEL = "cstm_paper.yaml"
+RELEASED_MODEL = "cstm_released.yaml"
 
 
 def table4(experiments_dir: str | Path = "experiments", frames: int = 8, size: int = 320) -> pd.DataFrame:
-    """Published rows, then ours: the paper model, its spatial part, every Table 3 variant."""
+    """Published rows, then ours: the released, paper and lean readings with their spatial parts
+    (MACs and parameters over the same modules), then every Table 3 variant."""
     exp = Path(experiments_dir)
     rows = [{"method": r["method"], "source": "published", "input": r["input"], "GFLOPs (published)": r["gflops"],
              "GMACs (ours)": None, "GFLOPs 2/MAC (ours)": None, "params (M)": None, "AP (paper)": r["AP"]}
@@ -27,10 +29,17 @@ def table4(experiments_dir: str | Path = "experiments", frames: int = 8, size: i
                 "GMACs (ours)": round(macs / 1e9, 2), "GFLOPs 2/MAC (ours)": round(2 * macs / 1e9, 2),
                 "params (M)": None if params is None else round(params / 1e6, 2), "AP (paper)": None}
 
-    paper = measure_config(load_config(exp / PAPER_MODEL), frames, size)
-    rows.append(ours("lvas CSTM (IV3+I3D, CMAM 1-5, LGFS)", paper.macs, paper.params))
-    rows.append(ours("lvas CSTM, spatial part only (IV3 + its CMAMs + its GRU)", paper.spatial_part(),
-                     paper.part_params["spatial encoder"]))
+    readings = [
+        ("lvas CSTM as released (R50+I3D, released CMAM/decoder)", RELEASED_MODEL, []),
+        ("lvas CSTM paper reading (IV3+I3D, released CMAM, LGFS, Eq. 9)", PAPER_MODEL, []),
+        ("lvas CSTM lean reading (IV3+I3D, Eq. 6 CMAM, LGFS, Eq. 9)", PAPER_MODEL,
+         ["model.cmam.name=cmam_eq6", "model.cmam.channels=256"]),
+    ]
+    for label, file, over in readings:
+        r = measure_config(load_config(exp / file, over), frames, size)
+        rows.append(ours(label, r.macs, r.params))
+        rows.append(ours(f"  {label.split(' (')[0]}, spatial part (encoder + its CMAMs + its text encoder)",
+                         r.spatial_part(), r.spatial_part_params()))
     for path in sorted((exp / "table3").glob("*.yaml")):
         cfg = load_config(path)
         r = measure_config(cfg, frames, size)
