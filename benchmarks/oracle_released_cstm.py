@@ -7,13 +7,18 @@ that into lvas through ``lvas.models.released.load_released`` (strict) and compa
 output maps on a random clip and query.
 
     python benchmarks/oracle_released_cstm.py --released /path/to/CSTM [--size 320 --frames 8]
+
+With ``--time N`` it then times N forward passes of each model, interleaved (released, lvas,
+released, ...), with ``--threads`` torch threads, and prints the median of each.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
+import time
 import types
 from pathlib import Path
 
@@ -55,6 +60,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=320)
     ap.add_argument("--frames", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--time", type=int, default=0, help="time this many forward passes of each, interleaved")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -96,6 +102,18 @@ def main() -> None:
     n_theirs = sum(p.numel() for p in theirs.parameters())
     print(f"parameters: released {n_theirs / 1e6:.2f} M, lvas {sum(p.numel() for p in ours.parameters()) / 1e6:.2f} M")
     print("equal" if all(torch.equal(r, o[:, 0]) for r, o in zip(ref, got)) else "not bit-identical")
+    if a.time:
+        times: dict[str, list[float]] = {"released": [], "lvas": []}
+        with torch.no_grad():
+            for _ in range(a.time):
+                for name, run in (("released", lambda: theirs(clip, table[tokens], mask, spatials)),
+                                  ("lvas", lambda: ours(clip, tokens, mask))):
+                    t = time.perf_counter()
+                    run()
+                    times[name].append(time.perf_counter() - t)
+        for name, ts in times.items():
+            print(f"forward {name}: median {statistics.median(ts):.2f} s over {len(ts)} "
+                  f"({', '.join(f'{x:.2f}' for x in ts)}), {a.threads} thread(s), 1x{a.frames}x{a.size}x{a.size}")
 
 
 if __name__ == "__main__":

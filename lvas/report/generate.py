@@ -46,6 +46,9 @@ def write_index(out_root: str | Path = "reports") -> Path:
     if t4.is_file():
         lines += ["## Table 4 (computational overhead)", "",
                   "- [table4_gflops.md](table4_gflops.md) · [.tex](table4_gflops.tex) · [.csv](table4_gflops.csv)", ""]
+        notes = root / "table4_readings.md"
+        if notes.is_file():
+            lines += [notes.read_text(), ""]
     for d in sorted(p for p in root.iterdir() if p.is_dir()):
         mds = sorted(d.glob("*.md"))
         if not mds:
