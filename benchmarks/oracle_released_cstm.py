@@ -61,6 +61,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--time", type=int, default=0, help="time this many forward passes of each, interleaved")
+    ap.add_argument("--channels-last", action="store_true", help="time lvas with channels_last weights (as lvas runs)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -103,6 +104,10 @@ def main() -> None:
     print(f"parameters: released {n_theirs / 1e6:.2f} M, lvas {sum(p.numel() for p in ours.parameters()) / 1e6:.2f} M")
     print("equal" if all(torch.equal(r, o[:, 0]) for r, o in zip(ref, got)) else "not bit-identical")
     if a.time:
+        if a.channels_last:
+            from lvas.models.base import to_channels_last
+
+            to_channels_last(ours)
         times: dict[str, list[float]] = {"released": [], "lvas": []}
         with torch.no_grad():
             for _ in range(a.time):

@@ -27,6 +27,10 @@ def bench_model(cfg, frames: int | None = None, size: int | None = None, batch: 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(0)
     model = build_model(cfg, load_weights=False).to(dev)
+    if cfg.train.channels_last:  # as training and evaluation run it
+        from lvas.models.base import to_channels_last
+
+        to_channels_last(model)
     rss_model = _peak_rss_gib()
     clip = torch.rand(batch, 3, frames, size, size, device=dev)
     tokens = torch.randint(1, 50, (batch, 20), device=dev)

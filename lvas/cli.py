@@ -143,6 +143,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = from_dict(apply_overrides(data, args.overrides))
     device = resolve_device(cfg.train.device)
     model.to(device)
+    if cfg.train.channels_last:
+        from lvas.models.base import to_channels_last
+
+        to_channels_last(model)
     ds = build_dataset(cfg, args.split or cfg.data.test_split, vocab=vocab)
     loader = DataLoader(ds, batch_size=cfg.train.batch_size, collate_fn=collate, num_workers=cfg.data.workers)
     protocol = args.protocol or cfg.train.protocol
