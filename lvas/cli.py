@@ -14,10 +14,12 @@ from lvas.data.errors import DataError
 def cmd_list(args: argparse.Namespace) -> int:
     from lvas.registry import all_families
 
-    for key, reg in all_families().items():
+    families = all_families()
+    width = max(len(e.name) for reg in families.values() for e in reg)
+    for key, reg in families.items():
         print(f"{reg.family} ({key}): {reg.description}")
         for entry in reg:
-            print(f"  {entry.name:<10} {entry.description}")
+            print(f"  {entry.name:<{width}}  {entry.description}")
     return 0
 
 
@@ -132,6 +134,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         data = load_raw(args.config)
         cfg = from_dict(apply_overrides(data, args.overrides))
         vocab = build_dataset(cfg, cfg.data.train_split).vocab
+        if cfg.model.text.embedding == "glove_frozen":
+            # the release looks every word up in GloVe, with no vocabulary: a fixed table covers the
+            # evaluated queries' words too (nothing is learned or chosen from them)
+            from lvas.data.vocab import with_words_of
+
+            vocab = with_words_of(vocab, build_dataset(cfg, args.split or cfg.data.test_split, vocab=vocab).queries())
         model = model_from_released(path, cfg, vocab)
     else:
         cfg, model, vocab = model_from_checkpoint(load_checkpoint(path))

@@ -64,12 +64,14 @@ class TextConfig:
     """Text encoder (``gru``: one embedding + GRU per visual encoder; ``gru_released``: the
     release's single GRU + LayerNorm + Tanh). ``embedding``: ``learned`` (random init),
     ``glove`` (GloVe init, trained), ``glove_frozen`` (a fixed GloVe table, as the release);
-    ``oov``: vectors of words GloVe lacks, ``random`` or ``zero`` (the release)."""
+    ``oov``: vectors of words GloVe lacks, ``random`` or ``zero`` (the release); ``tokenizer``:
+    ``words`` or ``released`` (punctuation kept as tokens, see lvas/data/vocab.py)."""
 
     name: str = _component("text", "gru")
     embedding: Literal["learned", "glove", "glove_frozen"] = "learned"
     glove_path: str | None = None
     oov: Literal["random", "zero"] = "random"
+    tokenizer: Literal["words", "released"] = "words"
     vocab_size: int = 10000
     embed_dim: int = 300
     hidden: int = 512

@@ -8,6 +8,16 @@ os.environ.setdefault("TORCH_HOME", os.path.join(os.path.dirname(__file__), ".to
 torch.set_num_threads(2)
 
 
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    """A tiny synthetic set in the A2D layout (10 videos of 4 frames at 48 px), one per test module."""
+    from lvas.data.synthetic import generate
+
+    root = tmp_path_factory.mktemp("synth")
+    generate(root, videos=10, frames=4, size=48, progress=False)
+    return root
+
+
 @pytest.fixture
 def tokens():
     """Two queries of 5 and 3 real words, padded to 20."""

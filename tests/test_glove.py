@@ -58,3 +58,23 @@ def test_tokenize_and_encode():
     assert ids[:3].tolist() == [v.stoi["a"], v.stoi["cat"], 1]
     ids, mask = v.encode("", max_words=5)
     assert mask.tolist() == [True, False, False, False, False] and ids[0] == 1
+
+
+def test_released_tokenizer_keeps_punctuation_as_tokens():
+    from lvas.data.vocab import tokenize_released
+
+    assert tokenize_released("A man's red car, moving.") == ["a", "man", "'", "s", "red", "car", ", ", "moving"]
+    assert tokenize_released("  two   dogs  ") == ["two", "   ", "dogs"]  # runs of spaces are tokens too
+    v = Vocabulary.build(["the man, running."], tokenizer="released")
+    ids, mask = v.encode("the man, running.", 20)
+    assert [v.itos[i] for i in ids[: int(mask.sum())]] == ["the", "man", ", ", "running"]
+    assert Vocabulary.build(["the man, running."]).encode("the man, running.", 20)[1].sum() == 3  # words only
+
+
+def test_a_fixed_table_covers_new_words_without_moving_old_ids():
+    from lvas.data.vocab import with_words_of
+
+    v = Vocabulary.build(["the red circle"], tokenizer="released")
+    w = with_words_of(v, ["the blue circle, jumping"])
+    assert w.itos[: len(v)] == v.itos and w.tokenizer == "released"
+    assert set(w.itos[len(v):]) == {"blue", ", ", "jumping"}

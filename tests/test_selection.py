@@ -7,19 +7,11 @@ import pytest
 import torch
 
 from lvas.config import ConfigError, load_config
-from lvas.data.synthetic import generate
 from lvas.engine.checkpoint import load_checkpoint
 from lvas.engine.trainer import assemble_stage2, make_datasets, stage1_config, train_experiment
 from lvas.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth")
-    generate(root, videos=10, frames=4, size=48, progress=False)
-    return root
 
 
 def tiny_cfg(synth, *over):

@@ -15,20 +15,12 @@ import yaml
 from lvas.cli import main
 from lvas.engine.checkpoint import load_checkpoint
 from lvas.config import ConfigError
-from lvas.data.synthetic import generate
 from lvas.sweep.spec import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"data.frames": 4, "data.size": 48, "train.epochs": 2, "train.batch_size": 4, "data.workers": 0,
         "tracking.system_metrics": False, "tracking.overlays": 0, "tracking.log_checkpoint": False,
         "model.text.hidden": 16, "model.text.embed_dim": 8, "model.cmam.channels": 8, "model.decoder.channels": 8}
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth")
-    generate(root, videos=10, frames=4, size=48, progress=False)
-    return root
 
 
 def write_sweep(tmp_path, synth, name="tiny", **extra):

@@ -8,18 +8,10 @@ import torch
 
 from lvas.cli import main
 from lvas.config import load_config
-from lvas.data.synthetic import generate
 from lvas.engine.checkpoint import load_checkpoint
 from lvas.engine.trainer import TrainingDiverged, train_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth")
-    generate(root, videos=10, frames=4, size=48, progress=False)
-    return root
 
 
 def tiny_cfg(synth, **over):

@@ -21,4 +21,4 @@ def build_dataset(cfg, split: str, vocab=None):
     d = cfg.data
     return DATASETS.build(d.dataset, root=d.root, split=split, frames=d.frames, frame_stride=d.frame_stride,
                           size=d.size, vocab=vocab, max_words=cfg.model.text.max_words, skip_bad=d.skip_bad,
-                          input=cfg.model.input)
+                          input=cfg.model.input, tokenizer=cfg.model.text.tokenizer)

@@ -250,7 +250,7 @@ class A2DSentences(SampleDataset):
 
     def __init__(self, root: str | Path, split: str = "train", frames: int = 8, frame_stride: int = 2,
                  size: int = 320, vocab: Vocabulary | None = None, max_words: int = 20,
-                 skip_bad: bool = False, input: str = "stretch") -> None:
+                 skip_bad: bool = False, input: str = "stretch", tokenizer: str = "words") -> None:
         self.layout = A2DLayout(Path(root))
         self.split = split
         self.frames, self.frame_stride, self.size = frames, frame_stride, size
@@ -258,16 +258,16 @@ class A2DSentences(SampleDataset):
         self.skip_bad = skip_bad
         self.input = input_spec(input)
         self.index, self.notes = build_index(root, split)
-        self.vocab = vocab if vocab is not None else self.build_vocab(root)
+        self.vocab = vocab if vocab is not None else self.build_vocab(root, tokenizer)
 
     @staticmethod
-    def build_vocab(root: str | Path) -> Vocabulary:
+    def build_vocab(root: str | Path, tokenizer: str = "words") -> Vocabulary:
         """Vocabulary of the training queries of a root."""
         lay = A2DLayout(Path(root))
         videos = read_videoset(lay.videoset)
         queries, _ = read_queries(lay.annotations)
         train = set(videos.loc[videos["subset"] == 0, "vid"]) - read_missed(lay.missed)
-        return Vocabulary.build(queries.loc[queries["video_id"].isin(train), "query"])
+        return Vocabulary.build(queries.loc[queries["video_id"].isin(train), "query"], tokenizer=tokenizer)
 
     def load(self, i: int) -> dict[str, Any]:
         row = self.index.iloc[i]

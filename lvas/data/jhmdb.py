@@ -110,7 +110,7 @@ class JHMDBSentences(SampleDataset):
 
     def __init__(self, root: str | Path, split: str = "test", frames: int = 8, frame_stride: int = 2,
                  size: int = 320, vocab: Vocabulary | None = None, max_words: int = 20,
-                 skip_bad: bool = False, input: str = "stretch") -> None:
+                 skip_bad: bool = False, input: str = "stretch", tokenizer: str = "words") -> None:
         if split != "test":
             raise ValueError("J-HMDB Sentences is for evaluation only: split must be 'test'")
         self.root = Path(root)
@@ -120,11 +120,14 @@ class JHMDBSentences(SampleDataset):
         self.skip_bad = skip_bad
         self.input = input_spec(input)
         ann = read_annotations(self.root / "jhmdb_annotation.txt")
-        self.queries = dict(zip(ann["video_id"], ann["query"]))
+        self.queries_by_video = dict(zip(ann["video_id"], ann["query"]))
         self.dirs = video_dirs(self.root)
         self.index, self.samples_path = load_samples(self.root)
-        self.vocab = vocab if vocab is not None else Vocabulary.build(ann["query"])
+        self.vocab = vocab if vocab is not None else Vocabulary.build(ann["query"], tokenizer=tokenizer)
         self.notes: list[str] = []
+
+    def queries(self) -> list[str]:
+        return [self.queries_by_video.get(str(v), "") for v in self.index["video_id"]]
 
     def load(self, i: int) -> dict[str, Any]:
         row = self.index.iloc[i]
@@ -141,5 +144,5 @@ class JHMDBSentences(SampleDataset):
             raise DataError(mat_path, f"no mask for frame {frame} (part_mask has {masks.shape[2]} frames)")
         gt = torch.from_numpy(masks[:, :, frame - 1].copy())
         meta = {"video": vid, "frame": frame, "instance": 0, "kind": action, "frames": idx}
-        return make_item(imgs, gt, mat_path, self.size, self.vocab, self.queries.get(vid, ""), self.max_words, meta,
+        return make_item(imgs, gt, mat_path, self.size, self.vocab, self.queries_by_video.get(vid, ""), self.max_words, meta,
                          self.input)

@@ -93,6 +93,10 @@ class SampleDataset(Dataset):
     def load(self, i: int) -> dict[str, Any]:
         raise NotImplementedError
 
+    def queries(self) -> list[str]:
+        """The query of every sample, in index order."""
+        return [str(q) for q in self.index["query"]]
+
     def videos(self) -> list[str]:
         """The video of every sample, in index order (for splitting by video)."""
         col = "video" if "video" in self.index.columns else "video_id"

@@ -73,7 +73,7 @@ def model_from_checkpoint(state: dict[str, Any]):
     from lvas.models import build_model
 
     cfg = from_dict(state["config"])
-    vocab = Vocabulary(state["vocab"][2:])
+    vocab = Vocabulary(state["vocab"][2:], cfg.model.text.tokenizer)
     model = build_model(cfg, vocab=vocab.itos, load_weights=False)
     model.load_state_dict(state["model"])
     return cfg, model, vocab

@@ -413,7 +413,7 @@ def train_model(cfg: ExperimentConfig, run_dir: Path, *, tracker=None, resume: b
     if init is not None:
         from lvas.data.vocab import Vocabulary
 
-        vocab = Vocabulary(init["vocab"][2:])
+        vocab = Vocabulary(init["vocab"][2:], cfg.model.text.tokenizer)
         for ds in (train_set, val_set, test_set):
             if ds is not None:
                 getattr(ds, "dataset", ds).vocab = vocab

@@ -38,6 +38,15 @@ def _norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(min(32, channels // 2) or 1, channels)
 
 
+def fuse_branches(fusions: nn.ModuleList | None, maps: dict[str, list[torch.Tensor]], sentences: dict[str, torch.Tensor],
+                  branches: list[str]) -> list[torch.Tensor]:
+    """Per-stage fusion of two branches' maps (each fusion sees both sentence vectors), or the one branch's maps."""
+    if fusions is None:
+        return maps[branches[0]]
+    sentence = torch.cat([sentences[b] for b in branches], 1)
+    return [f(vs, vt, sentence) for f, vs, vt in zip(fusions, maps[branches[0]], maps[branches[1]])]
+
+
 @DECODERS.register("eq9")
 class Decoder(nn.Module):
     """Projection + fusion + top-down decoder of Eq. 9 + mask head.
@@ -110,12 +119,7 @@ class Decoder(nn.Module):
                     x = self.proj[b][i](v)
                 maps.append(self.proj_norm[b][i](x))
             projected[b] = maps
-        if self.fusion is not None:
-            sentence = torch.cat([sentences[b] for b in self.branches], 1)
-            fused = [f(vs, vt, sentence) for f, vs, vt in
-                     zip(self.fusion, projected[self.branches[0]], projected[self.branches[1]])]
-        else:
-            fused = projected[self.branches[0]]
+        fused = fuse_branches(self.fusion, projected, sentences, self.branches)
         decoded: list[torch.Tensor] = [None] * 5  # type: ignore[list-item]
         x = self.refine[4](fused[4])
         decoded[4] = x
@@ -189,12 +193,7 @@ class ReleasedDecoder(nn.Module):
             32, 16, 8, 4, 2 (empty without deep supervision).
         """
         lateral = {b: [t(v) for t, v in zip(self.trans[b], feats[b])] for b in self.branches}
-        if self.fuse is not None:
-            sentence = torch.cat([sentences[b] for b in self.branches], 1)
-            fused = [f(vs, vt, sentence) for f, vs, vt in
-                     zip(self.fuse, lateral[self.branches[0]], lateral[self.branches[1]])]
-        else:
-            fused = lateral[self.branches[0]]
+        fused = fuse_branches(self.fuse, lateral, sentences, self.branches)
         x = fused[4]
         maps = [x]
         for i in range(3, -1, -1):

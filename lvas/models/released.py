@@ -31,6 +31,12 @@ _I3D_BRANCH = {"branch_0": "b0", "branch_1.0": "b1a", "branch_1.1": "b1b",
 _CMAM_PART = {"vt": "visual", "v_key": "key", "l_query": "query"}
 _CONV_BN = {"conv": "0", "bn": "1", "conv3d": "0", "batch3d": "1"}
 _RESNET_STEM = {"0": "conv1", "1": "bn1"}
+_RENAMES = [(r"txt_encoder\.(.+)", "text.gru.{}"), (r"txt_norm\.(.+)", "text.norm.{}"),
+            (r"ires_trans\.(\d+)\.(.+)", "decoder.trans.spatial.{}.{}"),
+            (r"vres_trans\.(\d+)\.(.+)", "decoder.trans.temporal.{}.{}"),
+            (r"conv_fuse1\.(\d+)\.(.+)", "decoder.fuse.{}.conv.{}"),
+            (r"conv_fuse2\.(\d+)\.(.+)", "decoder.merge.{}.{}"),
+            (r"conv_mask\.(\d+)\.(.+)", "decoder.heads.{}.{}")]
 
 
 def is_released_cstm(state: dict) -> bool:
@@ -80,25 +86,13 @@ def released_key(key: str) -> str:
     m = re.fullmatch(r"s_layer(\d)\.(.+)", k)
     if m:
         return _spatial(int(m.group(1)), m.group(2))
-    if k.startswith("txt_encoder."):
-        return "text.gru." + k[len("txt_encoder."):]
-    if k.startswith("txt_norm."):
-        return "text.norm." + k[len("txt_norm."):]
     m = re.fullmatch(r"cmam_([st])\.(\d+)\.(.+)", k)
     if m:
         return _cmam("spatial" if m.group(1) == "s" else "temporal", m.group(2), m.group(3))
-    m = re.fullmatch(r"([iv])res_trans\.(\d+)\.(.+)", k)
-    if m:
-        return f"decoder.trans.{'spatial' if m.group(1) == 'i' else 'temporal'}.{m.group(2)}.{m.group(3)}"
-    m = re.fullmatch(r"conv_fuse1\.(\d+)\.(.+)", k)
-    if m:
-        return f"decoder.fuse.{m.group(1)}.conv.{m.group(2)}"
-    m = re.fullmatch(r"conv_fuse2\.(\d+)\.(.+)", k)
-    if m:
-        return f"decoder.merge.{m.group(1)}.{m.group(2)}"
-    m = re.fullmatch(r"conv_mask\.(\d+)\.(.+)", k)
-    if m:
-        return f"decoder.heads.{m.group(1)}.{m.group(2)}"
+    for pattern, template in _RENAMES:
+        m = re.fullmatch(pattern, k)
+        if m:
+            return template.format(*m.groups())
     raise KeyError(key)
 
 

@@ -95,13 +95,17 @@ def provenance(sr: SweepRuns) -> str:
     commits = sorted({str(r.get("commit"))[:10] for r in chosen.values()})
     runs = ", ".join(f"{k}: `{r['run_id']}`" for k, r in chosen.items()) or "none"
     missing = [k for k in sr.rows if k not in chosen]
+    selects = sorted({f"{r.get('select')} (epoch {r.get('selected_epoch')})" if r.get("select") else "?"
+                      for r in chosen.values()})
     lines = [
         f"Sweep `{sr.spec.name}` ({sr.spec.path.name}), metric {sr.spec.metric} ({sr.spec.goal}); "
         f"dataset {', '.join(datasets) or '–'}, split {', '.join(splits) or '–'}, protocol {', '.join(protocols) or '–'}.",
         f"Runs: {runs}. Parent run: `{sr.parent_run_id}`. Commit(s): {', '.join(commits) or '–'}. "
         f"Generated {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')} by `lvas report`.",
-        "Each of our rows (`lvas`) is the variant's best run by the sweep metric; `paper` is the published "
-        "figure for the same setting, `Δ` the difference. Metrics in percent; AP = mean of P@0.50:0.05:0.95.",
+        "Each of our rows (`lvas`) is the variant's most recent finished run (never the best of several); its "
+        f"model is the epoch chosen by `train.select` ({', '.join(selects) or '–'}; never on the test split), "
+        "scored once on the test split. `paper` is the published figure for the same setting, `Δ` the "
+        "difference. Metrics in percent; AP = mean of P@0.50:0.05:0.95.",
     ]
     if missing:
         lines.append(f"**Missing rows**: {', '.join(missing)} (not run, failed or still running).")
