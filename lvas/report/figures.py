@@ -81,23 +81,31 @@ def ablation_bars(sr: SweepRuns, path: Path) -> Path | None:
 
 
 def training_curves(sr: SweepRuns, path: Path, tracking_uri: str) -> Path | None:
+    """Training loss per epoch, and the validation metric when runs recorded one (``train.select:
+    best_val``; with ``last`` no validation split exists and the panel is left out)."""
     chosen = sr.chosen()
     if not chosen:
         return None
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8))
-    for i, (label, r) in enumerate(chosen.items()):
-        loss = metric_history(r["run_id"], "train_loss", tracking_uri)
-        ap = metric_history(r["run_id"], f"val/{sr.spec.metric}", tracking_uri)
+    curves = {label: (metric_history(r["run_id"], "train_loss", tracking_uri),
+                      metric_history(r["run_id"], f"val/{sr.spec.metric}", tracking_uri))
+              for label, r in chosen.items()}
+    with_val = any(val for _, val in curves.values())
+    fig, axes = plt.subplots(1, 2 if with_val else 1, figsize=(11 if with_val else 6, 3.8), squeeze=False)
+    a = axes[0, 0]
+    for i, (label, (loss, val)) in enumerate(curves.items()):
         if loss:
             a.plot(*zip(*loss), "o-", color=f"C{i}", label=label, ms=3)
-        if ap:
-            b.plot(*zip(*ap), "o-", color=f"C{i}", label=label, ms=3)
+        if val:
+            axes[0, 1].plot(*zip(*val), "o-", color=f"C{i}", label=label, ms=3)
     a.set_title("training loss")
-    b.set_title(f"validation {sr.spec.metric}")
-    for ax in (a, b):
+    a.set_ylabel("loss")
+    if with_val:
+        axes[0, 1].set_title(f"validation {sr.spec.metric} (held-out training videos)")
+        axes[0, 1].set_ylabel(sr.spec.metric)
+    for ax in axes[0]:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    b.legend(fontsize=7)
+    axes[0, -1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
