@@ -140,6 +140,14 @@ class Tracker:
             if clean:
                 mlflow.log_metrics(clean, step=step)
 
+    def logged_steps(self, key: str, prefix: str = "") -> set[int]:
+        """Steps at which this run already has metric ``prefix + key`` (empty when inactive)."""
+        if not self.active or self.run_id is None:
+            return set()
+        from mlflow import MlflowClient
+
+        return {m.step for m in MlflowClient(self.uri).get_metric_history(self.run_id, metric_key(prefix + key))}
+
     def set_tags(self, tags: dict[str, str]) -> None:
         if self.active:
             import mlflow

@@ -92,7 +92,7 @@ def test_stretch_and_released_inputs_fill_the_grid(a2d):
 
     item = A2DSentences(root, "test", frames=2, frame_stride=1, size=32, input="released")[0]
     frame = read_jpeg(A2DSentences(root, "test").layout.frame("v_test", item["meta"]["frames"][1]))
-    pil = np.asarray(Image.fromarray(frame.permute(1, 2, 0).numpy()).resize((32, 32), Image.BILINEAR))
+    pil = np.array(Image.fromarray(frame.permute(1, 2, 0).numpy()).resize((32, 32), Image.BILINEAR))
     assert torch.equal(item["clip"][:, 1], torch.from_numpy(pil).permute(2, 0, 1).float() / 255)
 
 

@@ -129,3 +129,28 @@ def test_predict_writes_masks_and_overlays(synth, tmp_path):
         assert im.n_frames == 4
     assert main(["predict", str(result.checkpoint), "--video", str(tmp_path / "none.mp4"), "--query", "x",
                  "--out", str(tmp_path / "p2"), "--quiet"]) == 2
+
+
+def test_an_epoch_killed_between_checkpoint_and_log_is_logged_once(synth, tmp_path, monkeypatch):
+    """The checkpoint is written before the epoch's metrics are logged; a run killed in between logs
+    the missing epoch on resume, and never logs an epoch twice."""
+    from lvas.tracking import Tracker
+
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_cfg(synth, **{"train.epochs": 3, "tracking.overlays": 0})
+    original = Tracker.log_metrics
+
+    def dies_at_step_2(self, metrics, step=None, prefix=""):
+        if step == 2 and "train_loss" in metrics:
+            raise KeyboardInterrupt  # the process is killed right after epoch 2's checkpoint
+        return original(self, metrics, step, prefix)
+
+    monkeypatch.setattr(Tracker, "log_metrics", dies_at_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        train_experiment(cfg, tmp_path / "run", progress=False)
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1  # epoch 2 (0-based 1) is on disk
+    monkeypatch.setattr(Tracker, "log_metrics", original)
+    _, run_id = train_experiment(cfg, tmp_path / "run", resume=True, progress=False)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    steps = sorted(m.step for m in mlflow.MlflowClient().get_metric_history(run_id, "train_loss"))
+    assert steps == [1, 2, 3]

@@ -156,6 +156,13 @@ def fit(cfg: ExperimentConfig, model: torch.nn.Module, run_dir: Path, train_set,
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start, history, chosen = state["epoch"] + 1, state["history"], state.get("selected", {})
+        if tracker is not None and rank == 0:
+            # an epoch is checkpointed before it is logged: a run killed in between logs it now, once
+            logged = tracker.logged_steps("train_loss", prefix)
+            for record in history:
+                if record["epoch"] not in logged:
+                    tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"],
+                                        prefix=prefix)
     use_amp = t.amp and device.type == "cuda"
     net = model
     if world > 1:  # DistributedDataParallel under torchrun: each rank takes every world-th clip
@@ -206,8 +213,6 @@ def fit(cfg: ExperimentConfig, model: torch.nn.Module, run_dir: Path, train_set,
             metrics = ev["metrics"]
             record.update({"val_skipped": ev["skipped"], **{f"val/{k}": v for k, v in metrics.items()}})
         history.append(record)
-        if tracker is not None:
-            tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=epoch + 1, prefix=prefix)
         if t.select == "best_val":
             score = metrics.get(t.monitor, float("nan"))
             take = not chosen or (score == score and score > chosen.get(f"val/{t.monitor}", float("-inf")))
@@ -219,6 +224,8 @@ def fit(cfg: ExperimentConfig, model: torch.nn.Module, run_dir: Path, train_set,
         save_checkpoint(last, cfg=cfg, model=model, vocab=vocab.itos, epoch=epoch, history=history, selected=chosen,
                         optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict())
         (run_dir / "history.json").write_text(json.dumps(history, indent=1))
+        if tracker is not None:  # after the checkpoint: a kill in between is caught up on resume, not repeated
+            tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=epoch + 1, prefix=prefix)
         if progress:
             shown = (f"  val {t.protocol} AP {metrics['AP']:.1f}  oIoU {metrics['oIoU']:.1f}  mIoU {metrics['mIoU']:.1f}"
                      if metrics else "")
