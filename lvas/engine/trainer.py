@@ -340,20 +340,25 @@ def _init_state(cfg: ExperimentConfig) -> dict | None:
     return load_checkpoint(resolve_checkpoint(cfg.train.init_checkpoint))
 
 
-def test_metrics(cfg: ExperimentConfig, fit_result: FitResult, test_set, progress: bool = True) -> FitResult:
-    """Score the selected checkpoint once on the test split; written to ``test_metrics.json``."""
+def test_metrics(cfg: ExperimentConfig, fit_result: FitResult, test_set, progress: bool = True,
+                 model: torch.nn.Module | None = None) -> FitResult:
+    """Score the selected checkpoint once on the test split; written to ``test_metrics.json``.
+
+    ``model``: the selected model when the caller already holds it (else rebuilt from the checkpoint).
+    """
     from lvas.engine.checkpoint import model_from_checkpoint
 
     if dist_info()[0] > 0:  # rank 0 scores; the others are done
         return fit_result
-    state = load_checkpoint(fit_result.checkpoint)
-    _, model, _ = model_from_checkpoint(state)
+    if model is None:
+        state = load_checkpoint(fit_result.checkpoint)
+        _, model, _ = model_from_checkpoint(state)
+        fit_result.selected = state.get("selected", fit_result.selected)
     device = resolve_device(cfg.train.device)
     model.to(device)
     if cfg.train.channels_last:
         to_channels_last(model)
     ev = evaluate(model, _loader(test_set, cfg), cfg.train.protocol, device, progress=progress)
-    fit_result.selected = state.get("selected", fit_result.selected)
     fit_result.test = {"epoch": fit_result.selected.get("epoch", 0), **ev["metrics"], "skipped": ev["skipped"]}
     (fit_result.run_dir / "test_metrics.json").write_text(json.dumps(fit_result.test, indent=1))
     return fit_result
@@ -367,10 +372,10 @@ def evaluate_only(cfg: ExperimentConfig, run_dir: Path, state: dict, tracker=Non
     trained, model, vocab = model_from_checkpoint(state)
     test = build_dataset(cfg, cfg.data.test_split, vocab=vocab)
     run_dir.mkdir(parents=True, exist_ok=True)
-    path = save_checkpoint(run_dir / "model.pt", cfg=trained, model=model, vocab=vocab.itos, epoch=0,
-                           selected={"epoch": 0, "select": "given checkpoint"})
+    selected = {"epoch": 0, "select": "given checkpoint"}
+    path = save_checkpoint(run_dir / "model.pt", cfg=trained, model=model, vocab=vocab.itos, epoch=0, selected=selected)
     (run_dir / "history.json").write_text("[]")
-    return test_metrics(cfg, FitResult(run_dir, path, path, []), test, progress)
+    return test_metrics(cfg, FitResult(run_dir, path, path, [], selected), test, progress, model=model)
 
 
 def assemble_stage2(model: torch.nn.Module, stage1: dict[str, dict[str, torch.Tensor]]) -> list[torch.nn.Module]:
