@@ -8,7 +8,9 @@ multiply-add as one "FLOP", i.e. MACs. We report both, named.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -115,6 +117,50 @@ def measure_config(cfg, frames: int | None = None, size: int | None = None) -> F
     with torch.device("meta"):
         model = build_model(cfg, load_weights=False)
     return measure_model(model, frames, size)
+
+
+def cache_dir() -> Path:
+    """Where lvas keeps derived, re-computable files: ``$LVAS_CACHE`` or ``~/.cache/lvas``."""
+    return Path(os.environ.get("LVAS_CACHE") or Path.home() / ".cache" / "lvas")
+
+
+def _source_digest() -> str:
+    """Digest of the code that decides a count (the model definitions and this file)."""
+    import hashlib
+
+    root = Path(__file__).parent
+    h = hashlib.sha256(torch.__version__.encode())
+    for f in sorted([*root.glob("models/*.py"), root / "flops.py", root / "registry.py"]):
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def measure_config_cached(cfg, frames: int | None = None, size: int | None = None) -> FlopReport:
+    """:func:`measure_config`, remembered in ``cache_dir()/flops`` as JSON, keyed by the model config,
+    the clip size and a digest of the model code: every trial of a sweep with one model counts it once
+    (a count took 0.27-0.52 s per trial)."""
+    import dataclasses
+    import json
+
+    from lvas.config import config_hash, to_dict
+
+    frames, size = frames or cfg.data.frames, size or cfg.data.size
+    key = config_hash({"model": to_dict(cfg.model), "frames": frames, "size": size, "code": _source_digest()}, 20)
+    path = cache_dir() / "flops" / f"{key}.json"
+    if path.is_file():
+        try:
+            return FlopReport(**json.loads(path.read_text()))
+        except (ValueError, TypeError):  # a damaged cache file is recomputed, never trusted
+            pass
+    report = measure_config(cfg, frames, size)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(dataclasses.asdict(report)))
+        os.replace(tmp, path)
+    except OSError:  # a read-only home: the count is still right, just not remembered
+        pass
+    return report
 
 
 def format_report(name: str, r: FlopReport) -> str:

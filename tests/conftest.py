@@ -1,4 +1,5 @@
 import os
+import tempfile
 
 import pytest
 import torch
@@ -6,6 +7,8 @@ import torch
 # Never reach the network for weights: any torchvision download would fail loudly here.
 os.environ.setdefault("TORCH_HOME", os.path.join(os.path.dirname(__file__), ".torch_home_unused"))
 torch.set_num_threads(2)
+# derived caches (FLOP counts) go to a fresh folder, never the user's ~/.cache
+os.environ.setdefault("LVAS_CACHE", tempfile.mkdtemp(prefix="lvas-test-cache-"))
 
 
 @pytest.fixture(scope="module")

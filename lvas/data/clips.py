@@ -47,12 +47,14 @@ class Letterbox:
         return cls(tuple(orig), (max(1, round(orig[0] * scale)), max(1, round(orig[1] * scale))), size)
 
     def apply(self, x: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
-        """(..., C, H, W) float -> (..., C, S, S): resize to ``resized`` and zero-pad."""
+        """(..., C, H, W) float or uint8 -> (..., C, S, S): resize to ``resized`` and zero-pad."""
         lead = x.shape[:-3]
         flat = x.reshape(-1, *x.shape[-3:])
         if tuple(flat.shape[-2:]) != self.resized:
             kw = {"antialias": True, "align_corners": False} if mode == "bilinear" else {}
-            flat = F.interpolate(flat, size=self.resized, mode=mode, **kw)
+            if flat.dtype == torch.uint8:  # torch's uint8 kernel wants channels-last
+                flat = flat.contiguous(memory_format=torch.channels_last)
+            flat = F.interpolate(flat, size=self.resized, mode=mode, **kw).contiguous()
         flat = F.pad(flat, (0, self.size - self.resized[1], 0, self.size - self.resized[0]))
         return flat.reshape(*lead, *flat.shape[-3:])
 

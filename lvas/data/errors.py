@@ -1,10 +1,4 @@
-"""The one exception the data layer raises for bad input: it always names the file."""
+"""Kept for imports from inside the data layer; the class lives in :mod:`lvas.errors` so that the
+command line can name it without importing the data layer (and torch)."""
 
-
-class DataError(Exception):
-    """A missing or corrupt dataset file, or an inconsistency in it. ``str()`` names the path."""
-
-    def __init__(self, path, problem: str) -> None:
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
+from lvas.errors import DataError  # noqa: F401

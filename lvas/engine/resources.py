@@ -1,0 +1,80 @@
+"""CPU threads and DataLoader workers of a run: ``train.threads`` and ``data.workers`` (``auto``).
+
+Measured on the 2-core machine (``benchmarks/threads_workers.py``, figures in its docstring):
+
+* Small clips (the CPU quickstart, 8 x 64 x 64) load faster than a worker process can hand them
+  over: ``workers: 0`` fits an epoch in 3.85 s against 5.77 s with 2 workers. Workers pay off when
+  a clip is expensive to decode and resize (full-size frames) and most of all when a GPU waits.
+* Two trials side by side with one thread each did twice the work of one trial with two threads
+  (4.4 s and 8.1 s per epoch each, in parallel, against 3.85 s and 6.4 s one after the other), so a
+  sweep running ``P`` trials on a machine gives each ``cores // P`` threads. The sweep runner
+  tells its trial processes ``P`` through ``LVAS_PARALLEL_TRIALS``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+# clips at most this many pixels per clip (frames x H x W) are "small": loading one costs less
+# than moving it between processes
+SMALL_CLIP = 8 * 96 * 96
+
+
+@dataclass(frozen=True)
+class Resources:
+    threads: int
+    workers: int
+    why: str
+
+
+def cpu_cores() -> int:
+    """Cores this process may run on (the affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def parallel_trials() -> int:
+    """How many trials share this machine (set by ``lvas sweep --workers``); 1 otherwise."""
+    try:
+        return max(1, int(os.environ.get("LVAS_PARALLEL_TRIALS", "1")))
+    except ValueError:
+        return 1
+
+
+def plan(cfg, device: torch.device) -> Resources:
+    """Threads and workers for ``cfg`` on ``device`` (explicit integers in the config win)."""
+    share = max(1, cpu_cores() // parallel_trials())
+    why = []
+    if cfg.train.threads == "auto":
+        threads = share
+        why.append(f"threads {threads} = {cpu_cores()} cores / {parallel_trials()} trial(s)")
+    else:
+        threads = int(cfg.train.threads)
+    if cfg.data.workers == "auto":
+        pixels = cfg.data.frames * cfg.data.size * cfg.data.size
+        if device.type == "cuda":
+            workers = min(8, share)
+            why.append(f"workers {workers}: a GPU waits on loading")
+        elif pixels <= SMALL_CLIP or share <= 1:
+            workers = 0
+            why.append("workers 0: small clips load faster in the training process" if pixels <= SMALL_CLIP
+                       else "workers 0: one core for this trial")
+        else:
+            workers = min(2, share // 2) or 0
+            why.append(f"workers {workers}: large clips on CPU")
+    else:
+        workers = int(cfg.data.workers)
+    return Resources(threads, workers, "; ".join(why))
+
+
+def apply(cfg, device: torch.device) -> Resources:
+    """Set torch's thread count for this process; returns the plan (workers for the loaders)."""
+    res = plan(cfg, device)
+    if torch.get_num_threads() != res.threads:
+        torch.set_num_threads(res.threads)
+    return res
