@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from lvas.config import ConfigError
-from lvas.data.errors import DataError
+from lvas.errors import DataError
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -150,13 +150,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
         data["data"]["root"] = args.root
     cfg = from_dict(apply_overrides(data, args.overrides))
     device = resolve_device(cfg.train.device)
+    from lvas.engine import resources
+
+    workers = resources.apply(cfg, device).workers
     model.to(device)
     if cfg.train.channels_last:
         from lvas.models.base import to_channels_last
 
         to_channels_last(model)
     ds = build_dataset(cfg, args.split or cfg.data.test_split, vocab=vocab)
-    loader = DataLoader(ds, batch_size=cfg.train.batch_size, collate_fn=collate, num_workers=cfg.data.workers)
+    loader = DataLoader(ds, batch_size=cfg.train.batch_size, collate_fn=collate, num_workers=workers)
     protocol = args.protocol or cfg.train.protocol
     res = evaluate(model, loader, protocol, device, progress=not args.quiet)
     m = res["metrics"]
@@ -197,12 +200,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"{spec.name}: method {spec.method}, metric {spec.metric} ({spec.goal}), base {spec.base}")
         print(table.to_markdown(index=False))
         if spec.method == "grid":
-            print(f"{len(table)} trial(s)")
+            print(f"{len(table)} trial(s)" + (f" (adaptive: up to {len(spec.points()) * spec.seeds.max})"
+                                              if spec.seeds.adaptive else ""))
         return 0
     opts = SweepOptions(storage=args.storage, tracking_uri=args.tracking_uri, out=args.out,
                         retry_failed=args.retry_failed, stale_after=args.stale_after, progress=not args.quiet,
                         gpus=[g for g in args.gpus.split(",") if g] if args.gpus else None,
-                        gpus_per_trial=args.gpus_per_trial)
+                        gpus_per_trial=args.gpus_per_trial, rerun_stale=args.rerun_stale)
     if args.worker:
         return run_worker(spec, opts)
     return run_sweep(spec, opts, workers=args.workers)
@@ -316,11 +320,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default sqlite:///mlflow.db)")
     s.add_argument("--out", default="runs/sweeps", help="folder of trial checkpoints and the journal")
     s.add_argument("--retry-failed", action="store_true", help="run failed trials again")
+    s.add_argument("--rerun-stale", action="store_true",
+                   help="run again the trials whose resolved config the edited sweep file changed")
     s.add_argument("--stale-after", type=float, default=600.0,
                    help="seconds without a heartbeat after which a RUNNING trial counts as interrupted")
     s.add_argument("--dry-run", action="store_true", help="print the trial table and stop")
     s.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--quiet", action="store_true", help="no per-epoch output; the trial progress line stays")
     s.set_defaults(func=cmd_sweep)
 
     s = sub.add_parser("report", help="the paper's tables and figures from the sweeps' MLflow runs")

@@ -130,7 +130,7 @@ class DataConfig:
     test_split: str = "test"
     val_fraction: float = 0.1
     skip_bad: bool = False
-    workers: int = 2
+    workers: int | Literal["auto"] = "auto"  # DataLoader processes; auto: see lvas.engine.resources
 
 
 @dataclass
@@ -161,6 +161,7 @@ class TrainConfig:
     init_checkpoint: str | None = None
     eval_only: bool = False
     device: str = "auto"
+    threads: int | Literal["auto"] = "auto"  # torch CPU threads; auto: see lvas.engine.resources
     amp: bool = True
     channels_last: bool = True
     limit_batches: int = 0
@@ -208,7 +209,8 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "data.frames": (lambda v: v >= 1, "an integer >= 1"),
     "data.size": (lambda v: v >= 32, "an integer >= 32"),
     "data.frame_stride": (lambda v: v >= 1, "an integer >= 1"),
-    "data.workers": (lambda v: v >= 0, "an integer >= 0"),
+    "data.workers": (lambda v: v == "auto" or v >= 0, "auto or an integer >= 0"),
+    "train.threads": (lambda v: v == "auto" or v >= 1, "auto or an integer >= 1"),
     "data.val_fraction": (lambda v: 0 < v < 1, "a number between 0 and 1 (exclusive)"),
     "train.epochs": (lambda v: v >= 1, "an integer >= 1"),
     "train.batch_size": (lambda v: v >= 1, "an integer >= 1"),
@@ -367,6 +369,44 @@ def config_hash(cfg: Any, length: int = 12) -> str:
     """Stable short hash of the resolved config (independent of key order and YAML layout)."""
     blob = json.dumps(to_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+# Keys that say where or how fast a run goes, not what it computes: two configs that differ only
+# here give the same numbers, so a sweep does not call its finished trials stale over them.
+NOT_RESULT = ("name", "tracking", "data.workers", "train.threads", "train.stage1_cache", "train.out_dir")
+
+
+def flatten_dict(data: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values)."""
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten_dict(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def result_config(cfg: Any) -> dict[str, Any]:
+    """The flattened config minus :data:`NOT_RESULT`: everything that can change a run's numbers."""
+    flat = flatten_dict(to_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg)
+    return {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NOT_RESULT)}
+
+
+def result_hash(cfg: Any) -> str:
+    """Hash of :func:`result_config`: equal hashes, same experiment (stale-trial detection)."""
+    return config_hash(result_config(cfg))
+
+
+def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``key: old -> new`` for every flattened key that differs (added / removed keys included)."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
+        if a != b:
+            out.append(f"{k}: {json.dumps(a, default=str)} -> {json.dumps(b, default=str)}")
+    return out
 
 
 # --------------------------------------------------------------------------- YAML + overrides

@@ -37,15 +37,11 @@ def git_commit() -> str:
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    """``{"model": {"cmam": {"stages": [5]}}}`` -> ``{"model.cmam.stages": "[5]"}``."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
-    return out
+    """``{"model": {"cmam": {"stages": [5]}}}`` -> ``{"model.cmam.stages": "[5]"}`` (MLflow params)."""
+    from lvas.config import flatten_dict
+
+    return {k: v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
+            for k, v in flatten_dict(d, prefix).items()}
 
 
 def metric_key(name: str) -> str:

@@ -54,7 +54,7 @@ def test_two_machines_share_a_postgres_study_and_an_mlflow_server(tmp_path, serv
     for out in outputs:
         assert "database is locked" not in out and "Traceback" not in out
     study = optuna.load_study(study_name="dist", storage=storage)
-    keys = [t.user_attrs["key"] for t in study.trials]
+    keys = [t.user_attrs["id"] for t in study.trials]
     assert len(keys) == 4 == len(set(keys)) and all(t.state.name == "COMPLETE" for t in study.trials)
     mlflow.set_tracking_uri(tracking)
     runs = mlflow.search_runs(experiment_names=["dist"])

@@ -20,31 +20,44 @@ LOGGED = {
 }
 
 
+SEED_OFFSET = {0: -1.0, 1: 1.0}  # two seeds per variant: the row is their mean, 95 % CI half-width t(.975, 1)
+
+
+def _tags(spec, label: str, seed: int, **extra) -> dict:
+    t = spec.trial_for(label, {}, seed)
+    return {"sweep": spec.name, "variant": label, "point": t.point, "seed": str(seed),
+            "result_hash": spec.result_hash(t), "dataset": "a2d", "protocol": "paper", "git_commit": "abc123",
+            "select": "last", "selected_epoch": "3", **extra}
+
+
 @pytest.fixture
 def store(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     sweep = tmp_path / "rep.yaml"
     sweep.write_text(yaml.safe_dump({
         "name": "rep", "base": str(ROOT / "experiments/cpu_small.yaml"), "metric": {"name": "AP"}, "method": "grid",
-        "report": "table3a", "variants": [{"label": "Spatial", "overrides": {"model.mode": "spatial"}},
-                                          {"label": "A&B_50%", "overrides": {}},
-                                          {"label": "Missing", "overrides": {"model.mode": "temporal"}}]}))
+        "report": "table3a", "seeds": [0, 1],
+        "variants": [{"label": "Spatial", "overrides": {"model.mode": "spatial"}},
+                     {"label": "A&B_50%", "overrides": {}},
+                     {"label": "Missing", "overrides": {"model.mode": "temporal"}}]}))
+    spec = load_sweep(sweep)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment("rep")
     with mlflow.start_run(run_name="rep", tags={"sweep": "rep", "lvas_role": "sweep"}) as parent:
         for label, metrics in LOGGED.items():
-            for better in (0.0, 5.0):  # two trials of the variant: the report must take the better one
-                with mlflow.start_run(run_name=label, nested=True,
-                                      tags={"sweep": "rep", "variant": label, "dataset": "a2d",
-                                            "protocol": "paper", "git_commit": "abc123"}):
+            runs = [(s, SEED_OFFSET[s] - 7.0, {}) for s in (0, 1)]  # first runs of each seed: superseded by reruns
+            runs += [(s, SEED_OFFSET[s], {}) for s in (0, 1)]
+            runs += [(0, 50.0, {"result_hash": "0ld0ld0ld0ld"})]  # a run of an older sweep file: never in a row
+            for seed, shift, extra in runs:
+                with mlflow.start_run(run_name=label, nested=True, tags=_tags(spec, label, seed, **extra)):
                     mlflow.log_params({"model.mode": "spatial" if label == "Spatial" else "both",
                                        "data.test_split": "test"})
-                    mlflow.log_metrics({f"test/{k}": v + better - 5.0 for k, v in metrics.items()})
+                    mlflow.log_metrics({f"test/{k}": v + shift for k, v in metrics.items()})
                     for step in (1, 2, 3):
                         mlflow.log_metrics({"train_loss": 1.0 / step, "val/AP": metrics["AP"] * step / 3}, step=step)
         # a failed run of the "Missing" variant
-        with mlflow.start_run(run_name="Missing", nested=True, tags={"sweep": "rep", "variant": "Missing"}):
+        with mlflow.start_run(run_name="Missing", nested=True, tags=_tags(spec, "Missing", 0)):
             pass
     client = mlflow.MlflowClient()
     missing = mlflow.search_runs(experiment_names=["rep"], filter_string="tags.variant = 'Missing'")["run_id"][0]
@@ -53,29 +66,39 @@ def store(tmp_path, monkeypatch):
     return sweep, uri, parent.info.run_id
 
 
-def test_tables_hold_the_logged_values(store, tmp_path):
+def test_tables_hold_the_mean_and_interval_over_seeds(store, tmp_path):
+    from scipy import stats
+
     sweep, uri, parent = store
     assert main(["report", str(sweep), "--tracking-uri", uri, "--out", str(tmp_path / "reports")]) == 0
     out = tmp_path / "reports" / "rep"
     csv = pd.read_csv(out / "table3a_components.csv")
     ours = csv[csv["source"] == "lvas"].set_index("row")
+    half = stats.t.ppf(0.975, 1) * 2 ** 0.5 / 2 ** 0.5  # values v - 1 and v + 1: std sqrt(2), n 2
     for label, metrics in LOGGED.items():
+        assert ours.loc[label, "n"] == 2
         for k, v in metrics.items():
-            assert ours.loc[label, k.replace("_at_", "@")] == pytest.approx(v)  # the better of the two trials
+            col = k.replace("_at_", "@")
+            # the mean of the latest run of each seed: not the best seed, not the stale run, not the first runs
+            assert ours.loc[label, col] == pytest.approx(v)
+            assert ours.loc[label, f"{col} std"] == pytest.approx(2 ** 0.5)
+            assert ours.loc[label, f"{col} ci_lo"] == pytest.approx(v - half)
+            assert ours.loc[label, f"{col} ci_hi"] == pytest.approx(v + half)
+        assert ours.loc[label, "epoch"] == 3
     assert ours.loc["Missing", "status"] == "missing (FAILED)" and pd.isna(ours.loc["Missing", "AP"])
     paper_rows = csv[csv["source"] == "paper"].set_index("row")
     assert paper_rows.loc["Spatial", "AP"] == pytest.approx(29.0)  # Table 3a, row 1
     delta = csv[csv["source"] == "Δ lvas − paper"].set_index("row")
     assert delta.loc["Spatial", "mIoU"] == pytest.approx(44.4 - 47.7)
     md = (out / "table3a_components.md").read_text()
-    assert "| 20.2 |" in md or "20.2" in md  # 20.25 shown with one decimal
+    assert f"20.2 ± {half:.1f}" in md  # 20.25 shown with one decimal, with its interval
     assert "**Missing rows**: Missing" in md and "dataset a2d, split test, protocol paper" in md
-    assert "abc123" in md
+    assert "abc123" in md and "Seeds: 0, 1" in md and "95 % confidence interval" in md
     tex = (out / "table3a_components.tex").read_text()
     body = "\n".join(line for line in tex.splitlines() if not line.startswith("%"))  # provenance comments aside
     assert r"A\&B\_50\%" in body and "A&B_50%" not in body.replace(r"A\&B\_50\%", "")
     assert r"$\Delta$ lvas $-$ paper" in body
-    assert r"\toprule" in tex and r"\textbf{" in tex
+    assert r"\toprule" in tex and rf"\textbf{{31.4 ± {half:.1f}}}" in tex  # the best mean in bold
     # the report is logged to the sweep's parent run
     arts = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(parent, "report")}
     assert "report/table3a_components.md" in arts
@@ -122,8 +145,9 @@ def test_synthetic_runs_get_kind_columns_and_no_paper_rows(tmp_path, monkeypatch
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment("syn")
+    spec = load_sweep(sweep)
     with mlflow.start_run(tags={"sweep": "syn", "lvas_role": "sweep"}):
-        with mlflow.start_run(nested=True, tags={"sweep": "syn", "variant": "Spatial", "dataset": "synth"}):
+        with mlflow.start_run(nested=True, tags={**_tags(spec, "Spatial", None), "dataset": "synth"}):
             mlflow.log_metrics({"test/AP": 37.3, "test/motion/AP": 1.9, "test/appearance/AP": 72.7,
                                 "test/motion/mIoU": 45.3, "test/appearance/mIoU": 83.0})
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -132,3 +156,5 @@ def test_synthetic_runs_get_kind_columns_and_no_paper_rows(tmp_path, monkeypatch
     assert list(csv["source"]) == ["lvas"]  # the paper's A2D figures are not comparable
     row = csv.iloc[0]
     assert (row["motion/AP"], row["appearance/AP"], row["motion/mIoU"]) == (1.9, 72.7, 45.3)
+    md = (tmp_path / "reports" / "syn" / "table3a_components.md").read_text()
+    assert "1 (no interval)" in md and "37.3 ±" not in md  # one seed: the value, and n = 1 said

@@ -64,7 +64,7 @@ def test_grid_is_variants_times_parameter_values(tmp_path, synth, capsys):
         ("Spatial", 0.001), ("Spatial", 0.01), ("Temporal", 0.001), ("Temporal", 0.01)]
     cfg = spec.config_for(grid[3])
     assert (cfg.model.mode, cfg.train.lr, cfg.train.pos_weight, cfg.data.size) == ("temporal", 0.01, 2.0, 48)
-    assert len({t.key for t in grid}) == 4
+    assert len({t.id for t in grid}) == 4 and len({spec.folder(t) for t in grid}) == 4
     assert main(["sweep", str(p), "--dry-run"]) == 0
     assert "4 trial(s)" in capsys.readouterr().out
 
@@ -153,7 +153,7 @@ def test_two_workers_share_one_study(tmp_path, synth, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "database is locked" not in err and "Traceback" not in err
     study = _study(tmp_path / "out", "parallel")
-    keys = [t.user_attrs["key"] for t in study.trials]
+    keys = [t.user_attrs["id"] for t in study.trials]
     assert len(keys) == 4 == len(set(keys))
     assert all(t.state.name == "COMPLETE" for t in study.trials)
     pids = {t.user_attrs["pid"] for t in study.trials}

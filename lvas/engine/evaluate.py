@@ -18,13 +18,15 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, protocol: str = "paper"
     """Metrics of ``model`` over ``loader`` (overall and by query kind).
 
     Returns:
-        ``metrics`` (see :class:`lvas.metrics.MetricAccumulator`), ``skipped`` samples, and
-        ``examples``: the first ``keep`` (meta, probability map, prediction, ground truth).
+        ``metrics`` (see :class:`lvas.metrics.MetricAccumulator`), ``skipped`` samples,
+        ``samples``: per sample ``{id, kind, I, U}`` (what paired significance tests between two
+        models need), and ``examples``: the first ``keep`` (meta, probability map, prediction,
+        ground truth).
     """
     device = device or next(model.parameters()).device
     model.eval()
     acc = MetricAccumulator.for_protocol(protocol)
-    skipped, examples, seen = 0, [], 0
+    skipped, examples, seen, samples = 0, [], 0, []
     for batch in tqdm(loader, desc=f"eval ({protocol})", unit="batch", disable=not progress, leave=False):
         skipped += batch["skipped"]
         if "clip" not in batch:
@@ -37,9 +39,15 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, protocol: str = "paper"
             pred, truth = masks_for_protocol(lg, gt, lb, protocol)
             inter, union = int((pred & truth).sum()), int((pred | truth).sum())
             acc.add(inter, union, meta.get("kind", ""))
+            samples.append({"id": sample_id(meta), "kind": meta.get("kind", ""), "I": inter, "U": union})
             if len(examples) < keep:
                 examples.append({"meta": meta, "prob": torch.sigmoid(lg), "pred": pred, "gt": truth})
         seen += 1
         if limit and seen >= limit:
             break
-    return {"metrics": acc.compute(), "skipped": skipped, "examples": examples}
+    return {"metrics": acc.compute(), "skipped": skipped, "samples": samples, "examples": examples}
+
+
+def sample_id(meta: dict) -> str:
+    """A test sample's name, the same in every run on the same split: video/frame/instance/query."""
+    return f"{meta.get('video')}/{meta.get('frame')}/{meta.get('instance', 0)}/{meta.get('query', '')}"

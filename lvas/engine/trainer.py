@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from lvas.config import ConfigError, ExperimentConfig, config_hash, to_dict, to_yaml
+from lvas.engine import resources
 from lvas.engine.checkpoint import load_checkpoint, save_checkpoint
 from lvas.engine.evaluate import evaluate
 from lvas.engine.losses import segmentation_loss
@@ -107,15 +108,40 @@ def make_datasets(cfg: ExperimentConfig, vocab=None):
     return train, Subset(full, val_idx), test, full.vocab, sorted(held)
 
 
-def _loader(ds, cfg: ExperimentConfig, order: list[int] | None = None, batch_size: int | None = None) -> DataLoader:
-    """A loader over ``order`` (indices) of ``ds``, never shuffled: the order is the seed's."""
+class EpochOrder(torch.utils.data.Sampler):
+    """The training order of one epoch: a permutation of ``n`` seeded by (seed, epoch), cut to
+    ``limit`` samples, this rank's share. One sampler serves every epoch (``set_epoch``), so one
+    loader with persistent workers does too."""
+
+    def __init__(self, n: int, seed: int, limit: int = 0, rank: int = 0, world: int = 1) -> None:
+        self.n, self.seed, self.limit, self.rank, self.world, self.epoch = n, seed, limit, rank, world, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def order(self) -> list[int]:
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100003 + self.epoch)).tolist()
+        if self.limit:
+            order = order[: self.limit]
+        return order[self.rank::self.world]
+
+    def __iter__(self):
+        return iter(self.order())
+
+    def __len__(self) -> int:
+        return len(range(self.rank, min(self.n, self.limit or self.n), self.world))
+
+
+def _loader(ds, cfg: ExperimentConfig, sampler=None, batch_size: int | None = None, workers: int = 0) -> DataLoader:
+    """A loader over ``ds`` in ``sampler``'s order (or in order), never shuffled: the order is the seed's.
+
+    Workers are started once and kept for the loader's life (``persistent_workers``).
+    """
     from lvas.data import collate
 
-    if order is not None:
-        ds = Subset(ds, order)
-    return DataLoader(ds, batch_size=batch_size or cfg.train.batch_size, shuffle=False,
-                      num_workers=cfg.data.workers, collate_fn=collate,
-                      pin_memory=torch.cuda.is_available(), persistent_workers=False)
+    return DataLoader(ds, batch_size=batch_size or cfg.train.batch_size, shuffle=False, sampler=sampler,
+                      num_workers=workers, collate_fn=collate, pin_memory=torch.cuda.is_available(),
+                      persistent_workers=workers > 0)
 
 
 # --------------------------------------------------------------------------- one fit
@@ -141,6 +167,7 @@ def fit(cfg: ExperimentConfig, model: torch.nn.Module, run_dir: Path, train_set,
         torch.cuda.set_device(device)
     run_dir.mkdir(parents=True, exist_ok=True)
     last, chosen_path = run_dir / "last.pt", run_dir / "model.pt"
+    workers = resources.apply(cfg, device).workers
     model.to(device)
     if t.channels_last:  # NHWC 2-D convolutions: faster on oneDNN (CPU) and cuDNN alike
         to_channels_last(model)
@@ -171,16 +198,16 @@ def fit(cfg: ExperimentConfig, model: torch.nn.Module, run_dir: Path, train_set,
     n = len(train_set)
     if n == 0:
         raise ConfigError(f"data.root: the {cfg.data.train_split} split of {cfg.data.root} has no samples")
+    sampler = EpochOrder(n, cfg.seed, t.limit_batches * t.batch_size, rank, world)
+    train_loader = _loader(train_set, cfg, sampler, batch_size, workers)
+    val_loader = _loader(val_set, cfg, workers=workers) if val_set is not None else None
     for epoch in range(start, epochs):
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch)).tolist()
-        if t.limit_batches:
-            order = order[: t.limit_batches * t.batch_size]
-        order = order[rank::world]
+        sampler.set_epoch(epoch)
         model.train()
         for m in frozen:
             m.eval()
         total, count, skipped = 0.0, 0, 0
-        bar = tqdm(_loader(train_set, cfg, order, batch_size), desc=f"{prefix}epoch {epoch + 1}/{epochs}",
+        bar = tqdm(train_loader, desc=f"{prefix}epoch {epoch + 1}/{epochs}",
                    unit="batch", disable=not progress or rank > 0, leave=False)
         for step, batch in enumerate(bar):
             skipped += batch["skipped"]
@@ -209,7 +236,7 @@ def fit(cfg: ExperimentConfig, model: torch.nn.Module, run_dir: Path, train_set,
         record = {"epoch": epoch + 1, "train_loss": total / max(count, 1), "lr": lr_used, "train_skipped": skipped}
         metrics: dict[str, float] = {}
         if val_set is not None:
-            ev = evaluate(model, _loader(val_set, cfg), t.protocol, device, amp=use_amp, progress=progress)
+            ev = evaluate(model, val_loader, t.protocol, device, amp=use_amp, progress=progress)
             metrics = ev["metrics"]
             record.update({"val_skipped": ev["skipped"], **{f"val/{k}": v for k, v in metrics.items()}})
         history.append(record)
@@ -235,6 +262,13 @@ def fit(cfg: ExperimentConfig, model: torch.nn.Module, run_dir: Path, train_set,
         if epoch_callback is not None:
             epoch_callback(epoch + 1, metrics)
     return FitResult(run_dir, chosen_path, last, history, chosen)
+
+
+def best_val_epoch(history: list[dict[str, Any]], monitor: str) -> tuple[int, float] | None:
+    """(epoch, value) of the best ``val/<monitor>`` in a history (first on ties); None without validation."""
+    scored = [(r["epoch"], r[f"val/{monitor}"]) for r in history
+              if r.get(f"val/{monitor}") is not None and r[f"val/{monitor}"] == r[f"val/{monitor}"]]
+    return max(scored, key=lambda er: (er[1], -er[0])) if scored else None
 
 
 def dist_info() -> tuple[int, int]:
@@ -337,7 +371,7 @@ def _init_state(cfg: ExperimentConfig) -> dict | None:
         return None
     from lvas.sweep.spec import resolve_checkpoint
 
-    return load_checkpoint(resolve_checkpoint(cfg.train.init_checkpoint))
+    return load_checkpoint(resolve_checkpoint(cfg.train.init_checkpoint, seed=cfg.seed))
 
 
 def test_metrics(cfg: ExperimentConfig, fit_result: FitResult, test_set, progress: bool = True,
@@ -355,12 +389,15 @@ def test_metrics(cfg: ExperimentConfig, fit_result: FitResult, test_set, progres
         _, model, _ = model_from_checkpoint(state)
         fit_result.selected = state.get("selected", fit_result.selected)
     device = resolve_device(cfg.train.device)
+    workers = resources.apply(cfg, device).workers
     model.to(device)
     if cfg.train.channels_last:
         to_channels_last(model)
-    ev = evaluate(model, _loader(test_set, cfg), cfg.train.protocol, device, progress=progress)
+    ev = evaluate(model, _loader(test_set, cfg, workers=workers), cfg.train.protocol, device, progress=progress)
     fit_result.test = {"epoch": fit_result.selected.get("epoch", 0), **ev["metrics"], "skipped": ev["skipped"]}
     (fit_result.run_dir / "test_metrics.json").write_text(json.dumps(fit_result.test, indent=1))
+    (fit_result.run_dir / "test_samples.json").write_text(json.dumps(
+        {"protocol": cfg.train.protocol, "split": cfg.data.test_split, "samples": ev["samples"]}))
     return fit_result
 
 
@@ -520,7 +557,7 @@ def train_experiment(cfg: ExperimentConfig, run_dir: str | Path | None = None, *
     Returns:
         (FitResult, MLflow run id or None).
     """
-    from lvas.flops import measure_config
+    from lvas.flops import measure_config_cached as measure_config
     from lvas.tracking import Tracker, flatten, git_commit, quiet_mlflow, resolve_uri
 
     init_distributed()
@@ -560,12 +597,16 @@ def train_experiment(cfg: ExperimentConfig, run_dir: str | Path | None = None, *
         tracker.log_metrics({f"test/{k}": v for k, v in result.test.items() if k not in ("epoch", "skipped")})
         tracker.set_tags({"select": cfg.train.select, "selected_epoch": str(result.selected.get("epoch", "")),
                           "test_skipped": str(result.test.get("skipped", 0))})
+        best = best_val_epoch(result.history, cfg.train.monitor)
+        if best is not None:  # recorded beside the selected epoch; never used to pick the test score
+            tracker.set_tags({"best_val_epoch": str(best[0]), f"best_val_{cfg.train.monitor}": f"{best[1]:.4f}"})
         if result.selected.get(f"val/{cfg.train.monitor}") is not None:
             tracker.log_metrics({f"selected/val/{k[4:]}": v for k, v in result.selected.items() if k.startswith("val/")})
         if cfg.tracking.log_checkpoint:
             tracker.log_artifact(result.checkpoint, "checkpoints")
         tracker.log_artifact(run_dir / "history.json")
         tracker.log_artifact(run_dir / "test_metrics.json")
+        tracker.log_artifact(run_dir / "test_samples.json")
         if (run_dir / "val_videos.json").is_file():
             tracker.log_artifact(run_dir / "val_videos.json")
         if cfg.tracking.overlays and track and not cfg.train.eval_only:

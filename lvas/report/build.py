@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from lvas.report import paper
-from lvas.report.runs import METRICS8, SweepRuns
+from lvas.report.runs import METRICS8, SweepRuns, sample_records
+from lvas.report.stats import ALPHA, TEST_NAME, Comparison, compare
 from lvas.report.tables import write_table
 
 SHORT = ("AP", "oIoU", "mIoU")
@@ -34,15 +36,6 @@ TABLES = {
 BEST = {m: "max" for m in METRICS8 + ("appearance/AP", "motion/AP", "appearance/mIoU", "motion/mIoU")}
 
 
-def _row(name: str, source: str, metrics: dict | None, cols, run: str = "", status: str = "") -> dict:
-    r = {"row": name, "source": source}
-    for c in cols:
-        r[c] = (metrics or {}).get(c, float("nan"))
-    r["status"] = status
-    r["run"] = run
-    return r
-
-
 PAPER_DATASET = {"table2": "jhmdb"}  # every other table is on A2D Sentences
 KIND_COLS = ("appearance/AP", "motion/AP", "appearance/mIoU", "motion/mIoU")
 
@@ -54,8 +47,52 @@ def comparable(sr: SweepRuns) -> bool:
     return not datasets or datasets == {want}
 
 
-def build_table(sr: SweepRuns) -> tuple[pd.DataFrame, str, str]:
-    """(table, file stem, caption) for the sweep's ``report``.
+def _epochs(row: dict, key: str) -> str:
+    vals = sorted({str(r.get(key)) for r in row["runs"] if r.get(key) not in (None, "", "None")}, key=_num)
+    return "–" if not vals else vals[0] if len(vals) == 1 else f"{vals[0]}–{vals[-1]}"
+
+
+def _num(v: str) -> float:
+    try:
+        return float(v)
+    except ValueError:
+        return float("inf")
+
+
+@dataclass
+class Table:
+    """A table three ways: ``numbers`` (the CSV: mean, std, n, CI bounds per metric), ``shown``
+    (Markdown/LaTeX cells: mean ± half-width) and ``means`` (numeric, to bold the best value)."""
+
+    numbers: pd.DataFrame
+    shown: pd.DataFrame
+    means: pd.DataFrame
+    stem: str
+    caption: str
+    comparisons: dict[str, Comparison | None] = field(default_factory=dict)
+
+
+def compare_with_baseline(sr: SweepRuns, tracking_uri: str | None) -> dict[str, Comparison | None]:
+    """Row name -> paired test of the row against the sweep's baseline row (on the sweep metric)."""
+    base_name = next((n for n, r in sr.chosen().items() if r["label"] == sr.spec.baseline), None)
+    if base_name is None or tracking_uri is None:
+        return {}
+    chosen = sr.chosen()
+    records = {}
+    for name, r in chosen.items():
+        recs = [sample_records(run, tracking_uri) for run in r["runs"]]
+        records[name] = None if any(x is None for x in recs) else recs
+    out: dict[str, Comparison | None] = {}
+    for name, r in chosen.items():
+        if name == base_name or records[name] is None or records[base_name] is None:
+            continue
+        out[name] = compare(records[name], records[base_name], sr.spec.metric, r.get("protocol") or "paper")
+    return out
+
+
+def build_table(sr: SweepRuns, tracking_uri: str | None = None) -> Table:
+    """The sweep's table (see :class:`Table`): published rows, ours (mean ± 95 % CI over seeds, n),
+    the paper's row and Δ, Δ vs the baseline row with its p-value, and the epochs.
 
     On another dataset than the paper's (the synthetic set) the published rows are left out, and
     the per-query-kind columns (appearance / motion) are added when the runs have them.
@@ -67,57 +104,122 @@ def build_table(sr: SweepRuns) -> tuple[pd.DataFrame, str, str]:
         published, paper_rows = {}, {}
         if any("motion/AP" in r["metrics"] for r in chosen.values()):
             cols = tuple(cols) + KIND_COLS
-    rows = [_row(name, "published", m, cols) for name, m in published.items()]
-    for label, r in sr.rows.items():
+    comparisons = compare_with_baseline(sr, tracking_uri)
+    metric = sr.spec.metric
+    numbers, shown, means = [], [], []
+
+    def add(name: str, source: str, values: dict | None, intervals: dict | None = None, n: int | str = "",
+            extra: dict | None = None) -> None:
+        num = {"row": name, "source": source, "n": n if n != "" else math.nan}
+        txt = {"row": name, "source": source, "n": "1 (no interval)" if n == 1 else str(n)}
+        mean = {"row": name, "source": source}
+        for c in cols:
+            iv = (intervals or {}).get(c)
+            v = (values or {}).get(c, math.nan)
+            mean[c] = v
+            if iv is not None:
+                num.update({c: iv.mean, f"{c} std": iv.std, f"{c} ci_lo": iv.lo, f"{c} ci_hi": iv.hi})
+                txt[c] = iv.text()
+            else:
+                num[c] = v
+                txt[c] = "–" if v != v else f"{v:.1f}"
+        for k, v in (extra or {}).items():
+            num[k] = v[0]
+            txt[k] = v[1]
+        numbers.append(num)
+        shown.append(txt)
+        means.append(mean)
+
+    for name, m in published.items():
+        add(name, "published", m)
+    for name, r in sr.rows.items():
+        label = r["label"] if r else name
         counterpart = paper_rows.get(own_paper or label)
-        if label in chosen:
-            ours = chosen[label]["metrics"]
-            rows.append(_row(label, "lvas", ours, cols, run=chosen[label]["run_id"], status="FINISHED"))
+        if name in chosen:
+            row = chosen[name]
+            extra = {"epoch": (_epochs(row, "selected_epoch"), _epochs(row, "selected_epoch") + (
+                f" ({row['select']})" if row.get("select") else "")),
+                     "best-val epoch": (_epochs(row, "best_val_epoch"), _epochs(row, "best_val_epoch"))}
+            if sr.spec.baseline:
+                c = comparisons.get(name)
+                if row["label"] == sr.spec.baseline:
+                    extra[f"Δ {metric} vs baseline"] = (0.0, "baseline")
+                    extra["p"] = (math.nan, "")
+                elif c is None:
+                    extra[f"Δ {metric} vs baseline"] = (math.nan, "–")
+                    extra["p"] = (math.nan, "–")
+                else:
+                    mark = "" if c.significant else " (n.s.)"
+                    extra[f"Δ {metric} vs baseline"] = (c.delta, f"{c.delta:+.1f}{mark}")
+                    extra["p"] = (c.p, f"{c.p:.3f}" if c.p >= 0.001 else "<0.001")
+            n = len(row["runs"])
+            add(name, "lvas", row["metrics"], row["intervals"], n, extra)
+            numbers[-1]["status"] = shown[-1]["status"] = "FINISHED"
+            numbers[-1]["runs"] = shown[-1]["runs"] = " ".join(p["run_id"] for p in row["runs"])
         else:
             status = "missing" if r is None else f"missing ({r['status']})"
-            rows.append(_row(label, "lvas", None, cols, status=status))
+            add(name, "lvas", None, n=0)
+            numbers[-1]["status"] = shown[-1]["status"] = status
         if counterpart is not None and not published:
-            rows.append(_row(label, "paper", counterpart, cols))
-        if counterpart is not None and label in chosen:
-            diff = {c: chosen[label]["metrics"].get(c, math.nan) - counterpart.get(c, math.nan) for c in cols}
-            rows.append(_row(label, "Δ lvas − paper", diff, cols))
-    df = pd.DataFrame(rows)
-    if sr.spec.report == "hparams" or report == "hparams":
-        df = df[df["source"] == "lvas"]
-    return df, stem, caption
+            add(name, "paper", counterpart)
+        if counterpart is not None and name in chosen:
+            add(name, "Δ lvas − paper", {c: chosen[name]["metrics"].get(c, math.nan) - counterpart.get(c, math.nan)
+                                        for c in cols})
+    frames = [pd.DataFrame(x) for x in (numbers, shown, means)]
+    if report == "hparams":
+        frames = [f[f["source"] == "lvas"].reset_index(drop=True) for f in frames]
+    order = [c for c in frames[1].columns if c not in ("status", "runs")] + \
+        [c for c in ("status", "runs") if c in frames[1].columns]
+    frames[1] = frames[1][order].fillna("")
+    return Table(frames[0], frames[1], frames[2], stem, caption, comparisons)
 
 
-def provenance(sr: SweepRuns) -> str:
+def provenance(sr: SweepRuns, table: Table | None = None) -> str:
     chosen = sr.chosen()
     datasets = sorted({str(r.get("dataset")) for r in chosen.values()})
     protocols = sorted({str(r.get("protocol")) for r in chosen.values()})
     splits = sorted({str(r.get("split")) for r in chosen.values()})
-    commits = sorted({str(r.get("commit"))[:10] for r in chosen.values()})
-    runs = ", ".join(f"{k}: `{r['run_id']}`" for k, r in chosen.items()) or "none"
+    commits = sorted({c[:10] for r in chosen.values() for c in r.get("commits", [])})
+    seeds = sorted({str(s) for r in chosen.values() for s in r["seeds"]})
     missing = [k for k in sr.rows if k not in chosen]
-    selects = sorted({f"{r.get('select')} (epoch {r.get('selected_epoch')})" if r.get("select") else "?"
-                      for r in chosen.values()})
+    selects = sorted({str(r.get("select")) for r in chosen.values()})
     lines = [
         f"Sweep `{sr.spec.name}` ({sr.spec.path.name}), metric {sr.spec.metric} ({sr.spec.goal}); "
         f"dataset {', '.join(datasets) or '–'}, split {', '.join(splits) or '–'}, protocol {', '.join(protocols) or '–'}.",
-        f"Runs: {runs}. Parent run: `{sr.parent_run_id}`. Commit(s): {', '.join(commits) or '–'}. "
-        f"Generated {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')} by `lvas report`.",
-        "Each of our rows (`lvas`) is the variant's most recent finished run (never the best of several); its "
-        f"model is the epoch chosen by `train.select` ({', '.join(selects) or '–'}; never on the test split), "
-        "scored once on the test split. `paper` is the published figure for the same setting, `Δ` the "
-        "difference. Metrics in percent; AP = mean of P@0.50:0.05:0.95.",
+        f"Parent run: `{sr.parent_run_id}`. Commit(s): {', '.join(commits) or '–'}. Seeds: {', '.join(seeds) or '–'}. "
+        f"Generated {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')} by `lvas report`; the run ids of every cell are "
+        f"in the CSV.",
+        "Each `lvas` cell is the **mean over seeds ± the half-width of its 95 % confidence interval** (Student t, "
+        "n − 1 degrees of freedom; `n` seeds, the latest finished run of each, runs of an older version of the "
+        "sweep file excluded); n = 1 shows the value alone. Never the best seed. Each run's model is the epoch "
+        f"`train.select` chose ({', '.join(selects) or '–'}; `epoch`), scored once on the test split; "
+        "`best-val epoch` is where the validation metric peaked when a validation split was recorded (reported, "
+        "never used to pick a test score). Metrics in percent; AP = mean of P@0.50:0.05:0.95.",
     ]
+    if sr.spec.baseline:
+        comps = table.comparisons if table is not None else {}
+        lines.append(f"`Δ {sr.spec.metric} vs baseline`: row mean − mean of the baseline row `{sr.spec.baseline}`; `p`: "
+                     f"{TEST_NAME}. **(n.s.)**: not significant at {ALPHA} — the data do not show the rows differ."
+                     + ("" if comps else " (No per-sample records were found for these runs, so no test was made.)"))
+    if any(r.get("label") and r["label"] in paper_labels(sr) for r in chosen.values()):
+        lines.append("`paper` is the published figure for the same setting, `Δ lvas − paper` the difference of means.")
     if missing:
-        lines.append(f"**Missing rows**: {', '.join(missing)} (not run, failed or still running).")
+        lines.append(f"**Missing rows**: {', '.join(missing)} (not run, failed, still running or stale).")
     if not comparable(sr):
         lines.append("These runs are not on the paper's dataset, so the published figures are not shown beside "
                      "them; `appearance/*` and `motion/*` break the metrics down by query kind.")
     return "\n\n".join(lines)
 
 
-def write_sweep_tables(sr: SweepRuns, out_dir: Path) -> list[Path]:
-    df, stem, caption = build_table(sr)
-    notes = provenance(sr)
-    shown = df.copy()
-    return write_table(shown, out_dir, stem, f"{caption} — {sr.spec.name}", best=BEST, notes=notes,
-                       candidates=shown["source"].isin(["lvas", "paper", "published"]))
+def paper_labels(sr: SweepRuns) -> set[str]:
+    report = sr.spec.report if sr.spec.report in TABLES else "hparams"
+    return set(TABLES[report][3]) if comparable(sr) else set()
+
+
+def write_sweep_tables(sr: SweepRuns, out_dir: Path, tracking_uri: str | None = None) -> tuple[list[Path], Table]:
+    table = build_table(sr, tracking_uri)
+    notes = provenance(sr, table)
+    paths = write_table(table.shown, out_dir, table.stem, f"{table.caption} — {sr.spec.name}", best=BEST, notes=notes,
+                        candidates=table.means["source"].isin(["lvas", "paper", "published"]), numbers=table.means,
+                        csv=table.numbers)
+    return paths, table

@@ -37,19 +37,29 @@ def precision_curve(sr: SweepRuns, path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, (label, r) in enumerate(chosen.items()):
         colour = f"C{i}"
-        ax.plot(THRESHOLDS, [r["metrics"][f"P@{t}"] for t in THRESHOLDS], "o-", color=colour, label=f"{label} (lvas)")
+        ax.errorbar(THRESHOLDS, [r["metrics"][f"P@{t}"] for t in THRESHOLDS], yerr=_half(r, [f"P@{t}" for t in THRESHOLDS]),
+                    fmt="o-", color=colour, capsize=3, label=f"{label} (lvas, n={len(r['runs'])})")
         p = paper_rows.get(label)
         if p and "P@0.5" in p:
             ax.plot(THRESHOLDS, [p[f"P@{t}"] for t in THRESHOLDS], "--", color=colour, alpha=0.6, label=f"{label} (paper)")
     ax.set_xlabel("IoU threshold")
     ax.set_ylabel("precision (%)")
-    ax.set_title(f"{sr.spec.name}: precision against IoU threshold")
+    ax.set_title(f"{sr.spec.name}: precision against IoU threshold (mean, 95 % CI over seeds)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _half(row: dict, metrics: list[str]) -> list[float]:
+    """Half-widths of the rows' 95 % intervals (0 where there is none: one seed)."""
+    out = []
+    for m in metrics:
+        iv = row.get("intervals", {}).get(m)
+        out.append(iv.half if iv is not None and iv.half == iv.half else 0.0)
+    return out
 
 
 def ablation_bars(sr: SweepRuns, path: Path) -> Path | None:
@@ -63,8 +73,9 @@ def ablation_bars(sr: SweepRuns, path: Path) -> Path | None:
     x = np.arange(len(labels))
     for ax, m in zip(axes, metrics):
         ours = [chosen[k]["metrics"][m] if k in chosen else np.nan for k in labels]
+        err = [_half(chosen[k], [m])[0] if k in chosen else 0.0 for k in labels]
         pap = [(paper_rows.get(k) or {}).get(m, np.nan) for k in labels]
-        ax.bar(x - 0.2, ours, 0.4, label="lvas")
+        ax.bar(x - 0.2, ours, 0.4, yerr=err, capsize=3, label="lvas (mean, 95 % CI)")
         ax.bar(x + 0.2, pap, 0.4, label="paper", alpha=0.6)
         for xi, v in zip(x, ours):
             if np.isnan(v):
@@ -73,7 +84,8 @@ def ablation_bars(sr: SweepRuns, path: Path) -> Path | None:
         ax.set_title(m)
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"{sr.spec.name} ({sr.spec.report})")
+    ns = sorted({len(r["runs"]) for r in chosen.values()})
+    fig.suptitle(f"{sr.spec.name} ({sr.spec.report}); error bars: 95 % CI over n = {'/'.join(map(str, ns))} seeds")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -18,7 +18,7 @@ def report_sweep(spec: SweepSpec, tracking_uri: str, out_root: str | Path = "rep
 
     out = Path(out_root) / spec.name
     sr = collect(spec, tracking_uri)
-    tables = write_sweep_tables(sr, out)
+    tables, _ = write_sweep_tables(sr, out, tracking_uri)
     figs: list[Path] = []
     if figures:
         fdir = out / "figures"

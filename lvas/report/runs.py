@@ -1,88 +1,165 @@
-"""Reading a sweep's tracked runs back from MLflow (the only input of the report builder)."""
+"""Reading a sweep's tracked runs back from MLflow (the only input of the report builder).
+
+A row of a table is a *point* of the sweep (variant and parameters). Its runs are the FINISHED
+child runs of that point whose resolved config is the one the sweep file gives it now (tag
+``result_hash``), the most recent per seed; runs of an older version of the file never enter a
+row. The row's value is the mean over those seeds, with a 95 % Student-t interval — never the
+best seed (that would be an optimistic number and, since rows carry test metrics, a selection on
+the test split).
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-import pandas as pd
-
+from lvas.report.stats import Interval, interval
 from lvas.sweep.spec import SweepSpec
 from lvas.tracking import metric_key
 
 METRICS8 = ("P@0.5", "P@0.6", "P@0.7", "P@0.8", "P@0.9", "AP", "oIoU", "mIoU")
+KINDS = ("appearance", "motion")
 
 
 @dataclass
 class SweepRuns:
-    """The runs of one sweep: ``rows`` maps each variant label to its chosen run (or None)."""
+    """The runs of one sweep. ``rows``: row name -> row (a dict, see :func:`collect`) or None
+    (never run); a row without ``metrics`` is missing, its ``status`` says why."""
 
     spec: SweepSpec
-    runs: pd.DataFrame  # every child run
+    runs: list[dict]  # every child run of the sweep, as plain dicts
     parent_run_id: str | None
     rows: dict[str, dict | None] = field(default_factory=dict)
 
     def chosen(self) -> dict[str, dict]:
-        """Variants with a finished run (label -> row)."""
+        """Rows with at least one finished run of the current config (name -> row)."""
         return {k: r for k, r in self.rows.items() if r is not None and "metrics" in r}
 
 
-def _metrics_of(run: pd.Series) -> dict[str, float]:
+def _run_dict(run) -> dict[str, Any]:
+    return {"run_id": run.info.run_id, "status": run.info.status, "start_time": run.info.start_time or 0,
+            "end_time": run.info.end_time or 0, "tags": dict(run.data.tags), "metrics": dict(run.data.metrics),
+            "params": dict(run.data.params)}
+
+
+def all_runs(client, experiment_id: str, filter_string: str, page: int = 1000) -> list[dict]:
+    """Every run matching ``filter_string``, page by page (``search_runs`` returns at most ``page``)."""
+    out, token = [], None
+    while True:
+        res = client.search_runs([experiment_id], filter_string=filter_string, max_results=page, page_token=token)
+        out += [_run_dict(r) for r in res]
+        token = res.token
+        if not token:
+            return out
+
+
+def _metrics_of(run: dict) -> dict[str, float]:
     out = {}
     for m in METRICS8:
-        v = run.get(f"metrics.test/{metric_key(m)}")
-        out[m] = float(v) if v is not None and pd.notna(v) else float("nan")
-    for kind in ("appearance", "motion"):
+        v = run["metrics"].get(f"test/{metric_key(m)}")
+        out[m] = float(v) if v is not None else float("nan")
+    for kind in KINDS:
         for m in ("AP", "oIoU", "mIoU"):
-            v = run.get(f"metrics.test/{kind}/{m}")
-            if v is not None and pd.notna(v):
+            v = run["metrics"].get(f"test/{kind}/{m}")
+            if v is not None:
                 out[f"{kind}/{m}"] = float(v)
     return out
 
 
-def collect(spec: SweepSpec, tracking_uri: str) -> SweepRuns:
-    """Child runs of ``spec`` (tag ``sweep``), and per variant its most recent FINISHED run.
+def row_name(label: str, params: dict) -> str:
+    return label if not params else f"{label} " + ", ".join(f"{k}={v}" for k, v in params.items())
 
-    Never the best of several runs: picking the maximum over reruns or seeds would be an
-    optimistic number (and, since rows carry test metrics, a selection on the test split).
-    """
-    import mlflow
+
+def _points(spec: SweepSpec, children: list[dict]) -> list[tuple[str, dict]]:
+    """The rows: the grid's points, or for a search its searched points (the ``top_k`` re-run
+    ones when the sweep has ``top_k``), from the runs' tags."""
+    if spec.method == "grid":
+        return spec.points()
+    seen: dict[str, tuple[str, dict]] = {}
+    for r in children:
+        t = r["tags"]
+        if "point" in t and (not spec.top_k or t.get("phase") == "top_k"):
+            seen.setdefault(t["point"], (t.get("variant", "default"), json.loads(t.get("params") or "{}")))
+    return list(seen.values())
+
+
+def collect(spec: SweepSpec, tracking_uri: str) -> SweepRuns:
+    """The sweep's child runs and, per row, its current runs (see the module docstring)."""
+    from mlflow import MlflowClient
 
     from lvas.tracking import quiet_mlflow
 
     with quiet_mlflow():
-        mlflow.set_tracking_uri(tracking_uri)
-        exp = mlflow.get_experiment_by_name(spec.name)
-        if exp is None:
-            runs = pd.DataFrame()
-        else:
-            runs = mlflow.search_runs(experiment_ids=[exp.experiment_id], filter_string=f"tags.sweep = '{spec.name}'",
-                                      max_results=5000)
-    parent = None
-    if not runs.empty and "tags.lvas_role" in runs:
-        parents = runs[runs["tags.lvas_role"] == "sweep"]
-        if not parents.empty:
-            parent = parents.sort_values("start_time").iloc[-1]["run_id"]
-    children = runs[runs.get("tags.mlflow.parentRunId", pd.Series(dtype=str)).notna()] if not runs.empty else runs
+        client = MlflowClient(tracking_uri)
+        exp = client.get_experiment_by_name(spec.name)
+        runs = [] if exp is None else all_runs(client, exp.experiment_id, f"tags.sweep = '{spec.name}'")
+    parents = sorted((r for r in runs if r["tags"].get("lvas_role") == "sweep"), key=lambda r: r["start_time"])
+    parent = parents[-1]["run_id"] if parents else None
+    children = [r for r in runs if "mlflow.parentRunId" in r["tags"]]
     out = SweepRuns(spec, children, parent)
-    key = f"metrics.test/{metric_key(spec.metric)}"
-    for label in spec.labels():
-        cand = children[(children["tags.variant"] == label) & (children["status"] == "FINISHED")] \
-            if not children.empty and "tags.variant" in children else pd.DataFrame()
-        if cand.empty or key not in cand:
-            latest = children[children["tags.variant"] == label] if not children.empty and "tags.variant" in children else cand
-            out.rows[label] = None if latest.empty else {"status": latest.sort_values("start_time").iloc[-1]["status"],
-                                                         "run_id": None}
-            continue
-        run = cand.sort_values("end_time").iloc[-1]
-        out.rows[label] = {
-            "status": "FINISHED", "run_id": run["run_id"], "metrics": _metrics_of(run),
-            "dataset": run.get("tags.dataset"), "protocol": run.get("tags.protocol"),
-            "commit": run.get("tags.git_commit"), "run_dir": run.get("tags.run_dir"),
-            "mode": run.get("params.model.mode"), "cmam": run.get("params.model.cmam.stages"),
-            "split": run.get("params.data.test_split"), "end_time": run.get("end_time"),
-            "select": run.get("tags.select"), "selected_epoch": run.get("tags.selected_epoch"),
-        }
+    for label, params in _points(spec, children):
+        out.rows[row_name(label, params)] = _row(spec, label, params, children)
     return out
+
+
+def _row(spec: SweepSpec, label: str, params: dict, children: list[dict]) -> dict | None:
+    expected: dict[str, Any] = {}
+    for s in spec.seeds.values:
+        try:
+            expected[spec.result_hash(spec.trial_for(label, params, s))] = s
+        except Exception:  # noqa: BLE001 - a point the file no longer resolves has no current runs
+            continue
+    point = spec.trial_for(label, params).point
+    mine = [r for r in children if r["tags"].get("point") == point
+            or (r["tags"].get("variant") == label and not params and "point" not in r["tags"])]
+    current = [r for r in mine if r["tags"].get("result_hash") in expected]
+    finished = [r for r in current if r["status"] == "FINISHED" and f"test/{metric_key(spec.metric)}" in r["metrics"]]
+    by_seed: dict[Any, dict] = {}
+    for r in sorted(finished, key=lambda r: r["end_time"]):
+        by_seed[expected[r["tags"]["result_hash"]]] = r  # the most recent run of each seed
+    base = {"label": label, "params": params, "point": point}
+    if not by_seed:
+        if not mine:
+            return None
+        if not current:
+            return {**base, "status": "stale: the sweep file changed; rerun it with --rerun-stale", "run_id": None}
+        latest = max(current, key=lambda r: r["start_time"])
+        return {**base, "status": latest["status"], "run_id": None}
+    seeds = sorted(by_seed, key=lambda s: (s is None, s))
+    per_seed = []
+    for s in seeds:
+        r = by_seed[s]
+        t = r["tags"]
+        per_seed.append({
+            "seed": t.get("seed", s), "run_id": r["run_id"], "metrics": _metrics_of(r), "run_dir": t.get("run_dir"),
+            "select": t.get("select"), "selected_epoch": t.get("selected_epoch"), "best_val_epoch": t.get("best_val_epoch"),
+            "commit": t.get("git_commit"), "dataset": t.get("dataset"), "protocol": t.get("protocol"),
+            "split": r["params"].get("data.test_split"), "mode": r["params"].get("model.mode"),
+            "cmam": r["params"].get("model.cmam.stages"), "end_time": r["end_time"]})
+    names = sorted({k for p in per_seed for k in p["metrics"]})
+    intervals: dict[str, Interval] = {k: interval([p["metrics"].get(k) for p in per_seed]) for k in names}
+    first = per_seed[0]
+    return {**base, "status": "FINISHED", "runs": per_seed, "seeds": [p["seed"] for p in per_seed],
+            "metrics": {k: iv.mean for k, iv in intervals.items()}, "intervals": intervals,
+            # the first seed's run stands for the row where one model is needed (curves, Fig. 4/5)
+            "run_id": first["run_id"], "run_dir": first["run_dir"], "mode": first["mode"], "cmam": first["cmam"],
+            "dataset": first["dataset"], "protocol": first["protocol"], "split": first["split"],
+            "select": first["select"], "commits": sorted({str(p["commit"]) for p in per_seed})}
+
+
+def sample_records(run: dict, tracking_uri: str) -> list[dict] | None:
+    """Per-sample test records of one seed's run (``test_samples.json``), or None if it has none."""
+    local = Path(run["run_dir"]) / "test_samples.json" if run.get("run_dir") else None
+    try:
+        if local is None or not local.is_file():
+            from lvas.tracking import download_artifact
+
+            local = download_artifact(run["run_id"], "test_samples.json", tracking_uri)
+        return json.loads(Path(local).read_text())["samples"]
+    except Exception:  # noqa: BLE001 - runs recorded before per-sample records existed
+        return None
 
 
 def metric_history(run_id: str, key: str, tracking_uri: str) -> list[tuple[int, float]]:

@@ -26,20 +26,22 @@ def _fmt(value: object, digits: int) -> str:
 
 
 def to_latex(df: pd.DataFrame, caption: str = "", best: Mapping[str, str] | None = None, digits: int = 1,
-             candidates: pd.Series | None = None) -> str:
+             candidates: pd.Series | None = None, numbers: pd.DataFrame | None = None) -> str:
     """A booktabs tabular; the best value of each column named in ``best`` ("max"/"min") in bold,
-    among the rows where ``candidates`` is True (all rows by default)."""
+    among the rows where ``candidates`` is True (all rows by default). ``numbers``: the values to
+    compare when ``df`` holds formatted cells (e.g. "67.6 ± 2.1"); same index as ``df``."""
     best = best or {}
     bold: dict[str, set] = {}
+    ref = numbers if numbers is not None else df
     for col, how in best.items():
-        if col in df:
-            nums = pd.to_numeric(df[col], errors="coerce")
+        if col in df and col in ref:
+            nums = pd.to_numeric(ref[col], errors="coerce")
             if candidates is not None:
                 nums = nums.where(candidates)
             if nums.notna().any():
                 target = nums.max() if how == "max" else nums.min()
                 bold[col] = set(nums.index[nums == target])
-    align = "".join("r" if pd.api.types.is_numeric_dtype(df[c]) else "l" for c in df.columns)
+    align = "".join("r" if pd.api.types.is_numeric_dtype((ref if c in ref else df)[c]) else "l" for c in df.columns)
     lines = []
     if caption:
         lines.append(f"% {latex_escape(caption)}")
@@ -59,8 +61,10 @@ def to_latex(df: pd.DataFrame, caption: str = "", best: Mapping[str, str] | None
 
 def write_table(df: pd.DataFrame, out_dir: str | Path, stem: str, caption: str = "",
                 best: Mapping[str, str] | None = None, notes: str = "", digits: int = 1,
-                candidates: pd.Series | None = None) -> list[Path]:
-    """Write ``<stem>.md`` (caption, table, notes), ``<stem>.tex`` and ``<stem>.csv``."""
+                candidates: pd.Series | None = None, numbers: pd.DataFrame | None = None,
+                csv: pd.DataFrame | None = None) -> list[Path]:
+    """Write ``<stem>.md`` (caption, table, notes), ``<stem>.tex`` and ``<stem>.csv`` (``csv`` if
+    given: the numbers behind formatted cells, else ``df``)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     shown = df.map(lambda v: _fmt(v, digits))
@@ -70,9 +74,9 @@ def write_table(df: pd.DataFrame, out_dir: str | Path, stem: str, caption: str =
         md += ["", notes]
     paths = [out / f"{stem}.md", out / f"{stem}.tex", out / f"{stem}.csv"]
     paths[0].write_text("\n".join(md) + "\n")
-    tex = to_latex(df, caption, best, digits, candidates)
+    tex = to_latex(df, caption, best, digits, candidates, numbers)
     if notes:
         tex = "".join(f"% {line}\n" for line in notes.splitlines() if line.strip()) + tex
     paths[1].write_text(tex)
-    df.to_csv(paths[2], index=False)
+    (csv if csv is not None else df).to_csv(paths[2], index=False)
     return paths

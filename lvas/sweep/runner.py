@@ -12,6 +12,13 @@
   folder (``<out>/<sweep>/trials/<key>``) and the same MLflow run; FAILed points are re-enqueued
   only with ``--retry-failed``.
 * A crashing trial is recorded FAIL (Optuna) / FAILED (MLflow, with traceback) and the sweep goes on.
+* Every trial stores the hash of its resolved config (``result_hash``) and the config itself. Rerunning
+  a sweep whose file changed runs the new points, reuses the unchanged finished ones, and refuses the
+  changed ones (:class:`StaleSweep`, naming the keys that changed) unless ``--rerun-stale``: then they
+  run again under the new config, in new folders and new MLflow runs; the report only shows runs
+  whose config matches the file.
+* Seeds: every point runs once per seed. Adaptive seeds (grid) and the top-k re-runs of a search are
+  added when nothing is left to claim (:meth:`SweepRunner.extend`); rerunning continues them.
 """
 
 from __future__ import annotations
@@ -26,9 +33,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lvas.config import ConfigError
 from lvas.sweep.spec import SweepSpec, Trial
 
 HOST = socket.gethostname()
+
+
+class StaleSweep(ConfigError):
+    """Trials of this sweep ran under another config than the sweep file now resolves to."""
 
 
 @dataclass
@@ -41,6 +53,7 @@ class SweepOptions:
     progress: bool = True
     gpus: list[str] | None = None
     gpus_per_trial: int = 1
+    rerun_stale: bool = False
 
 
 def sweep_dir(spec: SweepSpec, opts: SweepOptions) -> Path:
@@ -115,8 +128,8 @@ class SweepRunner:
         self.study = None
 
     # ------------------------------------------------------------------ study
-    def open_study(self):
-        """Create (and initialise) or load the study; returns it."""
+    def open_study(self, sync: bool = True):
+        """Create (and initialise) or load the study, then (``sync``) bring it in line with the file."""
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -130,6 +143,7 @@ class SweepRunner:
             study = optuna.load_study(study_name=self.spec.name, storage=storage, sampler=_sampler(self.spec),
                                       pruner=_pruner(self.spec))
             created = False
+        self.study = study
         if created:
             self._initialise(study)
         deadline = time.time() + 120
@@ -138,7 +152,8 @@ class SweepRunner:
                 raise RuntimeError(f"study {self.spec.name} exists but was never initialised "
                                    f"(its creator died?): delete it from the storage and start again")
             time.sleep(0.5)
-        self.study = study
+        if sync and not created:
+            self.sync()
         return study
 
     def _initialise(self, study) -> None:
@@ -160,83 +175,225 @@ class SweepRunner:
                 client.log_param(run_id, k, v)
         study.set_user_attr("mlflow_parent_run_id", run_id)
         study.set_user_attr("sweep_file", str(self.spec.path))
-        if self.spec.method == "grid":
-            for t in self.spec.grid():
-                self._enqueue(study, t, attempt=0)
+        study.set_user_attr("method", self.spec.method)
+        self.sync()
         study.set_user_attr("initialised", True)
 
-    def _enqueue(self, study, t: Trial, attempt: int) -> None:
+    def _enqueue(self, t: Trial, attempt: int, phase: str) -> None:
+        from lvas.config import result_config
+
         params = {"variant": t.label, **{k: _plain(v) for k, v in t.params.items()}}
-        study.enqueue_trial(params, user_attrs={"key": t.key, "label": t.label, "attempt": attempt,
-                                                "overrides": json.dumps(t.overrides, default=str)})
+        self.study.enqueue_trial(params, user_attrs={
+            "id": t.id, "point": t.point, "label": t.label, "params": json.dumps(t.params, default=str),
+            "seed": t.seed, "attempt": attempt, "phase": phase, "result_hash": self.spec.result_hash(t),
+            "config": json.dumps(result_config(self.spec.config_for(t)), default=str)})
 
     @property
     def parent_run_id(self) -> str:
         return self.study.user_attrs["mlflow_parent_run_id"]
 
+    # ------------------------------------------------------------------ spec changes
+    def _trial_of(self, frozen) -> Trial | None:
+        """The trial the current sweep file makes of a stored Optuna trial (None: not one of ours)."""
+        a = frozen.user_attrs
+        if "id" not in a:
+            return None
+        return self.spec.trial_for(a["label"], json.loads(a.get("params") or "{}"), a.get("seed"))
+
+    def current_hash(self, frozen) -> str | None:
+        """The result hash the sweep file now gives ``frozen`` (None: not expressible any more)."""
+        t = self._trial_of(frozen)
+        if t is None:
+            return None
+        try:
+            return self.spec.result_hash(t)
+        except ConfigError:
+            return None
+
+    def is_current(self, frozen) -> bool:
+        """Whether ``frozen`` ran (or will run) the config the sweep file now gives it."""
+        h = frozen.user_attrs.get("result_hash")
+        return h is not None and h == self.current_hash(frozen)
+
+    def sync(self) -> dict[str, int]:
+        """Bring the study in line with the sweep file: enqueue points it has not seen, reuse unchanged
+        ones, and refuse (:class:`StaleSweep`) or, with ``rerun_stale``, re-enqueue those whose
+        resolved config changed. Returns counts of new and stale trials."""
+        from optuna.trial import TrialState
+
+        if self.study.user_attrs.get("method", self.spec.method) != self.spec.method:
+            raise StaleSweep(f"{self.spec.path}: method: the study {self.spec.name!r} ran with method "
+                             f"{self.study.user_attrs['method']!r}, the file now says {self.spec.method!r}: "
+                             f"give the sweep a new name")
+        latest = self.latest_by_id()
+        wanted: dict[str, tuple[Trial, str]] = {}
+        if self.spec.method == "grid":
+            wanted = {t.id: (t, "grid") for t in self.spec.grid()}
+            points = {(lab, json.dumps(p, sort_keys=True, default=str)) for lab, p in self.spec.points()}
+        for frozen in latest.values():  # trials added later (seeds, searches) of points still in the file
+            t = self._trial_of(frozen)
+            if t is None or t.id in wanted:
+                continue
+            if self.spec.method == "grid" and (t.label, json.dumps(t.params, sort_keys=True, default=str)) not in points:
+                continue
+            if self.spec.method != "grid" and t.label not in self.spec.labels():
+                continue
+            if frozen.state == TrialState.FAIL and not frozen.user_attrs.get("interrupted"):
+                continue  # a failed trial is retried with --retry-failed, not here
+            wanted[t.id] = (t, frozen.user_attrs.get("phase", "grid"))
+        new, stale = [], []
+        for tid, (t, phase) in wanted.items():
+            old = latest.get(tid)
+            if old is None:
+                new.append((t, phase))
+            elif old.user_attrs.get("result_hash") != self.spec.result_hash(t):
+                stale.append((t, phase, old))
+        if stale and not self.opts.rerun_stale:
+            raise StaleSweep(self._stale_message(stale))
+        for t, phase, old in stale:
+            if old.state == TrialState.RUNNING and not self._dead(old):
+                raise StaleSweep(f"{self.spec.path}: trial {t.name} is running under the old config "
+                                 f"(host {old.user_attrs.get('host')}, pid {old.user_attrs.get('pid')}): "
+                                 f"wait for it or stop it before --rerun-stale")
+            if old.state in (TrialState.WAITING, TrialState.RUNNING):
+                self._retire(old, "superseded")
+            self._enqueue(t, 0, phase)
+        for t, phase in new:
+            self._enqueue(t, 0, phase)
+        self.study.set_user_attr("fingerprint", self.spec.fingerprint())
+        if self.opts.progress and (new or stale) and "initialised" in self.study.user_attrs:
+            print(f"[{self.spec.name}] the sweep file changed: {len(new)} new trial(s)"
+                  + (f", {len(stale)} stale trial(s) to rerun" if stale else ""), flush=True)
+        return {"new": len(new), "stale": len(stale)}
+
+    def _stale_message(self, stale) -> str:
+        from lvas.config import config_diff, result_config
+
+        changes: dict[str, int] = {}
+        for t, _, old in stale:
+            before = json.loads(old.user_attrs.get("config") or "{}")
+            diff = config_diff(before, result_config(self.spec.config_for(t))) if before else \
+                ["(the trial was recorded without its config)"]
+            for line in diff:
+                changes[line] = changes.get(line, 0) + 1
+        names = ", ".join(t.name for t, _, _ in stale[:5]) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
+        shown = "; ".join(line + (f" ({n} of them)" if n != len(stale) else "") for line, n in sorted(changes.items())[:12])
+        more = f" (+{len(changes) - 12} more keys)" if len(changes) > 12 else ""
+        return (f"{self.spec.path}: changed since {len(stale)} of its trial(s) ran ({names}): {shown}{more}. "
+                f"Rerun them under the new config with --rerun-stale (the old runs stay in MLflow and leave "
+                f"the report), or give the sweep a new name.")
+
+    def _retire(self, frozen, why: str) -> bool:
+        """Mark a WAITING/RUNNING trial FAIL, noting ``why``; False when it had already finished."""
+        import optuna
+        from optuna.trial import TrialState
+
+        storage = self.study._storage
+        try:
+            storage.set_trial_user_attr(frozen._trial_id, why, True)
+            storage.set_trial_state_values(frozen._trial_id, TrialState.FAIL)
+            return True
+        except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
+            return False
+
+    def _dead(self, t) -> bool:
+        """A RUNNING trial whose worker is gone: dead pid on this host, or no heartbeat for stale_after."""
+        host, pid = t.user_attrs.get("host"), t.user_attrs.get("pid")
+        beat = t.user_attrs.get("heartbeat", 0)
+        return (host == HOST and pid is not None and not _pid_alive(int(pid))) or \
+            time.time() - beat > self.opts.stale_after
+
     # ------------------------------------------------------------------ state
-    def latest_by_key(self) -> dict[str, Any]:
-        """The newest Optuna trial of every trial key."""
+    def latest_by_id(self) -> dict[str, Any]:
+        """The newest Optuna trial of every trial id (duplicates and superseded trials left out)."""
         latest: dict[str, Any] = {}
         for t in self.study.get_trials(deepcopy=False):
-            key = t.user_attrs.get("key")
-            if key is None:
+            tid = t.user_attrs.get("id")
+            if tid is None or t.user_attrs.get("duplicate") or t.user_attrs.get("superseded"):
                 continue
-            if key not in latest or t.number > latest[key].number:
-                latest[key] = t
+            if tid not in latest or t.number > latest[tid].number:
+                latest[tid] = t
         return latest
 
     def recover(self) -> dict[str, int]:
         """Re-enqueue interrupted trials (and failed ones with ``retry_failed``)."""
-        import optuna
         from optuna.trial import TrialState
 
         counts = {"interrupted": 0, "retried": 0}
-        storage = self.study._storage
-        now = time.time()
-        for key, t in self.latest_by_key().items():
+        for t in self.latest_by_id().values():
+            trial = self._trial_of(t)
             if t.state == TrialState.RUNNING:
-                host, pid = t.user_attrs.get("host"), t.user_attrs.get("pid")
-                beat = t.user_attrs.get("heartbeat", 0)
-                dead = (host == HOST and pid is not None and not _pid_alive(int(pid))) or now - beat > self.opts.stale_after
-                if not dead:
-                    continue
-                try:
-                    storage.set_trial_user_attr(t._trial_id, "interrupted", True)
-                    storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-                except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
-                    continue  # another worker recovered it first
-                self._enqueue(self.study, self._trial_of(t), attempt=int(t.user_attrs.get("attempt", 0)))
+                if not self._dead(t) or not self._retire(t, "interrupted"):
+                    continue  # alive, or another worker recovered it first
+                self._enqueue(trial, int(t.user_attrs.get("attempt", 0)), t.user_attrs.get("phase", "grid"))
                 counts["interrupted"] += 1
             elif t.state == TrialState.FAIL and self.opts.retry_failed and not t.user_attrs.get("interrupted"):
-                self._enqueue(self.study, self._trial_of(t), attempt=int(t.user_attrs.get("attempt", 0)) + 1)
+                self._enqueue(trial, int(t.user_attrs.get("attempt", 0)) + 1, t.user_attrs.get("phase", "grid"))
                 counts["retried"] += 1
         return counts
 
-    def _trial_of(self, frozen) -> Trial:
-        params = frozen.params or frozen.system_attrs.get("fixed_params", {})
-        params = {k: v for k, v in params.items() if k != "variant"}
-        return Trial(frozen.user_attrs["label"], json.loads(frozen.user_attrs["overrides"]), params)
-
     # ------------------------------------------------------------------ work
     def claim(self):
-        """Atomically take one WAITING trial; None when there is none left."""
+        """Atomically take one WAITING trial; None when there is none left.
+
+        A claimed trial whose config the file no longer gives it is retired as superseded; one whose
+        id already has an earlier live trial (two machines enqueued the same new point) as duplicate.
+        """
         import optuna
         from optuna.trial import TrialState
 
         storage = self.study._storage
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             try:
-                if storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):
-                    return optuna.trial.Trial(self.study, t._trial_id)
+                if not storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):
+                    continue
             except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
                 continue
+            if "id" in t.user_attrs and not self.is_current(t):
+                self._retire(t, "superseded")
+                continue
+            if "id" in t.user_attrs and self._has_earlier_twin(t):
+                self._retire(t, "duplicate")
+                continue
+            return optuna.trial.Trial(self.study, t._trial_id)
         return None
 
+    def _has_earlier_twin(self, t) -> bool:
+        from optuna.trial import TrialState
+
+        for o in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING,
+                                                               TrialState.COMPLETE, TrialState.PRUNED)):
+            if o.number < t.number and o.user_attrs.get("id") == t.user_attrs["id"] and \
+                    o.user_attrs.get("result_hash") == t.user_attrs.get("result_hash") and \
+                    not o.user_attrs.get("duplicate") and not o.user_attrs.get("superseded"):
+                return True
+        return False
+
     def _space_trial(self, trial) -> Trial:
-        """Sample (or read back the fixed) parameters of an Optuna trial."""
-        labels = self.spec.labels()
-        label = trial.suggest_categorical("variant", labels)
+        """Sample (or read back the fixed) parameters of an Optuna trial; the seed comes from its
+        attributes (a sampled point runs with the first seed)."""
+        if "id" in trial.user_attrs and self.spec.method == "grid":  # enqueued: its attributes name the trial
+            params = json.loads(trial.user_attrs.get("params") or "{}")
+            return self.spec.trial_for(trial.user_attrs["label"], params, trial.user_attrs.get("seed"))
+        try:
+            label, params = self._suggest(trial)
+        except ValueError as e:  # Optuna: a distribution differs from the one the study began with
+            raise ConfigError(f"{self.spec.path}: parameters / variants: the search space changed since the study "
+                              f"began ({e}); a search cannot change its space: give the sweep a new name") from None
+        if "id" in trial.user_attrs:  # an enqueued re-run (top-k seeds)
+            params = json.loads(trial.user_attrs.get("params") or "{}")
+            return self.spec.trial_for(trial.user_attrs["label"], params, trial.user_attrs.get("seed"))
+        t = self.spec.trial_for(label, params, self.spec.seeds.values[0])
+        from lvas.config import result_config
+
+        for k, v in (("id", t.id), ("point", t.point), ("label", t.label), ("params", json.dumps(t.params, default=str)),
+                     ("seed", t.seed), ("attempt", 0), ("phase", "search"), ("result_hash", self.spec.result_hash(t)),
+                     ("config", json.dumps(result_config(self.spec.config_for(t)), default=str))):
+            trial.set_user_attr(k, v)
+        return t
+
+    def _suggest(self, trial) -> tuple[str, dict[str, Any]]:
+        label = trial.suggest_categorical("variant", self.spec.labels())
         params = {}
         for p in self.spec.parameters:
             if p.is_discrete:
@@ -249,13 +406,9 @@ class SweepRunner:
                 params[p.name] = trial.suggest_int(p.name, int(p.min), int(p.max))
             else:
                 params[p.name] = trial.suggest_float(p.name, p.min, p.max, step=p.q)
-        t = self.spec.trial_for(label, params)
-        for k, v in (("key", t.key), ("label", t.label), ("overrides", json.dumps(t.overrides, default=str))):
-            if k not in trial.user_attrs:
-                trial.set_user_attr(k, v)
-        return t
+        return label, params
 
-    def run_one(self, trial) -> str:
+    def run_one(self, trial, progress=None) -> str:
         """Run one claimed trial to its end; returns its final state name."""
         import optuna
 
@@ -266,7 +419,9 @@ class SweepRunner:
         trial.set_user_attr("host", HOST)
         trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("heartbeat", time.time())
-        run_dir = self.dir / "trials" / (t.key if attempt == 0 else f"{t.key}-retry{attempt}")
+        trial.set_user_attr("started", time.time())
+        folder = self.spec.folder(t)
+        run_dir = self.dir / "trials" / (folder if attempt == 0 else f"{folder}-retry{attempt}")
         cfg = self.spec.config_for(t)
         cfg.train.stage1_cache = str(self.dir / "stage1_cache")
         resume = (run_dir / "last.pt").is_file()
@@ -274,27 +429,31 @@ class SweepRunner:
 
         def report(epoch: int, metrics: dict[str, float]) -> None:
             trial.set_user_attr("heartbeat", time.time())
+            trial.set_user_attr("epoch", epoch)
             value = metrics.get(metric)
             if value is not None and value == value:
                 trial.report(value, epoch)
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at epoch {epoch} ({metric} {value:.2f})")
 
-        if self.opts.progress:
-            print(f"[{self.spec.name}] trial {trial.number} {t.label} {t.params or ''}"
-                  + (" (resuming)" if resume else ""), flush=True)
-        tags = {"sweep": self.spec.name, "variant": t.label, "trial_key": t.key,
-                "optuna_trial": str(trial.number), "report": self.spec.report}
+        if progress is not None:
+            progress.starting(t, resume)
+        elif self.opts.progress:
+            print(f"[{self.spec.name}] trial {trial.number} {t.name}" + (" (resuming)" if resume else ""), flush=True)
+        tags = {"sweep": self.spec.name, "variant": t.label, "trial_key": folder, "trial_id": t.id, "point": t.point,
+                "seed": str(cfg.seed), "result_hash": trial.user_attrs["result_hash"],
+                "params": json.dumps(t.params, sort_keys=True, default=str),
+                "phase": trial.user_attrs.get("phase", "grid"), "optuna_trial": str(trial.number),
+                "report": self.spec.report}
         try:
             if self.opts.gpus_per_trial > 1:
-                scores, run_id = self._run_torchrun(cfg, run_dir, resume, t.label, tags)
+                test, selected, run_id = self._run_torchrun(cfg, run_dir, resume, t.label, tags)
             else:
                 result, run_id = train_experiment(
                     cfg, run_dir, resume=resume, tracking_uri=self.tracking_uri, experiment=self.spec.name,
-                    parent_run_id=self.parent_run_id, run_name=t.label, extra_tags=tags,
+                    parent_run_id=self.parent_run_id, run_name=t.name, extra_tags=tags,
                     progress=self.opts.progress, epoch_callback=report)
-                scores = result.test if self.spec.method == "grid" else \
-                    {k[4:]: v for k, v in result.selected.items() if k.startswith("val/")}
+                test, selected = result.test, result.selected
         except optuna.TrialPruned:
             self._set_run(trial, run_dir)
             self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
@@ -305,15 +464,21 @@ class SweepRunner:
             self._set_run(trial, run_dir)
             trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:2000])
             self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            print(f"[{self.spec.name}] trial {trial.number} {t.label} FAILED: {type(e).__name__}: {e}",
+            print(f"[{self.spec.name}] trial {trial.number} {t.name} FAILED: {type(e).__name__}: {e}",
                   file=sys.stderr, flush=True)
             return "FAIL"
         trial.set_user_attr("mlflow_run_id", run_id or "")
+        trial.set_user_attr("finished", time.time())
+        val = selected.get(f"val/{metric}")
+        trial.set_user_attr("test_score", test.get(metric))
+        if val is not None:
+            trial.set_user_attr("val_score", val)
         # a grid runs every point (nothing is chosen); a search chooses, so it is told validation scores only
-        self.study.tell(trial, scores.get(metric, float("nan")))
+        told = test.get(metric) if self.spec.method == "grid" else val
+        self.study.tell(trial, told if told is not None else float("nan"))
         return "COMPLETE"
 
-    def _run_torchrun(self, cfg, run_dir: Path, resume: bool, label: str, tags: dict) -> tuple[dict, str]:
+    def _run_torchrun(self, cfg, run_dir: Path, resume: bool, label: str, tags: dict) -> tuple[dict, dict, str]:
         """One trial on ``gpus_per_trial`` processes (DDP through torchrun); pruning is not available."""
         from lvas.config import to_yaml
         from lvas.engine.checkpoint import load_checkpoint
@@ -332,12 +497,9 @@ class SweepRunner:
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"torchrun exited with {proc.returncode}: {(proc.stderr or proc.stdout)[-1500:]}")
-        if self.spec.method == "grid":
-            scores = json.loads((run_dir / "test_metrics.json").read_text())
-        else:
-            selected = load_checkpoint(run_dir / "model.pt").get("selected", {})
-            scores = {k[4:]: v for k, v in selected.items() if k.startswith("val/")}
-        return scores, (run_dir / "mlflow_run_id").read_text().strip()
+        test = json.loads((run_dir / "test_metrics.json").read_text())
+        selected = load_checkpoint(run_dir / "model.pt").get("selected", {})
+        return test, selected, (run_dir / "mlflow_run_id").read_text().strip()
 
     @staticmethod
     def _set_run(trial, run_dir: Path) -> None:
@@ -345,44 +507,227 @@ class SweepRunner:
         if f.is_file():
             trial.set_user_attr("mlflow_run_id", f.read_text().strip())
 
-    def work(self) -> None:
-        """Claim and run trials until none is left (grid) or the run cap is reached."""
-        while True:
-            if self.spec.method == "grid":
-                trial = self.claim()
-            else:
-                n = len([t for t in self.study.get_trials(deepcopy=False) if not t.user_attrs.get("interrupted")])
-                trial = self.claim()
-                if trial is None and n < (self.spec.run_cap or 0):
-                    trial = self.study.ask()
-            if trial is None:
-                return
-            self.run_one(trial)
+    def _searched(self) -> int:
+        """Search trials that count towards ``run_cap`` (current config, not interrupted / retired)."""
+        from optuna.trial import TrialState
 
+        return len([t for t in self.study.get_trials(deepcopy=False)
+                    if t.user_attrs.get("phase", "search") == "search" and not t.user_attrs.get("interrupted")
+                    and not t.user_attrs.get("superseded") and not t.user_attrs.get("duplicate")
+                    and (t.state == TrialState.RUNNING or "id" not in t.user_attrs or self.is_current(t))])
+
+    def work(self, progress=None) -> None:
+        """Claim and run trials until none is left (grid) or the run cap is reached; then add the
+        seeds an adaptive plan or a top-k re-run asks for, and go on while there are any."""
+        while True:
+            trial = self.claim()
+            if trial is None and self.spec.method != "grid" and self._searched() < (self.spec.run_cap or 0):
+                trial = self.study.ask()
+            if trial is None:
+                if self.extend(wait=True):
+                    continue
+                return
+            self.run_one(trial, progress)
+
+    # ------------------------------------------------------------------ seeds
+    def scores(self) -> dict[str, dict]:
+        """Per point with finished current trials: label, params and ``{seed: score}``. The score is the
+        sweep metric on validation when every such trial has one, else on test (the grid's only one)."""
+        from optuna.trial import TrialState
+
+        rows: dict[str, dict] = {}
+        for t in self.latest_by_id().values():
+            if t.state != TrialState.COMPLETE or not self.is_current(t):
+                continue
+            r = rows.setdefault(t.user_attrs["point"], {"label": t.user_attrs["label"],
+                                                         "params": json.loads(t.user_attrs.get("params") or "{}"),
+                                                         "val": {}, "test": {}})
+            for split in ("val", "test"):
+                v = t.user_attrs.get(f"{split}_score")
+                if v is not None:
+                    r[split][t.user_attrs.get("seed")] = v
+        for r in rows.values():
+            r["split"] = "val" if r["val"] and len(r["val"]) == len(r["test"]) else "test"
+            r["scores"] = r[r["split"]]
+        return rows
+
+    def _active(self) -> list:
+        from optuna.trial import TrialState
+
+        return [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
+                if not t.user_attrs.get("superseded")]
+
+    def extend(self, wait: bool = False) -> bool:
+        """Add trials the seed plan asks for once the running ones are done; True if any was added.
+
+        * Adaptive seeds: every row whose 95 % CI (Student t over seeds) overlaps the baseline row's
+          gets its next seed, and so does the baseline, up to ``max``.
+        * ``top_k`` (random / bayes): once ``run_cap`` points are searched, the k best by the
+          validation score get every other seed.
+        """
+        if not (self.spec.seeds.adaptive or self.spec.top_k):
+            return False
+        while wait and [t for t in self._active() if t.state.name == "RUNNING"]:
+            time.sleep(2.0)
+            self.recover()
+            if self.claimable():
+                return True
+        if self._active():
+            return bool(self.claimable())
+        plan = self.adaptive_additions() if self.spec.seeds.adaptive else self.top_k_additions()
+        for t, phase in plan:
+            self._enqueue(t, 0, phase)
+        return bool(plan)
+
+    def claimable(self) -> bool:
+        return any(t.state.name == "WAITING" for t in self._active())
+
+    def adaptive_additions(self) -> list[tuple[Trial, str]]:
+        """The next seed of every row still overlapping the baseline (and the baseline's), see :meth:`extend`."""
+        from lvas.report.stats import interval
+
+        rows = self.scores()
+        existing = {t.user_attrs.get("id") for t in self.latest_by_id().values()}
+        plan = self.spec.seeds
+        out = []
+        for label, params in self.spec.points():
+            if label == self.spec.baseline:
+                continue
+            base = rows.get(self.spec.trial_for(self.spec.baseline, params).point)
+            row = rows.get(self.spec.trial_for(label, params).point)
+            if base is None or row is None:
+                continue
+            r1, r0 = interval(row["scores"].values()), interval(base["scores"].values())
+            if r1.n < 2 or r0.n < 2 or r1.hi < r0.lo or r0.hi < r1.lo:
+                continue  # separated (or not yet two seeds)
+            for lab in (label, self.spec.baseline):
+                nxt = next((s for s in plan.values if self.spec.trial_for(lab, params, s).id not in existing), None)
+                if nxt is not None:
+                    t = self.spec.trial_for(lab, params, nxt)
+                    if t.id not in {x.id for x, _ in out}:
+                        out.append((t, "adaptive"))
+        return out
+
+    def top_k_additions(self) -> list[tuple[Trial, str]]:
+        """Every other seed for the ``top_k`` best searched points (validation score), once."""
+        from optuna.trial import TrialState
+
+        if self._searched() < (self.spec.run_cap or 0):
+            return []
+        best: dict[str, Any] = {}
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if t.user_attrs.get("phase") != "search" or not self.is_current(t) or t.value is None or t.value != t.value:
+                continue
+            p = t.user_attrs["point"]
+            better = p not in best or (t.value > best[p].value if self.spec.goal == "maximize" else t.value < best[p].value)
+            if better:
+                best[p] = t
+        ranked = sorted(best.values(), key=lambda t: t.value, reverse=self.spec.goal == "maximize")[: self.spec.top_k]
+        existing = {t.user_attrs.get("id") for t in self.latest_by_id().values()}
+        out = []
+        for t in ranked:
+            params = json.loads(t.user_attrs.get("params") or "{}")
+            for s in self.spec.seeds.values[1:]:
+                trial = self.spec.trial_for(t.user_attrs["label"], params, s)
+                if trial.id not in existing:
+                    out.append((trial, "top_k"))
+        return out
+
+    # ------------------------------------------------------------------ end
     def finish(self) -> bool:
         """Close the MLflow parent run when no trial is waiting or running; True if none failed."""
         from mlflow import MlflowClient
         from optuna.trial import TrialState
 
-        latest = self.latest_by_key()
-        active = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))]
-        failed = [t for t in latest.values() if t.state == TrialState.FAIL]
-        if not active:
+        latest = self.latest_by_id()
+        failed = [t for t in latest.values() if t.state == TrialState.FAIL and not t.user_attrs.get("interrupted")]
+        if not self._active():
             MlflowClient(self.tracking_uri).set_terminated(self.parent_run_id, "FAILED" if failed else "FINISHED")
         return not failed
 
     def summary(self):
-        """One row per trial key: label, parameters, state, metric, trial number, MLflow run."""
+        """One row per trial: label, parameters, seed, state, metric, trial number, MLflow run."""
         import pandas as pd
 
         rows = []
-        for key, t in sorted(self.latest_by_key().items(), key=lambda kv: kv[1].number):
-            params = {k: v for k, v in (t.params or t.system_attrs.get("fixed_params", {})).items() if k != "variant"}
+        for tid, t in sorted(self.latest_by_id().items(), key=lambda kv: kv[1].number):
+            if not self.is_current(t):
+                continue
             rows.append({"trial": t.number, "variant": t.user_attrs.get("label"),
-                         "params": json.dumps(params) if params else "", "state": t.state.name,
+                         "params": t.user_attrs.get("params") if t.user_attrs.get("params") not in (None, "{}") else "",
+                         "seed": t.user_attrs.get("seed"), "state": t.state.name,
                          self.spec.metric: t.value if t.value is not None else float("nan"),
-                         "mlflow_run": t.user_attrs.get("mlflow_run_id", ""), "key": key})
+                         "mlflow_run": t.user_attrs.get("mlflow_run_id", ""), "key": tid})
         return pd.DataFrame(rows)
+
+
+class Progress:
+    """Live progress of a sweep: trials done / total, what is running, elapsed time and an ETA.
+
+    The ETA is the mean wall time of the trials finished since this command started, times the
+    trials left, divided by the trials running side by side. Printed as one line per change (and at
+    most every ``every`` seconds), also under ``--quiet``.
+    """
+
+    def __init__(self, runner: SweepRunner, parallel: int = 1, every: float = 20.0) -> None:
+        self.runner, self.parallel, self.every = runner, max(1, parallel), every
+        self.t0 = time.time()
+        self.last_line, self.last_time = "", 0.0
+
+    def counts(self) -> dict[str, Any]:
+        from optuna.trial import TrialState
+
+        done = running = waiting = 0
+        durations, now_running = [], []
+        for t in self.runner.latest_by_id().values():
+            if not self.runner.is_current(t):
+                continue
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
+                done += 1
+                a = t.user_attrs
+                if a.get("started") and a.get("finished") and a["started"] >= self.t0:
+                    durations.append(a["finished"] - a["started"])
+            elif t.state == TrialState.RUNNING:
+                running += 1
+                ep = t.user_attrs.get("epoch")
+                seed = t.user_attrs.get("seed")
+                now_running.append(f"{t.user_attrs.get('label')}" + (f" seed {seed}" if seed is not None else "")
+                                   + (f" epoch {ep}" if ep else ""))
+            elif t.state == TrialState.WAITING:
+                waiting += 1
+        return {"done": done, "running": running, "waiting": waiting, "durations": durations, "now": now_running}
+
+    def line(self) -> str:
+        c = self.counts()
+        total = c["done"] + c["running"] + c["waiting"]
+        elapsed = time.time() - self.t0
+        left = c["running"] + c["waiting"]
+        if c["durations"] and left:
+            eta = f"ETA {_clock(sum(c['durations']) / len(c['durations']) * left / self.parallel)}"
+        else:
+            eta = "ETA after the first trial" if left else "done"
+        adaptive = " (adaptive: more may follow)" if self.runner.spec.seeds.adaptive or self.runner.spec.top_k else ""
+        now = f" · running: {', '.join(c['now'])}" if c["now"] else ""
+        return (f"[{self.runner.spec.name}] {c['done']}/{total} trials done{adaptive} · {_clock(elapsed)} elapsed · "
+                f"{eta}{now}")
+
+    def tick(self, force: bool = False) -> None:
+        line = self.line()
+        core = line.split(" · ")[0]
+        if force or core != self.last_line.split(" · ")[0] or time.time() - self.last_time >= self.every:
+            print(line, flush=True)
+            self.last_line, self.last_time = line, time.time()
+
+    def starting(self, t: Trial, resume: bool) -> None:
+        self.tick(force=True)
+        if self.runner.opts.progress:
+            print(f"[{self.runner.spec.name}] starting {t.name}" + (" (resuming)" if resume else ""), flush=True)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
+        f"{seconds // 60}:{seconds % 60:02d}"
 
 
 def _plain(v: Any) -> Any:
@@ -395,13 +740,17 @@ def dry_run_table(spec: SweepSpec):
 
     if spec.method == "grid":
         rows = [{"#": i, "variant": t.label, "params": json.dumps(t.params) if t.params else "",
-                 "overrides": " ".join(t.override_list()), "key": t.key} for i, t in enumerate(spec.grid())]
+                 "seed": t.seed if t.seed is not None else "", "overrides": " ".join(t.override_list()),
+                 "key": spec.folder(t)} for i, t in enumerate(spec.grid())]
         return pd.DataFrame(rows)
     rows = [{"parameter": "variant", "space": ", ".join(spec.labels())}]
     for p in spec.parameters:
         space = ", ".join(map(str, p.values)) if p.is_discrete else f"{p.distribution}[{p.min}, {p.max}]" + (
             f" q={p.q}" if p.q else "")
         rows.append({"parameter": p.name, "space": space})
+    if spec.top_k:
+        rows.append({"parameter": "seeds", "space": f"{spec.seeds.values[0]} while searching; the top {spec.top_k} "
+                     f"points by validation {spec.metric} then with {', '.join(map(str, spec.seeds.values[1:]))}"})
     return pd.DataFrame(rows)
 
 
@@ -415,14 +764,15 @@ def run_sweep(spec: SweepSpec, opts: SweepOptions, workers: int = 1) -> int:
     rec = runner.recover()
     if rec["interrupted"] or rec["retried"]:
         print(f"[{spec.name}] re-enqueued {rec['interrupted']} interrupted and {rec['retried']} failed trial(s)")
+    progress = Progress(runner, parallel=workers)
     if workers <= 1:
         if opts.gpus:
             os.environ["CUDA_VISIBLE_DEVICES"] = opts.gpus[0]
-        runner.work()
+        runner.work(progress)
     else:
         procs = []
         for i in range(workers):
-            env = dict(os.environ)
+            env = dict(os.environ, LVAS_PARALLEL_TRIALS=str(workers if not opts.gpus else 1))
             if opts.gpus:
                 env["CUDA_VISIBLE_DEVICES"] = opts.gpus[i % len(opts.gpus)]
             cmd = [sys.executable, "-m", "lvas.cli", "sweep", str(spec.path), "--worker", "--out", opts.out,
@@ -432,9 +782,13 @@ def run_sweep(spec: SweepSpec, opts: SweepOptions, workers: int = 1) -> int:
             if not opts.progress:
                 cmd.append("--quiet")
             procs.append(subprocess.Popen(cmd, env=env))
+        while any(p.poll() is None for p in procs):
+            progress.tick()
+            time.sleep(2.0)
         codes = [p.wait() for p in procs]
         if any(codes):
             print(f"[{spec.name}] worker exit codes: {codes}", file=sys.stderr)
+    progress.tick(force=True)
     ok = runner.finish()
     table = runner.summary()
     print(table.drop(columns=["key"]).to_markdown(index=False))
@@ -443,6 +797,6 @@ def run_sweep(spec: SweepSpec, opts: SweepOptions, workers: int = 1) -> int:
 
 def run_worker(spec: SweepSpec, opts: SweepOptions) -> int:
     runner = SweepRunner(spec, opts)
-    runner.open_study()
+    runner.open_study(sync=False)
     runner.work()
     return 0

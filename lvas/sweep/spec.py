@@ -15,15 +15,25 @@
       - {label: Spatial, overrides: {model.mode: spatial, model.cmam.stages: []}}
     run_cap: 20                          # trials for random / bayes
     early_terminate: {type: median, min_iter: 2}    # or {type: hyperband, min_iter: 1, eta: 3}
-    report: table3a                      # which paper table the sweep feeds
+    report: table3a                      # which paper table the sweep feeds, or
+    report: {table: table3a, baseline: Spatial+Temporal}   # ... and the row every other is tested against
+    seeds: 3                             # or [0, 1, 2]: every point once per seed (sets the config's seed)
+    seeds: {min: 2, max: 6, until: separated}   # adaptive: add seeds to rows whose CI overlaps the baseline's
+    top_k: 3                             # random / bayes: re-run the k best points (on validation) over seeds
 
-Grid = variants x the cross product of parameter values; random / bayes draw the variant as one
-more categorical parameter. Every trial is validated (its full experiment config built) before
-anything runs.
+Grid = variants x the cross product of parameter values x seeds; random / bayes draw the variant
+as one more categorical parameter, each sampled point run with the first seed, and then (``top_k``)
+the k best points by the validation score run with every other seed. Every trial is validated
+(its full experiment config built) before anything runs.
+
+Identity: a *point* is (variant, parameters) — one row of a table; a *trial* is a point and a seed.
+A trial's resolved config is hashed (:func:`lvas.config.result_hash`) and stored with it, so a sweep
+file edited after its trials ran is noticed (see :mod:`lvas.sweep.runner`).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import itertools
 import json
@@ -38,7 +48,7 @@ DISTRIBUTIONS = ("uniform", "log_uniform_values", "int_uniform", "q_uniform")
 REPORTS = ("table1", "table2", "table3a", "table3b", "table3c", "table3d", "table4", "hparams", "none")
 METRICS = ("AP", "oIoU", "mIoU", "P@0.5", "P@0.6", "P@0.7", "P@0.8", "P@0.9")
 TOP_KEYS = ("name", "base", "overrides", "metric", "method", "parameters", "variants", "run_cap",
-            "early_terminate", "report", "description", "seed")
+            "early_terminate", "report", "description", "seed", "seeds", "top_k")
 
 
 @dataclass(frozen=True)
@@ -61,21 +71,94 @@ class Variant:
     overrides: dict[str, Any]
 
 
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
 @dataclass
 class Trial:
-    """One grid point (or, for random/bayes, one sampled point)."""
+    """One point (variant + parameters) with one seed; ``seed`` None keeps the base config's seed."""
 
     label: str
     overrides: dict[str, Any]
     params: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None
 
     @property
-    def key(self) -> str:
-        blob = json.dumps({"label": self.label, "overrides": self.overrides}, sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    def point(self) -> str:
+        """Identity of the table row: variant and parameters, not the seed."""
+        return _digest({"label": self.label, "params": self.params})
+
+    @property
+    def id(self) -> str:
+        """Identity of the trial within its sweep: point and seed (not the config, which may change)."""
+        return _digest({"label": self.label, "params": self.params, "seed": self.seed})
+
+    @property
+    def name(self) -> str:
+        """Human-readable: ``label [params] seed s``."""
+        extra = f" {json.dumps(self.params, default=str)}" if self.params else ""
+        return f"{self.label}{extra}" + (f" seed {self.seed}" if self.seed is not None else "")
 
     def override_list(self) -> list[str]:
         return [f"{k}={json.dumps(v)}" for k, v in self.overrides.items()]
+
+
+@dataclass(frozen=True)
+class SeedPlan:
+    """Which seeds each point runs with.
+
+    Fixed (``seeds: 3`` or ``[0, 1, 2]``): ``values``. Adaptive (``{min, max, until: separated}``):
+    ``values`` = 0..max-1, of which the first ``min`` always run and the rest are added one at a time
+    to rows whose confidence interval still overlaps the baseline row's. ``values == (None,)`` when
+    the sweep names no seeds (the base config's seed).
+    """
+
+    values: tuple[int | None, ...] = (None,)
+    adaptive: bool = False
+    min: int = 1
+    until: str = ""
+
+    @property
+    def initial(self) -> tuple[int | None, ...]:
+        return self.values[: self.min] if self.adaptive else self.values
+
+    @property
+    def max(self) -> int:
+        return len(self.values)
+
+
+def _seed_plan(path: Path, raw: Any) -> SeedPlan:
+    if raw is None:
+        return SeedPlan()
+    if isinstance(raw, bool):
+        raise _err(path, "seeds", "expected a count, a list of seeds or {min, max, until: separated}")
+    if isinstance(raw, int):
+        if raw < 1:
+            raise _err(path, "seeds", f"{raw}: expected a count >= 1")
+        return SeedPlan(tuple(range(raw)))
+    if isinstance(raw, list):
+        if not raw or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in raw):
+            raise _err(path, "seeds", "expected a non-empty list of integers >= 0")
+        if len(set(raw)) != len(raw):
+            raise _err(path, "seeds", "seeds must be distinct")
+        return SeedPlan(tuple(raw))
+    if isinstance(raw, dict):
+        extra = set(raw) - {"min", "max", "until"}
+        if extra:
+            raise _err(path, f"seeds.{sorted(extra)[0]}", "unknown key; allowed: min, max, until")
+        lo, hi, until = raw.get("min"), raw.get("max"), raw.get("until", "separated")
+        for k, v in (("min", lo), ("max", hi)):
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise _err(path, f"seeds.{k}", "an integer is required")
+        if lo < 2:
+            raise _err(path, "seeds.min", f"{lo}: a confidence interval needs at least 2 seeds")
+        if hi < lo:
+            raise _err(path, "seeds.max", f"{hi} is below seeds.min ({lo})")
+        if until != "separated":
+            raise _err(path, "seeds.until", f"{until!r}: expected 'separated'")
+        return SeedPlan(tuple(range(hi)), adaptive=True, min=lo, until=until)
+    raise _err(path, "seeds", "expected a count, a list of seeds or {min, max, until: separated}")
 
 
 @dataclass
@@ -94,34 +177,66 @@ class SweepSpec:
     report: str
     seed: int = 0
     description: str = ""
+    seeds: SeedPlan = field(default_factory=SeedPlan)
+    baseline: str | None = None
+    top_k: int | None = None
+    _configs: dict = field(default_factory=dict, repr=False)
 
     # -- expansion ----------------------------------------------------------
-    def grid(self) -> list[Trial]:
-        """Variants x parameter values (grid method), in a fixed order."""
+    def points(self) -> list[tuple[str, dict[str, Any]]]:
+        """(variant label, parameters) of every grid point, in a fixed order."""
         names = [p.name for p in self.parameters]
         combos = list(itertools.product(*[p.values for p in self.parameters])) if names else [()]
-        trials = []
-        for v in self.variants or [Variant("default", {})]:
-            for combo in combos:
-                params = dict(zip(names, combo))
-                trials.append(Trial(v.label, {**self.overrides, **v.overrides, **params}, params))
-        return trials
+        return [(v.label, dict(zip(names, combo))) for v in self.variants or [Variant("default", {})]
+                for combo in combos]
 
-    def trial_for(self, label: str, params: dict[str, Any]) -> Trial:
+    def grid(self, seeds: tuple[int | None, ...] | None = None) -> list[Trial]:
+        """Points x seeds (grid method), seed-major: every row of the table once before any row twice.
+
+        ``seeds``: default the seeds every point starts with (all of them, or ``min`` when adaptive).
+        """
+        return [self.trial_for(label, params, seed) for seed in (self.seeds.initial if seeds is None else seeds)
+                for label, params in self.points()]
+
+    def trial_for(self, label: str, params: dict[str, Any], seed: int | None = None) -> Trial:
         variant = next((v for v in self.variants if v.label == label), Variant(label, {}))
-        return Trial(label, {**self.overrides, **variant.overrides, **params}, dict(params))
+        over = {**self.overrides, **variant.overrides, **params}
+        if seed is not None:
+            over["seed"] = seed
+        return Trial(label, over, dict(params), seed)
 
     def config_for(self, trial: Trial) -> ExperimentConfig:
-        """The full experiment config of a trial (validated)."""
-        data = apply_values(load_raw(self.base), trial.overrides)
-        data["name"] = f"{self.name}/{trial.label}" if trial.label != "default" else self.name
-        try:
-            return from_dict(data)
-        except ConfigError as e:
-            raise ConfigError(f"{self.path}: trial {trial.label!r}: {e}") from None
+        """The full experiment config of a trial (validated; remembered per trial)."""
+        key = trial.id + _digest(trial.overrides)
+        if key not in self._configs:
+            data = apply_values(load_raw(self.base), trial.overrides)
+            data["name"] = f"{self.name}/{trial.label}" if trial.label != "default" else self.name
+            try:
+                self._configs[key] = from_dict(data)
+            except ConfigError as e:
+                raise ConfigError(f"{self.path}: trial {trial.label!r}: {e}") from None
+        return copy.deepcopy(self._configs[key])
+
+    def result_hash(self, trial: Trial) -> str:
+        """Hash of what the trial computes (:func:`lvas.config.result_hash` of its config)."""
+        from lvas.config import result_hash
+
+        return result_hash(self.config_for(trial))
+
+    def folder(self, trial: Trial) -> str:
+        """The trial's folder name under ``trials/``: its id and config, so an edited point starts afresh."""
+        return f"{trial.id}-{self.result_hash(trial)[:8]}"
 
     def labels(self) -> list[str]:
         return [v.label for v in self.variants] or ["default"]
+
+    def fingerprint(self) -> str:
+        """Hash of the resolved spec: method, metric, seeds and every grid trial's resolved config."""
+        trials = {t.id: self.result_hash(t) for t in self.grid(self.seeds.values)} if self.method == "grid" else {}
+        return _digest({"method": self.method, "metric": [self.metric, self.goal], "seeds": self.seeds.values,
+                        "adaptive": self.seeds.adaptive, "top_k": self.top_k, "trials": trials,
+                        "base": self.result_hash(self.trial_for(self.labels()[0], {})) if self.method != "grid" else "",
+                        "parameters": [repr(p) for p in self.parameters], "run_cap": self.run_cap})
 
 
 def _err(path: Path, key: str, msg: str) -> ConfigError:
@@ -225,19 +340,40 @@ def load_sweep(path: str | Path) -> SweepSpec:
         extra = set(et) - {"type", "min_iter", "eta", "max_iter"}
         if extra:
             raise _err(path, f"early_terminate.{sorted(extra)[0]}", "unknown key; allowed: type, min_iter, max_iter, eta")
-    report = raw.get("report", "none")
+    report, baseline = raw.get("report", "none"), None
+    if isinstance(report, dict):
+        extra = set(report) - {"table", "baseline"}
+        if extra:
+            raise _err(path, f"report.{sorted(extra)[0]}", "unknown key; allowed: table, baseline")
+        report, baseline = report.get("table", "none"), report.get("baseline")
+        if baseline is not None and str(baseline) not in labels:
+            raise _err(path, "report.baseline", f"{baseline!r} is not a variant label; labels: {', '.join(labels)}")
     if report not in REPORTS:
         raise _err(path, "report", f"{report!r} is not known; expected one of {', '.join(REPORTS)}")
+    seeds = _seed_plan(path, raw.get("seeds"))
+    if seeds.adaptive and (method != "grid" or baseline is None):
+        raise _err(path, "seeds", "adaptive seeds compare rows with a baseline row: they need method: grid and "
+                   "report: {table: ..., baseline: <variant label>}")
+    top_k = raw.get("top_k")
+    if top_k is not None:
+        if method == "grid":
+            raise _err(path, "top_k", "only for random / bayes (a grid runs every point with every seed)")
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+            raise _err(path, "top_k", "expected a positive integer")
+    elif method != "grid" and len(seeds.values) > 1:
+        raise _err(path, "seeds", f"method {method} runs each sampled point once; set top_k to re-run the k best "
+                   f"points (on validation) with every seed")
     spec = SweepSpec(path, name, base, metric["name"], goal, method, parameters, variants, dict(overrides),
-                     run_cap, et, report, int(raw.get("seed", 0)), str(raw.get("description", "")))
+                     run_cap, et, report, int(raw.get("seed", 0)), str(raw.get("description", "")), seeds,
+                     None if baseline is None else str(baseline), top_k)
     # validate every trial's config now, before anything runs
     if method == "grid":
-        for t in spec.grid():
+        for t in spec.grid(seeds.values):
             spec.config_for(t)
     else:
         for label in spec.labels():
             probe = {p.name: (p.values[0] if p.is_discrete else p.min) for p in parameters}
-            cfg = spec.config_for(spec.trial_for(label, probe))
+            cfg = spec.config_for(spec.trial_for(label, probe, seeds.values[0]))
             if cfg.train.select != "best_val":
                 raise _err(path, "overrides.train.select", f"method {method} chooses among configurations, so it "
                            f"needs a validation split to choose on: set train.select: best_val (the test split "
@@ -245,17 +381,27 @@ def load_sweep(path: str | Path) -> SweepSpec:
     return spec
 
 
-def resolve_checkpoint(ref: str, out: str | Path = "runs/sweeps") -> Path:
-    """``sweep:<sweep.yaml>#<variant label>`` -> that trial's selected checkpoint; anything else is a path."""
+def resolve_checkpoint(ref: str, out: str | Path = "runs/sweeps", seed: int | None = None) -> Path:
+    """``sweep:<sweep.yaml>#<variant label>[@seed]`` -> that trial's selected checkpoint; anything else
+    is a path. Without ``@seed``: the trial of ``seed`` (the caller's own) when the sweep ran it,
+    else the sweep's first seed."""
     if not ref.startswith("sweep:"):
         return Path(ref)
     file, _, label = ref[6:].partition("#")
+    label, _, at = label.partition("@")
     spec = load_sweep(file)
-    trials = [t for t in spec.grid() if t.label == label] if spec.method == "grid" else []
-    if not trials:
+    if spec.method != "grid" or label not in spec.labels():
         raise ConfigError(f"train.init_checkpoint: no variant {label!r} in {file} "
                           f"(variants: {', '.join(spec.labels())})")
-    path = Path(out) / spec.name / "trials" / trials[0].key / "model.pt"
+    if at:
+        if not at.isdigit() or int(at) not in spec.seeds.values:
+            raise ConfigError(f"train.init_checkpoint: {ref!r}: seed {at!r} is not among the seeds of {file} "
+                              f"({', '.join(map(str, spec.seeds.values))})")
+        pick = int(at)
+    else:
+        pick = seed if seed in spec.seeds.values else spec.seeds.values[0]
+    trial = spec.trial_for(label, {}, pick)
+    path = Path(out) / spec.name / "trials" / spec.folder(trial) / "model.pt"
     if not path.is_file():
         raise ConfigError(f"train.init_checkpoint: {path} not found: run `lvas sweep {file}` first")
     return path
