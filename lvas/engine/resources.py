@@ -1,14 +1,16 @@
 """CPU threads and DataLoader workers of a run: ``train.threads`` and ``data.workers`` (``auto``).
 
-Measured on the 2-core machine (``benchmarks/threads_workers.py``, figures in its docstring):
+Measured on the 2-core machine (``benchmarks/threads_workers.py``, one quickstart stage-1 network,
+seconds per epoch):
 
 * Small clips (the CPU quickstart, 8 x 64 x 64) load faster than a worker process can hand them
-  over: ``workers: 0`` fits an epoch in 3.85 s against 5.77 s with 2 workers. Workers pay off when
-  a clip is expensive to decode and resize (full-size frames) and most of all when a GPU waits.
-* Two trials side by side with one thread each did twice the work of one trial with two threads
-  (4.4 s and 8.1 s per epoch each, in parallel, against 3.85 s and 6.4 s one after the other), so a
-  sweep running ``P`` trials on a machine gives each ``cores // P`` threads. The sweep runner
-  tells its trial processes ``P`` through ``LVAS_PARALLEL_TRIALS``.
+  over: the spatial network takes 3.95 s per epoch with ``workers: 0`` and 6.1 s with 2 (persistent)
+  workers. Workers pay off when a clip is expensive to decode and resize (full-size frames) and
+  most of all when a GPU waits.
+* Two networks side by side with one thread each took 4.33 s (spatial) and 7.87 s (temporal) per
+  epoch, against 3.95 s and 6.09 s one after the other with two threads: both done in 7.87 s
+  instead of 10.04 s. So a sweep running ``P`` trials on a machine gives each ``cores // P``
+  threads; the sweep runner tells its trial processes ``P`` through ``LVAS_PARALLEL_TRIALS``.
 """
 
 from __future__ import annotations
