@@ -7,9 +7,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-import torchvision
 from torch import nn
-from torchvision.models import Inception_V3_Weights, ResNet50_Weights
 
 from lvas.models.base import StagedEncoder, StageSpec, load_into, read_checkpoint, resolve_weights, torchvision_state
 from lvas.registry import SPATIAL_ENCODERS
@@ -40,7 +38,9 @@ class ResNet50Encoder(StagedEncoder):
 
     def __init__(self, pretrained: str = "none") -> None:
         super().__init__()
-        net = torchvision.models.resnet50(weights=None)
+        from torchvision.models import ResNet50_Weights, resnet50  # imported here: 1.7 s saved where unused
+
+        net = resnet50(weights=None)
         _load_torchvision(net, pretrained, {"imagenet": ResNet50_Weights.IMAGENET1K_V2,
                                             "imagenet_v1": ResNet50_Weights.IMAGENET1K_V1}, "r50", ignore=("fc.",))
         self.stages = nn.ModuleList([
@@ -78,7 +78,9 @@ class InceptionV3Encoder(StagedEncoder):
 
     def __init__(self, pretrained: str = "none") -> None:
         super().__init__()
-        net = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=True, transform_input=False)
+        from torchvision.models import Inception_V3_Weights, inception_v3
+
+        net = inception_v3(weights=None, aux_logits=True, init_weights=True, transform_input=False)
         _load_torchvision(net, pretrained, {"imagenet": Inception_V3_Weights.IMAGENET1K_V1}, "iv3",
                           ignore=("fc.", "AuxLogits."))
         self.stages = nn.ModuleList(

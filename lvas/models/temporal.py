@@ -6,9 +6,7 @@ Each gives five stage maps over the clip at spatial strides 2..32 and temporal s
 
 from __future__ import annotations
 
-import torchvision
 from torch import nn
-from torchvision.models.video import S3D_Weights
 
 from lvas.models.base import StagedEncoder, StageSpec, load_into, read_checkpoint, resolve_weights, torchvision_state
 from lvas.models.i3d import I3D_CHANNELS, I3D_T_STRIDES, convert_i3d_state_dict, i3d_stages, to_staged_keys
@@ -55,7 +53,9 @@ class S3DEncoder(StagedEncoder):
 
     def __init__(self, pretrained: str = "none") -> None:
         super().__init__()
-        net = torchvision.models.video.s3d(weights=None)
+        from torchvision.models.video import S3D_Weights, s3d  # imported here: 1.7 s saved where unused
+
+        net = s3d(weights=None)
         weights = resolve_weights(pretrained, {"kinetics400": S3D_Weights.KINETICS400_V1}, "s3d")
         if isinstance(weights, str):
             load_into(net, read_checkpoint(weights), weights, ignore=("classifier.",))

@@ -155,7 +155,8 @@ def build_table(sr: SweepRuns, tracking_uri: str | None = None) -> Table:
             n = len(row["runs"])
             add(name, "lvas", row["metrics"], row["intervals"], n, extra)
             numbers[-1]["status"] = shown[-1]["status"] = "FINISHED"
-            numbers[-1]["runs"] = shown[-1]["runs"] = " ".join(p["run_id"] for p in row["runs"])
+            numbers[-1]["runs"] = " ".join(p["run_id"] for p in row["runs"])
+            shown[-1]["runs"] = " ".join(p["run_id"][:8] for p in row["runs"])  # full ids in the CSV
         else:
             status = "missing" if r is None else f"missing ({r['status']})"
             add(name, "lvas", None, n=0)

@@ -664,9 +664,10 @@ class SweepRunner:
 class Progress:
     """Live progress of a sweep: trials done / total, what is running, elapsed time and an ETA.
 
-    The ETA is the mean wall time of the trials finished since this command started, times the
-    trials left, divided by the trials running side by side. Printed as one line per change (and at
-    most every ``every`` seconds), also under ``--quiet``.
+    The ETA adds, for every trial not yet finished, the mean wall time of the finished trials of
+    the same variant (of all finished trials when none of its variant has finished; minus what a
+    running one has already spent), and divides by the trials running side by side. Printed as one
+    line per change (and every ``every`` seconds), also under ``--quiet``.
     """
 
     def __init__(self, runner: SweepRunner, parallel: int = 1, every: float = 20.0) -> None:
@@ -678,32 +679,41 @@ class Progress:
         from optuna.trial import TrialState
 
         done = running = waiting = 0
-        durations, now_running = [], []
+        durations: dict[str, list[float]] = {}
+        left: list[tuple[str, float]] = []  # (label, seconds already spent) of every unfinished trial
+        now_running = []
         for t in self.runner.latest_by_id().values():
             if not self.runner.is_current(t):
                 continue
+            a = t.user_attrs
             if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
                 done += 1
-                a = t.user_attrs
                 if a.get("started") and a.get("finished") and a["started"] >= self.t0:
-                    durations.append(a["finished"] - a["started"])
+                    durations.setdefault(a.get("label"), []).append(a["finished"] - a["started"])
             elif t.state == TrialState.RUNNING:
                 running += 1
+                left.append((a.get("label"), time.time() - a.get("started", time.time())))
                 ep = t.user_attrs.get("epoch")
                 seed = t.user_attrs.get("seed")
                 now_running.append(f"{t.user_attrs.get('label')}" + (f" seed {seed}" if seed is not None else "")
                                    + (f" epoch {ep}" if ep else ""))
             elif t.state == TrialState.WAITING:
                 waiting += 1
-        return {"done": done, "running": running, "waiting": waiting, "durations": durations, "now": now_running}
+                left.append((a.get("label"), 0.0))
+        eta = None
+        if durations:
+            overall = [d for ds in durations.values() for d in ds]
+            mean = {k: sum(v) / len(v) for k, v in durations.items()}
+            eta = sum(max(0.0, mean.get(lab, sum(overall) / len(overall)) - spent) for lab, spent in left) / self.parallel
+        return {"done": done, "running": running, "waiting": waiting, "eta": eta, "now": now_running}
 
     def line(self) -> str:
         c = self.counts()
         total = c["done"] + c["running"] + c["waiting"]
         elapsed = time.time() - self.t0
         left = c["running"] + c["waiting"]
-        if c["durations"] and left:
-            eta = f"ETA {_clock(sum(c['durations']) / len(c['durations']) * left / self.parallel)}"
+        if c["eta"] is not None and left:
+            eta = f"ETA {_clock(c['eta'])}"
         else:
             eta = "ETA after the first trial" if left else "done"
         adaptive = " (adaptive: more may follow)" if self.runner.spec.seeds.adaptive or self.runner.spec.top_k else ""
