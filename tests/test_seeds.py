@@ -62,6 +62,8 @@ def test_seeds_multiply_the_grid_and_set_the_config_seed(tmp_path, synth, seeds,
     ({"seeds": {"min": 2, "max": 4}}, "adaptive seeds compare rows with a baseline row"),
     ({"report": {"table": "table3a", "baseline": "Nope"}}, "report.baseline: 'Nope' is not a variant label"),
     ({"report": {"table": "table3a", "base": "Spatial"}}, "report.base: unknown key"),
+    ({"report": {"table": "table3a", "pairs": [["Spatial", "Nope"]]}}, "report.pairs[0]: 'Nope' is not a variant"),
+    ({"report": {"table": "table3a", "pairs": ["Spatial"]}}, "report.pairs: expected a list of [row, other row]"),
     ({"top_k": 2}, "top_k: only for random / bayes"),
     ({"method": "random", "run_cap": 2, "seeds": 2, "overrides": {"train.select": "best_val"}},
      "seeds: method random runs each sampled point once; set top_k"),
@@ -78,7 +80,7 @@ def test_seed_and_report_keys_are_validated(tmp_path, synth, change, message):
 def test_every_point_runs_once_per_seed_and_the_report_aggregates_them(tmp_path, synth, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     p = write_sweep(tmp_path, synth, name="seeded", seeds=2,
-                    report={"table": "table3a", "baseline": "Spatial"})
+                    report={"table": "table3a", "baseline": "Spatial", "pairs": [["Temporal", "Spatial"]]})
     assert main(["sweep", str(p), "--quiet", "--out", str(tmp_path / "out")]) == 0
     printed = capsys.readouterr().out
     assert "[seeded] 0/4 trials done" in printed and "4/4 trials done" in printed and "ETA" in printed
@@ -105,6 +107,10 @@ def test_every_point_runs_once_per_seed_and_the_report_aggregates_them(tmp_path,
     assert 0.0 < ours.loc["Temporal", "p"] <= 1.0
     md = (tmp_path / "reports" / "seeded" / "table3a_components.md").read_text()
     assert "paired permutation test over test samples" in md
+    delta = np.mean(test["Temporal"]) - np.mean(test["Spatial"])
+    from lvas.report.build import p_text
+
+    assert f"`Temporal` − `Spatial`: Δ AP {delta:+.1f}, p {p_text(ours.loc['Temporal', 'p'], '= ')}" in md  # same test
 
 
 def test_an_edited_sweep_refuses_its_stale_trials_then_reruns_them(tmp_path, synth, monkeypatch, capsys):

@@ -47,6 +47,10 @@ def comparable(sr: SweepRuns) -> bool:
     return not datasets or datasets == {want}
 
 
+def p_text(p: float, eq: str = "") -> str:
+    return f"{eq}{p:.3f}" if p >= 0.001 else "< 0.001"
+
+
 def _epochs(row: dict, key: str) -> str:
     vals = sorted({str(r.get(key)) for r in row["runs"] if r.get(key) not in (None, "", "None")}, key=_num)
     return "–" if not vals else vals[0] if len(vals) == 1 else f"{vals[0]}–{vals[-1]}"
@@ -70,24 +74,40 @@ class Table:
     stem: str
     caption: str
     comparisons: dict[str, Comparison | None] = field(default_factory=dict)
+    pairs: list[tuple[str, str, Comparison | None]] = field(default_factory=list)
 
 
-def compare_with_baseline(sr: SweepRuns, tracking_uri: str | None) -> dict[str, Comparison | None]:
+def _records(sr: SweepRuns, tracking_uri: str | None) -> dict[str, list | None]:
+    """Row name -> per seed, its run's per-sample test records (None when a run has none)."""
+    out = {}
+    for name, r in sr.chosen().items():
+        recs = [sample_records(run, tracking_uri) for run in r["runs"]] if tracking_uri else [None]
+        out[name] = None if any(x is None for x in recs) else recs
+    return out
+
+
+def _test(sr: SweepRuns, records: dict, a: str, b: str) -> Comparison | None:
+    if records.get(a) is None or records.get(b) is None:
+        return None
+    return compare(records[a], records[b], sr.spec.metric, sr.chosen()[a].get("protocol") or "paper")
+
+
+def compare_with_baseline(sr: SweepRuns, tracking_uri: str | None, records: dict | None = None
+                          ) -> dict[str, Comparison | None]:
     """Row name -> paired test of the row against the sweep's baseline row (on the sweep metric)."""
     base_name = next((n for n, r in sr.chosen().items() if r["label"] == sr.spec.baseline), None)
-    if base_name is None or tracking_uri is None:
+    if base_name is None:
         return {}
+    records = _records(sr, tracking_uri) if records is None else records
+    return {name: _test(sr, records, name, base_name) for name in sr.chosen() if name != base_name}
+
+
+def compare_pairs(sr: SweepRuns, tracking_uri: str | None, records: dict | None = None
+                  ) -> list[tuple[str, str, Comparison | None]]:
+    """The sweep's ``report.pairs``: (row, other row, paired test of row against other)."""
     chosen = sr.chosen()
-    records = {}
-    for name, r in chosen.items():
-        recs = [sample_records(run, tracking_uri) for run in r["runs"]]
-        records[name] = None if any(x is None for x in recs) else recs
-    out: dict[str, Comparison | None] = {}
-    for name, r in chosen.items():
-        if name == base_name or records[name] is None or records[base_name] is None:
-            continue
-        out[name] = compare(records[name], records[base_name], sr.spec.metric, r.get("protocol") or "paper")
-    return out
+    records = _records(sr, tracking_uri) if records is None else records
+    return [(a, b, _test(sr, records, a, b) if a in chosen and b in chosen else None) for a, b in sr.spec.pairs]
 
 
 def build_table(sr: SweepRuns, tracking_uri: str | None = None) -> Table:
@@ -104,7 +124,9 @@ def build_table(sr: SweepRuns, tracking_uri: str | None = None) -> Table:
         published, paper_rows = {}, {}
         if any("motion/AP" in r["metrics"] for r in chosen.values()):
             cols = tuple(cols) + KIND_COLS
-    comparisons = compare_with_baseline(sr, tracking_uri)
+    records = _records(sr, tracking_uri) if (sr.spec.baseline or sr.spec.pairs) else {}
+    comparisons = compare_with_baseline(sr, tracking_uri, records)
+    pairs = compare_pairs(sr, tracking_uri, records)
     metric = sr.spec.metric
     numbers, shown, means = [], [], []
 
@@ -151,7 +173,7 @@ def build_table(sr: SweepRuns, tracking_uri: str | None = None) -> Table:
                 else:
                     mark = "" if c.significant else " (n.s.)"
                     extra[f"Δ {metric} vs baseline"] = (c.delta, f"{c.delta:+.1f}{mark}")
-                    extra["p"] = (c.p, f"{c.p:.3f}" if c.p >= 0.001 else "<0.001")
+                    extra["p"] = (c.p, p_text(c.p))
             n = len(row["runs"])
             add(name, "lvas", row["metrics"], row["intervals"], n, extra)
             numbers[-1]["status"] = shown[-1]["status"] = "FINISHED"
@@ -172,7 +194,7 @@ def build_table(sr: SweepRuns, tracking_uri: str | None = None) -> Table:
     order = [c for c in frames[1].columns if c not in ("status", "runs")] + \
         [c for c in ("status", "runs") if c in frames[1].columns]
     frames[1] = frames[1][order].fillna("")
-    return Table(frames[0], frames[1], frames[2], stem, caption, comparisons)
+    return Table(frames[0], frames[1], frames[2], stem, caption, comparisons, pairs)
 
 
 def provenance(sr: SweepRuns, table: Table | None = None) -> str:
@@ -202,6 +224,15 @@ def provenance(sr: SweepRuns, table: Table | None = None) -> str:
         lines.append(f"`Δ {sr.spec.metric} vs baseline`: row mean − mean of the baseline row `{sr.spec.baseline}`; `p`: "
                      f"{TEST_NAME}. **(n.s.)**: not significant at {ALPHA} — the data do not show the rows differ."
                      + ("" if comps else " (No per-sample records were found for these runs, so no test was made.)"))
+    if table is not None and table.pairs:
+        items = []
+        for a, b, c in table.pairs:
+            if c is None:
+                items.append(f"`{a}` vs `{b}`: – (a row is missing or has no per-sample records)")
+            else:
+                items.append(f"`{a}` − `{b}`: Δ {sr.spec.metric} {c.delta:+.1f}, p {p_text(c.p, '= ')}"
+                             f"{'' if c.significant else ' (n.s.)'}")
+        lines.append(f"Pairs (same test, {sr.spec.metric}): " + "; ".join(items) + ".")
     if any(r.get("label") and r["label"] in paper_labels(sr) for r in chosen.values()):
         lines.append("`paper` is the published figure for the same setting, `Δ lvas − paper` the difference of means.")
     if missing:

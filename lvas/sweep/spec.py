@@ -17,6 +17,7 @@
     early_terminate: {type: median, min_iter: 2}    # or {type: hyperband, min_iter: 1, eta: 3}
     report: table3a                      # which paper table the sweep feeds, or
     report: {table: table3a, baseline: Spatial+Temporal}   # ... and the row every other is tested against
+    report: {table: table3a, pairs: [[+LGFS+CMAM, +LGFS]]} # ... and chosen pairs of rows (A vs B)
     seeds: 3                             # or [0, 1, 2]: every point once per seed (sets the config's seed)
     seeds: {min: 2, max: 6, until: separated}   # adaptive: add seeds to rows whose CI overlaps the baseline's
     top_k: 3                             # random / bayes: re-run the k best points (on validation) over seeds
@@ -180,6 +181,7 @@ class SweepSpec:
     seeds: SeedPlan = field(default_factory=SeedPlan)
     baseline: str | None = None
     top_k: int | None = None
+    pairs: tuple[tuple[str, str], ...] = ()
     _configs: dict = field(default_factory=dict, repr=False)
 
     # -- expansion ----------------------------------------------------------
@@ -340,14 +342,20 @@ def load_sweep(path: str | Path) -> SweepSpec:
         extra = set(et) - {"type", "min_iter", "eta", "max_iter"}
         if extra:
             raise _err(path, f"early_terminate.{sorted(extra)[0]}", "unknown key; allowed: type, min_iter, max_iter, eta")
-    report, baseline = raw.get("report", "none"), None
+    report, baseline, pairs = raw.get("report", "none"), None, []
     if isinstance(report, dict):
-        extra = set(report) - {"table", "baseline"}
+        extra = set(report) - {"table", "baseline", "pairs"}
         if extra:
-            raise _err(path, f"report.{sorted(extra)[0]}", "unknown key; allowed: table, baseline")
-        report, baseline = report.get("table", "none"), report.get("baseline")
+            raise _err(path, f"report.{sorted(extra)[0]}", "unknown key; allowed: table, baseline, pairs")
+        report, baseline, pairs = report.get("table", "none"), report.get("baseline"), report.get("pairs") or []
         if baseline is not None and str(baseline) not in labels:
             raise _err(path, "report.baseline", f"{baseline!r} is not a variant label; labels: {', '.join(labels)}")
+        if not isinstance(pairs, list) or not all(isinstance(x, list) and len(x) == 2 for x in pairs):
+            raise _err(path, "report.pairs", "expected a list of [row, other row] label pairs")
+        for i, pair in enumerate(pairs):
+            for lab in pair:
+                if str(lab) not in labels:
+                    raise _err(path, f"report.pairs[{i}]", f"{lab!r} is not a variant label; labels: {', '.join(labels)}")
     if report not in REPORTS:
         raise _err(path, "report", f"{report!r} is not known; expected one of {', '.join(REPORTS)}")
     seeds = _seed_plan(path, raw.get("seeds"))
@@ -365,7 +373,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
                    f"points (on validation) with every seed")
     spec = SweepSpec(path, name, base, metric["name"], goal, method, parameters, variants, dict(overrides),
                      run_cap, et, report, int(raw.get("seed", 0)), str(raw.get("description", "")), seeds,
-                     None if baseline is None else str(baseline), top_k)
+                     None if baseline is None else str(baseline), top_k, tuple((str(a), str(b)) for a, b in pairs))
     # validate every trial's config now, before anything runs
     if method == "grid":
         for t in spec.grid(seeds.values):
