@@ -8,6 +8,7 @@ multiply-add as one "FLOP", i.e. MACs. We report both, named.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,6 +125,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("LVAS_CACHE") or Path.home() / ".cache" / "lvas")
 
 
+@functools.lru_cache(maxsize=1)
 def _source_digest() -> str:
     """Digest of the code that decides a count (the model definitions and this file)."""
     import hashlib

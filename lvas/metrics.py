@@ -85,6 +85,15 @@ def masks_for_protocol(logits: torch.Tensor, gt: torch.Tensor, lb: Letterbox, pr
     raise ValueError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
 
 
+def sample_iou(inter: np.ndarray, union: np.ndarray, smooth: float) -> tuple[np.ndarray, float]:
+    """Per-sample IoU and the tolerance thresholds are compared with: ``(I + smooth) / (U + smooth)``
+    compared exactly (the released code), or with ``smooth`` 0 exact IoU (1 for two empty masks)
+    compared with a 1e-9 tolerance against float rounding."""
+    if smooth:
+        return (inter + smooth) / (union + smooth), 0.0
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0), 1e-9
+
+
 def intersection_union(pred: torch.Tensor, gt: torch.Tensor) -> tuple[int, int]:
     return int((pred & gt).sum()), int((pred | gt).sum())
 
@@ -118,10 +127,7 @@ class MetricAccumulator:
     def _compute(self, inter: np.ndarray, union: np.ndarray) -> dict[str, float]:
         if len(inter) == 0:
             return {k: float("nan") for k in METRIC_NAMES}
-        if self.smooth:
-            iou, tol = (inter + self.smooth) / (union + self.smooth), 0.0
-        else:
-            iou, tol = np.where(union > 0, inter / np.maximum(union, 1), 1.0), 1e-9
+        iou, tol = sample_iou(inter, union, self.smooth)
         out = {f"P@{t}": 100.0 * float((iou >= t - tol).mean()) for t in THRESHOLDS}
         out["AP"] = 100.0 * float(np.mean([(iou >= t - tol).mean() for t in AP_THRESHOLDS]))
         out["oIoU"] = 100.0 * float(inter.sum() / union.sum()) if union.sum() > 0 else 100.0

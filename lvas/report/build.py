@@ -92,22 +92,18 @@ def _test(sr: SweepRuns, records: dict, a: str, b: str) -> Comparison | None:
     return compare(records[a], records[b], sr.spec.metric, sr.chosen()[a].get("protocol") or "paper")
 
 
-def compare_with_baseline(sr: SweepRuns, tracking_uri: str | None, records: dict | None = None
-                          ) -> dict[str, Comparison | None]:
+def compare_with_baseline(sr: SweepRuns, records: dict) -> dict[str, Comparison | None]:
     """Row name -> paired test of the row against the sweep's baseline row (on the sweep metric)."""
     base_name = next((n for n, r in sr.chosen().items() if r["label"] == sr.spec.baseline), None)
     if base_name is None:
         return {}
-    records = _records(sr, tracking_uri) if records is None else records
     return {name: _test(sr, records, name, base_name) for name in sr.chosen() if name != base_name}
 
 
-def compare_pairs(sr: SweepRuns, tracking_uri: str | None, records: dict | None = None
-                  ) -> list[tuple[str, str, Comparison | None]]:
-    """The sweep's ``report.pairs``: (row, other row, paired test of row against other)."""
-    chosen = sr.chosen()
-    records = _records(sr, tracking_uri) if records is None else records
-    return [(a, b, _test(sr, records, a, b) if a in chosen and b in chosen else None) for a, b in sr.spec.pairs]
+def compare_pairs(sr: SweepRuns, records: dict) -> list[tuple[str, str, Comparison | None]]:
+    """The sweep's ``report.pairs``: (row, other row, paired test of row against other; None when
+    either row is missing or has no per-sample records)."""
+    return [(a, b, _test(sr, records, a, b)) for a, b in sr.spec.pairs]
 
 
 def build_table(sr: SweepRuns, tracking_uri: str | None = None) -> Table:
@@ -125,8 +121,8 @@ def build_table(sr: SweepRuns, tracking_uri: str | None = None) -> Table:
         if any("motion/AP" in r["metrics"] for r in chosen.values()):
             cols = tuple(cols) + KIND_COLS
     records = _records(sr, tracking_uri) if (sr.spec.baseline or sr.spec.pairs) else {}
-    comparisons = compare_with_baseline(sr, tracking_uri, records)
-    pairs = compare_pairs(sr, tracking_uri, records)
+    comparisons = compare_with_baseline(sr, records)
+    pairs = compare_pairs(sr, records)
     metric = sr.spec.metric
     numbers, shown, means = [], [], []
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lvas.metrics import AP_THRESHOLDS, IOU_SMOOTH
+from lvas.metrics import AP_THRESHOLDS, IOU_SMOOTH, sample_iou
 
 ALPHA = 0.05
 TEST_NAME = ("paired permutation test over test samples (scipy.stats.permutation_test, permutation_type='samples', "
@@ -66,12 +66,8 @@ def interval(values, level: float = 0.95) -> Interval:
 def per_sample(inter: np.ndarray, union: np.ndarray, metric: str, protocol: str) -> np.ndarray:
     """Each sample's share of ``metric`` (percent): their mean over samples is the metric itself,
     as :class:`lvas.metrics.MetricAccumulator` computes it (AP, P@x, mIoU; not oIoU)."""
-    smooth = IOU_SMOOTH[protocol]
     inter, union = np.asarray(inter, dtype=np.float64), np.asarray(union, dtype=np.float64)
-    if smooth:
-        iou, tol = (inter + smooth) / (union + smooth), 0.0
-    else:
-        iou, tol = np.where(union > 0, inter / np.maximum(union, 1), 1.0), 1e-9
+    iou, tol = sample_iou(inter, union, IOU_SMOOTH[protocol])
     if metric == "AP":
         return 100.0 * np.mean([(iou >= t - tol) for t in AP_THRESHOLDS], axis=0)
     if metric.startswith("P@"):

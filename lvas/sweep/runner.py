@@ -179,14 +179,17 @@ class SweepRunner:
         self.sync()
         study.set_user_attr("initialised", True)
 
-    def _enqueue(self, t: Trial, attempt: int, phase: str) -> None:
+    def _trial_attrs(self, t: Trial, attempt: int, phase: str) -> dict[str, Any]:
+        """What a stored Optuna trial carries to name its lvas trial (read back by :meth:`_trial_of`)."""
         from lvas.config import result_config
 
+        return {"id": t.id, "point": t.point, "label": t.label, "params": json.dumps(t.params, default=str),
+                "seed": t.seed, "attempt": attempt, "phase": phase, "result_hash": self.spec.result_hash(t),
+                "config": json.dumps(result_config(self.spec.config_for(t)), default=str)}
+
+    def _enqueue(self, t: Trial, attempt: int, phase: str) -> None:
         params = {"variant": t.label, **{k: _plain(v) for k, v in t.params.items()}}
-        self.study.enqueue_trial(params, user_attrs={
-            "id": t.id, "point": t.point, "label": t.label, "params": json.dumps(t.params, default=str),
-            "seed": t.seed, "attempt": attempt, "phase": phase, "result_hash": self.spec.result_hash(t),
-            "config": json.dumps(result_config(self.spec.config_for(t)), default=str)})
+        self.study.enqueue_trial(params, user_attrs=self._trial_attrs(t, attempt, phase))
 
     @property
     def parent_run_id(self) -> str:
@@ -373,22 +376,16 @@ class SweepRunner:
         """Sample (or read back the fixed) parameters of an Optuna trial; the seed comes from its
         attributes (a sampled point runs with the first seed)."""
         if "id" in trial.user_attrs and self.spec.method == "grid":  # enqueued: its attributes name the trial
-            params = json.loads(trial.user_attrs.get("params") or "{}")
-            return self.spec.trial_for(trial.user_attrs["label"], params, trial.user_attrs.get("seed"))
+            return self._trial_of(trial)
         try:
             label, params = self._suggest(trial)
         except ValueError as e:  # Optuna: a distribution differs from the one the study began with
             raise ConfigError(f"{self.spec.path}: parameters / variants: the search space changed since the study "
                               f"began ({e}); a search cannot change its space: give the sweep a new name") from None
         if "id" in trial.user_attrs:  # an enqueued re-run (top-k seeds)
-            params = json.loads(trial.user_attrs.get("params") or "{}")
-            return self.spec.trial_for(trial.user_attrs["label"], params, trial.user_attrs.get("seed"))
+            return self._trial_of(trial)
         t = self.spec.trial_for(label, params, self.spec.seeds.values[0])
-        from lvas.config import result_config
-
-        for k, v in (("id", t.id), ("point", t.point), ("label", t.label), ("params", json.dumps(t.params, default=str)),
-                     ("seed", t.seed), ("attempt", 0), ("phase", "search"), ("result_hash", self.spec.result_hash(t)),
-                     ("config", json.dumps(result_config(self.spec.config_for(t)), default=str))):
+        for k, v in self._trial_attrs(t, 0, "search").items():
             trial.set_user_attr(k, v)
         return t
 
@@ -531,17 +528,16 @@ class SweepRunner:
 
     # ------------------------------------------------------------------ seeds
     def scores(self) -> dict[str, dict]:
-        """Per point with finished current trials: label, params and ``{seed: score}``. The score is the
-        sweep metric on validation when every such trial has one, else on test (the grid's only one)."""
+        """Per point with finished current trials: ``scores`` ``{seed: score}`` and the ``split`` they
+        are on — the sweep metric on validation when every such trial has one, else on test (the
+        grid's only one)."""
         from optuna.trial import TrialState
 
         rows: dict[str, dict] = {}
         for t in self.latest_by_id().values():
             if t.state != TrialState.COMPLETE or not self.is_current(t):
                 continue
-            r = rows.setdefault(t.user_attrs["point"], {"label": t.user_attrs["label"],
-                                                         "params": json.loads(t.user_attrs.get("params") or "{}"),
-                                                         "val": {}, "test": {}})
+            r = rows.setdefault(t.user_attrs["point"], {"val": {}, "test": {}})
             for split in ("val", "test"):
                 v = t.user_attrs.get(f"{split}_score")
                 if v is not None:
@@ -703,8 +699,9 @@ class Progress:
         eta = None
         if durations:
             overall = [d for ds in durations.values() for d in ds]
+            fallback = sum(overall) / len(overall)
             mean = {k: sum(v) / len(v) for k, v in durations.items()}
-            eta = sum(max(0.0, mean.get(lab, sum(overall) / len(overall)) - spent) for lab, spent in left) / self.parallel
+            eta = sum(max(0.0, mean.get(lab, fallback) - spent) for lab, spent in left) / self.parallel
         return {"done": done, "running": running, "waiting": waiting, "eta": eta, "now": now_running}
 
     def line(self) -> str:

@@ -182,7 +182,9 @@ class SweepSpec:
     baseline: str | None = None
     top_k: int | None = None
     pairs: tuple[tuple[str, str], ...] = ()
-    _configs: dict = field(default_factory=dict, repr=False)
+    _configs: dict = field(default_factory=dict, repr=False)  # trial key -> validated config
+    _hashes: dict = field(default_factory=dict, repr=False)  # trial key -> result hash
+    _base_raw: dict | None = field(default=None, repr=False)  # the base experiment, read once
 
     # -- expansion ----------------------------------------------------------
     def points(self) -> list[tuple[str, dict[str, Any]]]:
@@ -209,9 +211,11 @@ class SweepSpec:
 
     def config_for(self, trial: Trial) -> ExperimentConfig:
         """The full experiment config of a trial (validated; remembered per trial)."""
-        key = trial.id + _digest(trial.overrides)
+        key = self._key(trial)
         if key not in self._configs:
-            data = apply_values(load_raw(self.base), trial.overrides)
+            if self._base_raw is None:
+                self._base_raw = load_raw(self.base)
+            data = apply_values(self._base_raw, trial.overrides)
             data["name"] = f"{self.name}/{trial.label}" if trial.label != "default" else self.name
             try:
                 self._configs[key] = from_dict(data)
@@ -219,11 +223,18 @@ class SweepSpec:
                 raise ConfigError(f"{self.path}: trial {trial.label!r}: {e}") from None
         return copy.deepcopy(self._configs[key])
 
+    @staticmethod
+    def _key(trial: Trial) -> str:
+        return trial.id + _digest(trial.overrides)
+
     def result_hash(self, trial: Trial) -> str:
-        """Hash of what the trial computes (:func:`lvas.config.result_hash` of its config)."""
+        """Hash of what the trial computes (:func:`lvas.config.result_hash` of its config; remembered)."""
         from lvas.config import result_hash
 
-        return result_hash(self.config_for(trial))
+        key = self._key(trial)
+        if key not in self._hashes:
+            self._hashes[key] = result_hash(self.config_for(trial))
+        return self._hashes[key]
 
     def folder(self, trial: Trial) -> str:
         """The trial's folder name under ``trials/``: its id and config, so an edited point starts afresh."""
