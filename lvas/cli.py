@@ -203,7 +203,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             print(f"{len(table)} trial(s)" + (f" (adaptive: up to {len(spec.points()) * spec.seeds.max})"
                                               if spec.seeds.adaptive else ""))
         return 0
-    opts = SweepOptions(storage=args.storage, tracking_uri=args.tracking_uri, out=args.out,
+    import os
+
+    from lvas.sweep.runner import STORAGE_ENV
+
+    opts = SweepOptions(storage=args.storage or os.environ.get(STORAGE_ENV) or None, tracking_uri=args.tracking_uri, out=args.out,
                         retry_failed=args.retry_failed, stale_after=args.stale_after, progress=not args.quiet,
                         gpus=[g for g in args.gpus.split(",") if g] if args.gpus else None,
                         gpus_per_trial=args.gpus_per_trial, rerun_stale=args.rerun_stale)
@@ -316,7 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gpus", default=None, help="comma-separated GPU ids; worker i gets gpus[i %% n]")
     s.add_argument("--gpus-per-trial", type=int, default=1,
                    help="run each trial with torchrun on this many processes (DDP; one GPU each, gloo on CPU)")
-    s.add_argument("--storage", default=None, help="Optuna storage URL (default: a journal file under --out)")
+    s.add_argument("--storage", default=None,
+                   help="Optuna storage URL (default: $LVAS_STORAGE, else a journal file under --out); put a URL "
+                        "with a password in LVAS_STORAGE rather than here, where `ps` shows it")
     s.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default sqlite:///mlflow.db)")
     s.add_argument("--out", default="runs/sweeps", help="folder of trial checkpoints and the journal")
     s.add_argument("--retry-failed", action="store_true", help="run failed trials again")

@@ -194,8 +194,27 @@ class ExperimentConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a run (it becomes a folder and an MLflow name), or None if it can:
+    no ``..`` or ``.`` path part, no leading ``/``, no backslash or control character, 1-200 characters."""
+    if not name or len(name) > 200:
+        return "expected 1 to 200 characters"
+    if any(ord(c) < 32 or c == "\\" for c in name) or name.startswith("/"):
+        return "expected no backslash, control character or leading /"
+    if any(part in (".", "..") for part in name.split("/")):
+        return "expected no '.' or '..' path part (a name must not lead outside its folder)"
+    return None
+
+
+def safe_name(name: str) -> str:
+    """A single folder name made of ``name``: anything but letters, digits and ``._+=@-`` becomes ``_``."""
+    out = re.sub(r"[^A-Za-z0-9._+=@-]", "_", name).lstrip(".")
+    return out[:200] or "_"
+
+
 # Extra checks beyond types: key path -> (predicate, what was expected).
 _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
+    "name": (lambda v: name_problem(v) is None, "a name without '..' parts, backslashes or control characters"),
     "model.cmam.stages": (
         lambda v: all(1 <= s <= 5 for s in v) and len(set(v)) == len(v),
         "distinct stage numbers in 1..5",
@@ -218,7 +237,7 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "train.lr_step": (lambda v: v >= 1, "an integer >= 1"),
     "train.pos_weight": (lambda v: v > 0, "a positive number"),
     "train.stage2_epochs": (lambda v: v >= 1, "an integer >= 1"),
-    "train.device": (lambda v: v in ("auto", "cpu") or v.startswith("cuda"), "auto, cpu or cuda[:N]"),
+    "train.device": (lambda v: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) is not None, "auto, cpu, mps, cuda or cuda:N"),
     "train.monitor": (lambda v: v in ("AP", "oIoU", "mIoU", "P@0.5", "P@0.6", "P@0.7", "P@0.8", "P@0.9"),
                       "one of AP, oIoU, mIoU, P@0.5 .. P@0.9"),
 }
@@ -361,13 +380,38 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def saved_dict(cfg: Any) -> dict:
+    """:func:`to_dict` with credentials redacted: the form written to files, checkpoints and MLflow."""
+    return redact_data(to_dict(cfg))
+
+
 def to_yaml(cfg: Any) -> str:
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    """The config as YAML, credentials redacted (what ``config.yaml`` files hold)."""
+    return yaml.safe_dump(saved_dict(cfg), sort_keys=False)
+
+
+def redact(text: str) -> str:
+    """``scheme://user:password@host`` -> ``scheme://user:***@host`` wherever it appears in ``text``."""
+    import re
+
+    return re.sub(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*):[^@/\s]*@", r"\1:***@", text)
+
+
+def redact_data(value: Any) -> Any:
+    """:func:`redact` applied to every string of nested dicts / lists (configs before they are saved)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: redact_data(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact_data(v) for v in value)
+    return value
+
 
 
 def config_hash(cfg: Any, length: int = 12) -> str:
     """Stable short hash of the resolved config (independent of key order and YAML layout)."""
-    blob = json.dumps(to_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg, sort_keys=True, separators=(",", ":"))
+    blob = json.dumps(saved_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 

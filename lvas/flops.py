@@ -157,9 +157,9 @@ def measure_config_cached(cfg, frames: int | None = None, size: int | None = Non
     report = measure_config(cfg, frames, size)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(dataclasses.asdict(report)))
-        os.replace(tmp, path)
+        from lvas.liveness import write_atomic
+
+        write_atomic(path, json.dumps(dataclasses.asdict(report)))
     except OSError:  # a read-only home: the count is still right, just not remembered
         pass
     return report

@@ -11,11 +11,104 @@ import contextlib
 import os
 import subprocess
 import tempfile
+import time
 import traceback
 from pathlib import Path
 from typing import Any, Iterator
 
+from lvas.config import redact, redact_data  # noqa: F401 - re-exported: what is logged is redacted
+
 DEFAULT_URI = "sqlite:///mlflow.db"
+
+# Run tags naming the process that runs it (see lvas.liveness): how an orphan is recognised.
+HOST_TAG, PID_TAG, START_TAG, BEAT_TAG = "lvas.host", "lvas.pid", "lvas.start", "lvas.heartbeat"
+BEAT_EVERY = 60.0  # seconds between a run's heartbeats
+ORPHAN_AFTER = 900.0  # a run of another host with no heartbeat for this long is ended as an orphan
+
+
+_OPENED: set[str] = set()
+
+
+def _store_lock(uri: str) -> Path | None:
+    """The lock file guarding a local store's creation (SQLite file or file-store folder)."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):] + ".lock")
+    if uri.startswith("file:") or "://" not in uri:
+        folder = Path(uri[len("file:"):] if uri.startswith("file:") else uri)
+        return folder.parent / f".{folder.name}.lock"
+    return None
+
+
+def open_store(uri: str, orphans: bool = True) -> None:
+    """Make the tracking store at ``uri`` ready for this process (once per process and URI).
+
+    * A local store is created (and MLflow's schema migrated) under a file lock, so processes
+      started together never race inside the migration.
+    * Runs whose process is gone (:mod:`lvas.liveness`: a dead pid on this host, or no heartbeat
+      for :data:`ORPHAN_AFTER` seconds from another host) are ended KILLED, with the reason in the
+      tag ``lvas.end_reason``.
+
+    Raises ConfigError naming the (redacted) URI when the store cannot be opened.
+    """
+    if uri in _OPENED:
+        return
+    from lvas.config import ConfigError
+    from lvas.liveness import file_lock
+
+    lock = _store_lock(uri)
+    if lock is not None and not lock.parent.is_dir():
+        raise ConfigError(f"tracking URI {redact(uri)}: the folder {lock.parent} does not exist")
+    if lock is not None and not os.access(lock.parent, os.W_OK):
+        raise ConfigError(f"tracking URI {redact(uri)}: cannot write in {lock.parent} (permission denied)")
+    try:
+        with quiet_mlflow(), (file_lock(lock) if lock is not None else contextlib.nullcontext()):
+            from mlflow import MlflowClient
+
+            client = MlflowClient(uri)
+            client.search_experiments(max_results=1)
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - sqlalchemy / mlflow / network errors: one line for the user
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"tracking URI {redact(uri)}: cannot open the MLflow store ({redact(first)[:300]})") from None
+    _OPENED.add(uri)
+    if orphans:
+        end_orphans(uri)
+
+
+def end_orphans(uri: str, now: float | None = None) -> list[str]:
+    """End (KILLED) every RUNNING run of the store whose process is gone; returns their run ids."""
+    from mlflow import MlflowClient
+    from mlflow.entities import ViewType
+
+    from lvas.liveness import HOST, is_dead
+
+    client = MlflowClient(uri)
+    ended = []
+    with quiet_mlflow():
+        exp_ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+        for i in range(0, len(exp_ids), 100):
+            token = None
+            while True:
+                page = client.search_runs(exp_ids[i:i + 100], "attributes.status = 'RUNNING'",
+                                          max_results=1000, page_token=token)
+                for run in page:
+                    t = run.data.tags
+                    if PID_TAG not in t:
+                        continue  # not started by lvas: not ours to judge
+                    if not is_dead(t.get(HOST_TAG), t.get(PID_TAG), t.get(START_TAG), t.get(BEAT_TAG),
+                                   ORPHAN_AFTER, now):
+                        continue
+                    why = (f"process {t.get(PID_TAG)} on {t.get(HOST_TAG)} is gone" if t.get(HOST_TAG) == HOST
+                           else f"no heartbeat from {t.get(HOST_TAG)} since {t.get(BEAT_TAG)}")
+                    with contextlib.suppress(Exception):
+                        client.set_tag(run.info.run_id, "lvas.end_reason", f"{why} (ended when a store was opened)")
+                        client.set_terminated(run.info.run_id, "KILLED")
+                        ended.append(run.info.run_id)
+                token = page.token
+                if not token:
+                    break
+    return ended
 
 
 def resolve_uri(flag: str | None = None, config_uri: str | None = None) -> str:
@@ -67,6 +160,9 @@ class Tracker:
             return self
         import mlflow
 
+        from lvas.liveness import Heartbeat, identity
+
+        open_store(self.uri)
         self._saved_env = os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(self.uri)  # also exports MLFLOW_TRACKING_URI; restored on exit
         mlflow.set_experiment(self.experiment)
@@ -86,8 +182,12 @@ class Tracker:
                 pass
         run = mlflow.start_run(**kw)
         self.run_id = run.info.run_id
-        if self.tags:
-            mlflow.set_tags(self.tags)
+        me = identity()
+        mlflow.set_tags({**self.tags, HOST_TAG: me["host"], PID_TAG: me["pid"], START_TAG: me["start"],
+                         BEAT_TAG: f"{time.time():.0f}"})
+        client, run_id = _client(self.uri), self.run_id
+        self._beat = Heartbeat(lambda: client.set_tag(run_id, BEAT_TAG, f"{time.time():.0f}"), BEAT_EVERY)
+        self._beat.__enter__()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
@@ -95,6 +195,7 @@ class Tracker:
             return False
         import mlflow
 
+        self._beat.__exit__(None, None, None)
         try:
             self._end(mlflow, exc_type, exc, tb)
         finally:
@@ -169,13 +270,42 @@ class Tracker:
             mlflow.log_dict(data, name)
 
 
+def _client(uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(uri)
+
+
 def download_artifact(run_id: str, path: str, uri: str) -> Path:
     """Fetch one artifact of a run into a temporary folder."""
-    import mlflow
-
-    mlflow.set_tracking_uri(uri)
+    open_store(uri)
     dst = tempfile.mkdtemp(prefix="lvas-")
-    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=dst))
+    return Path(_client(uri).download_artifacts(run_id, path, dst))
+
+
+def reusable_run(uri: str, experiment: str, run_dir: Path, id_file: Path, resume: bool) -> str | None:
+    """The MLflow run a training in ``run_dir`` continues instead of starting a new one.
+
+    The run named by ``id_file`` when resuming (whatever its status) or when it never finished (a
+    training killed before its first checkpoint); without that file (killed between creating the
+    run and writing it), the newest unfinished run of ``experiment`` tagged with this ``run_dir``.
+    None: start a new run.
+    """
+    open_store(uri)
+    client = _client(uri)
+    if id_file.is_file():
+        run_id = id_file.read_text().strip()
+        try:
+            status = client.get_run(run_id).info.status
+        except Exception:  # noqa: BLE001 - the run was deleted or lives in another store
+            return None
+        return run_id if resume or status != "FINISHED" else None
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None or "'" in str(run_dir.resolve()):
+        return None
+    runs = client.search_runs([exp.experiment_id], f"tags.run_dir = '{str(run_dir.resolve())}' and "
+                              f"attributes.status != 'FINISHED'", order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0].info.run_id if runs else None
 
 
 @contextlib.contextmanager

@@ -9,8 +9,9 @@ from typing import Any
 
 import torch
 
-from lvas.config import ExperimentConfig, config_hash, from_dict, to_dict
+from lvas.config import ExperimentConfig, config_hash, from_dict, saved_dict
 from lvas.data.errors import DataError
+from lvas.liveness import tmp_path
 
 
 def save_checkpoint(path: str | Path, *, cfg: ExperimentConfig, model: torch.nn.Module, vocab: list[str],
@@ -18,9 +19,9 @@ def save_checkpoint(path: str | Path, *, cfg: ExperimentConfig, model: torch.nn.
     """Write ``path`` atomically (temporary file + rename): a crash never leaves half a checkpoint."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {"config": to_dict(cfg), "config_hash": config_hash(cfg), "vocab": list(vocab),
+    state = {"config": saved_dict(cfg), "config_hash": config_hash(cfg), "vocab": list(vocab),
              "model": model.state_dict(), **extra}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = tmp_path(path)
     torch.save(state, tmp)
     os.replace(tmp, path)
     return path

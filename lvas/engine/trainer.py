@@ -27,11 +27,12 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from lvas.config import ConfigError, ExperimentConfig, config_hash, to_dict, to_yaml
+from lvas.config import ConfigError, ExperimentConfig, config_hash, safe_name, to_dict, to_yaml
 from lvas.engine import resources
 from lvas.engine.checkpoint import load_checkpoint, save_checkpoint
 from lvas.engine.evaluate import evaluate
 from lvas.engine.losses import segmentation_loss
+from lvas.liveness import file_lock, write_atomic
 from lvas.models.base import to_channels_last
 
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -70,7 +71,7 @@ def seed_everything(seed: int) -> None:
 
 
 def run_dir_for(cfg: ExperimentConfig) -> Path:
-    return Path(cfg.train.out_dir) / f"{cfg.name}-{config_hash(cfg)}"
+    return Path(cfg.train.out_dir) / f"{safe_name(cfg.name)}-{config_hash(cfg)}"
 
 
 # --------------------------------------------------------------------------- data
@@ -250,7 +251,7 @@ def fit(cfg: ExperimentConfig, model: torch.nn.Module, run_dir: Path, train_set,
             save_checkpoint(chosen_path, cfg=cfg, model=model, vocab=vocab.itos, epoch=epoch, selected=chosen)
         save_checkpoint(last, cfg=cfg, model=model, vocab=vocab.itos, epoch=epoch, history=history, selected=chosen,
                         optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict())
-        (run_dir / "history.json").write_text(json.dumps(history, indent=1))
+        write_atomic(run_dir / "history.json", json.dumps(history, indent=1))
         if tracker is not None:  # after the checkpoint: a kill in between is caught up on resume, not repeated
             tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=epoch + 1, prefix=prefix)
         if progress:
@@ -287,19 +288,6 @@ def init_distributed() -> None:
 # --------------------------------------------------------------------------- recipes
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    """An exclusive advisory lock (fcntl) held for the duration of the block."""
-    import fcntl
-
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def stage1_config(cfg: ExperimentConfig, branch: str) -> ExperimentConfig:
     """The single-branch network stage 1 of the two-stage recipe trains."""
     c = copy.deepcopy(cfg)
@@ -332,13 +320,13 @@ def _stage1(cfg: ExperimentConfig, branch: str, vocab, train_set, val_set, cache
     trained = False
     # two trials needing the same network: one trains, one waits (under torchrun the ranks
     # train it together, so they take no lock)
-    with _file_lock(d1 / ".lock") if world == 1 else contextlib.nullcontext():
+    with file_lock(d1 / ".lock") if world == 1 else contextlib.nullcontext():
         if not done.is_file():
             r1 = fit(c1, _build(c1, vocab), d1, train_set, val_set, vocab, epochs=c1.train.epochs, lr=c1.train.lr,
                      tracker=tracker, prefix=prefix, resume=True, progress=progress, epoch_callback=epoch_callback)
             trained = True
             if rank == 0:
-                done.write_text(json.dumps(r1.selected))
+                write_atomic(done, json.dumps(r1.selected))
     if tracker is not None:
         tracker.set_tags({f"stage1_{branch}_cache": str(d1)})
         if not trained:
@@ -395,8 +383,8 @@ def test_metrics(cfg: ExperimentConfig, fit_result: FitResult, test_set, progres
         to_channels_last(model)
     ev = evaluate(model, _loader(test_set, cfg, workers=workers), cfg.train.protocol, device, progress=progress)
     fit_result.test = {"epoch": fit_result.selected.get("epoch", 0), **ev["metrics"], "skipped": ev["skipped"]}
-    (fit_result.run_dir / "test_metrics.json").write_text(json.dumps(fit_result.test, indent=1))
-    (fit_result.run_dir / "test_samples.json").write_text(json.dumps(
+    write_atomic(fit_result.run_dir / "test_metrics.json", json.dumps(fit_result.test, indent=1))
+    write_atomic(fit_result.run_dir / "test_samples.json", json.dumps(
         {"protocol": cfg.train.protocol, "split": cfg.data.test_split, "samples": ev["samples"]}))
     return fit_result
 
@@ -458,7 +446,7 @@ def train_model(cfg: ExperimentConfig, run_dir: Path, *, tracker=None, resume: b
     train_set, val_set, test_set, vocab, held = make_datasets(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     if held:
-        (run_dir / "val_videos.json").write_text(json.dumps(held, indent=0))
+        write_atomic(run_dir / "val_videos.json", json.dumps(held, indent=0))
     if init is not None:
         from lvas.data.vocab import Vocabulary
 
@@ -540,7 +528,7 @@ def log_overlays(tracker, model, val_set, cfg: ExperimentConfig, n: int, out_dir
         lb = Letterbox(tuple(meta["orig"]), tuple(meta["resized"]), lg.shape[-1])
         pred, gt = masks_for_protocol(lg, item["gt"], lb, cfg.train.protocol)
         target = item["clip"][:, item["clip"].shape[1] // 2]
-        p = out_dir / f"overlay_{i:02d}_{meta['video']}_{meta['frame']:05d}.png"
+        p = out_dir / f"overlay_{i:02d}_{safe_name(str(meta['video']))}_{int(meta['frame']):05d}.png"
         overlay_image(meta, target, pred, gt).save(p)
         (out_dir / f"{p.stem}.txt").write_text(f"{meta['query']}\n")
         paths.append(p)
@@ -566,21 +554,68 @@ def train_experiment(cfg: ExperimentConfig, run_dir: str | Path | None = None, *
     progress = progress and rank == 0
     run_dir = Path(run_dir) if run_dir is not None else run_dir_for(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if rank > 0:  # rank 0 holds the folder for all ranks of a torchrun
+        return _train_tracked(cfg, run_dir, resume, tracking_uri, experiment, parent_run_id, run_name, extra_tags,
+                              progress, epoch_callback, track, rank)
+    from lvas.liveness import Busy, clean_tmp, exclusive
+
+    try:
+        with exclusive(run_dir / ".lock"):
+            clean_tmp(run_dir)
+            return _train_tracked(cfg, run_dir, resume, tracking_uri, experiment, parent_run_id, run_name,
+                                  extra_tags, progress, epoch_callback, track, rank)
+    except Busy as e:
+        raise ConfigError(f"{run_dir}: another training of this folder is running ({e.owner}); wait for it, or "
+                          f"give --run-dir for a separate run") from None
+
+
+def _check_same_config(cfg: ExperimentConfig, run_dir: Path) -> None:
+    """A folder holding checkpoints of another config is never continued with this one."""
+    import yaml
+
+    saved = run_dir / "config.yaml"
+    if not saved.is_file() or not any((run_dir / f).is_file() for f in ("last.pt", "model.pt")):
+        return
+    try:
+        before = yaml.safe_load(saved.read_text())
+    except yaml.YAMLError:
+        return
+    from lvas.config import config_diff, result_config, saved_dict
+
+    if not isinstance(before, dict):
+        return
+    old, new = result_config(before), result_config(saved_dict(cfg))
+    shared = set(old) & set(new)  # keys a newer lvas added are not a change of config
+    diff = config_diff({k: old[k] for k in shared}, {k: new[k] for k in shared})
+    if diff:
+        raise ConfigError(f"{run_dir}: holds a run of another config ({'; '.join(diff[:4])}"
+                          f"{' ...' if len(diff) > 4 else ''}); give --run-dir for this one")
+
+
+def _train_tracked(cfg, run_dir: Path, resume: bool, tracking_uri, experiment, parent_run_id, run_name, extra_tags,
+                   progress: bool, epoch_callback, track: bool, rank: int):
+    from lvas.config import saved_dict
+    from lvas.flops import measure_config_cached as measure_config
+    from lvas.liveness import write_atomic
+    from lvas.tracking import Tracker, flatten, git_commit, quiet_mlflow, resolve_uri, reusable_run
+
     if rank == 0:
-        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+        _check_same_config(cfg, run_dir)
+        write_atomic(run_dir / "config.yaml", to_yaml(cfg))
     id_file = run_dir / "mlflow_run_id"
-    run_id = id_file.read_text().strip() if resume and id_file.is_file() else None
+    uri = resolve_uri(tracking_uri, cfg.tracking.uri)
+    exp_name = experiment or cfg.tracking.experiment or cfg.name
+    run_id = reusable_run(uri, exp_name, run_dir, id_file, resume) if track else None
     tags = {"config_hash": config_hash(cfg), "git_commit": git_commit(), "protocol": cfg.train.protocol,
             "dataset": cfg.data.dataset, "recipe": cfg.train.recipe, "run_dir": str(run_dir.resolve()),
             **(extra_tags or {})}
-    tracker = Tracker(resolve_uri(tracking_uri, cfg.tracking.uri), experiment or cfg.tracking.experiment or cfg.name,
-                      run_name=run_name or cfg.name, run_id=run_id, parent_run_id=parent_run_id, tags=tags,
-                      system_metrics=cfg.tracking.system_metrics, active=track)
+    tracker = Tracker(uri, exp_name, run_name=run_name or cfg.name, run_id=run_id, parent_run_id=parent_run_id,
+                      tags=tags, system_metrics=cfg.tracking.system_metrics, active=track)
     with quiet_mlflow(), tracker:
         if tracker.run_id and rank == 0:
-            id_file.write_text(tracker.run_id)
-        if run_id is None:
-            tracker.log_params(flatten(to_dict(cfg)))
+            write_atomic(id_file, tracker.run_id)
+        if not (resume and run_id):  # a new run, or one killed before its first checkpoint: (re)log what it is
+            tracker.log_params(flatten(saved_dict(cfg)))
             tracker.log_text(to_yaml(cfg), "config.yaml")
             try:
                 fl = measure_config(cfg)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -34,9 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from lvas.config import ConfigError
+from lvas.liveness import HOST
 from lvas.sweep.spec import SweepSpec, Trial
 
-HOST = socket.gethostname()
+
+
+STORAGE_ENV = "LVAS_STORAGE"  # the Optuna storage URL, for workers and for users who keep it off argv
 
 
 class StaleSweep(ConfigError):
@@ -61,6 +63,20 @@ def sweep_dir(spec: SweepSpec, opts: SweepOptions) -> Path:
 
 
 def storage_for(spec: SweepSpec, opts: SweepOptions):
+    """The Optuna storage of the sweep; one that cannot be opened raises a ConfigError naming it."""
+    try:
+        return _storage(spec, opts)
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - sqlalchemy / driver / OS errors: one line for the user
+        from lvas.tracking import redact
+
+        where = redact(opts.storage) if opts.storage else str(sweep_dir(spec, opts) / "optuna.journal")
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"--storage {where}: cannot open the Optuna storage ({redact(first)[:300]})") from None
+
+
+def _storage(spec: SweepSpec, opts: SweepOptions):
     import optuna
 
     if opts.storage:
@@ -107,24 +123,22 @@ def _pruner(spec: SweepSpec):
                                           reduction_factor=int(et.get("eta", 3)))
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class SweepRunner:
     def __init__(self, spec: SweepSpec, opts: SweepOptions) -> None:
         self.spec, self.opts = spec, opts
         self.dir = sweep_dir(spec, opts)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        from lvas.tracking import resolve_uri
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"--out {opts.out}: cannot create {self.dir} ({e.strerror})") from None
+        if not os.access(self.dir, os.W_OK):
+            raise ConfigError(f"--out {opts.out}: cannot write in {self.dir} (permission denied)")
+        from lvas.liveness import clean_tmp
+        from lvas.tracking import open_store, resolve_uri
 
         self.tracking_uri = resolve_uri(opts.tracking_uri)
+        open_store(self.tracking_uri)
+        clean_tmp(self.dir)
         self.study = None
 
     # ------------------------------------------------------------------ study
@@ -300,11 +314,16 @@ class SweepRunner:
             return False
 
     def _dead(self, t) -> bool:
-        """A RUNNING trial whose worker is gone: dead pid on this host, or no heartbeat for stale_after."""
-        host, pid = t.user_attrs.get("host"), t.user_attrs.get("pid")
-        beat = t.user_attrs.get("heartbeat", 0)
-        return (host == HOST and pid is not None and not _pid_alive(int(pid))) or \
-            time.time() - beat > self.opts.stale_after
+        """A RUNNING trial whose worker is gone (:func:`lvas.liveness.is_dead`): on this host its process
+        no longer exists; on another host its heartbeat is older than ``stale_after``. A claimed trial
+        whose worker has not written its identity yet counts as dead only after ``stale_after``."""
+        from lvas.liveness import is_dead
+
+        a = t.user_attrs
+        if a.get("host") is None:
+            started = t.datetime_start.timestamp() if t.datetime_start else 0.0
+            return time.time() - started > self.opts.stale_after
+        return is_dead(a.get("host"), a.get("pid"), a.get("start"), a.get("heartbeat"), self.opts.stale_after)
 
     # ------------------------------------------------------------------ state
     def latest_by_id(self) -> dict[str, Any]:
@@ -411,10 +430,13 @@ class SweepRunner:
 
         from lvas.engine.trainer import train_experiment
 
+        from lvas.liveness import Heartbeat, process_start
+
         t = self._space_trial(trial)
         attempt = int(trial.user_attrs.get("attempt", 0))
         trial.set_user_attr("host", HOST)
         trial.set_user_attr("pid", os.getpid())
+        trial.set_user_attr("start", process_start())
         trial.set_user_attr("heartbeat", time.time())
         trial.set_user_attr("started", time.time())
         folder = self.spec.folder(t)
@@ -443,14 +465,15 @@ class SweepRunner:
                 "phase": trial.user_attrs.get("phase", "grid"), "optuna_trial": str(trial.number),
                 "report": self.spec.report}
         try:
-            if self.opts.gpus_per_trial > 1:
-                test, selected, run_id = self._run_torchrun(cfg, run_dir, resume, t.label, tags)
-            else:
-                result, run_id = train_experiment(
-                    cfg, run_dir, resume=resume, tracking_uri=self.tracking_uri, experiment=self.spec.name,
-                    parent_run_id=self.parent_run_id, run_name=t.name, extra_tags=tags,
-                    progress=self.opts.progress, epoch_callback=report)
-                test, selected = result.test, result.selected
+            with Heartbeat(self._beater(trial._trial_id), self.beat_every):
+                if self.opts.gpus_per_trial > 1:
+                    test, selected, run_id = self._run_torchrun(cfg, run_dir, resume, t.label, tags)
+                else:
+                    result, run_id = train_experiment(
+                        cfg, run_dir, resume=resume, tracking_uri=self.tracking_uri, experiment=self.spec.name,
+                        parent_run_id=self.parent_run_id, run_name=t.name, extra_tags=tags,
+                        progress=self.opts.progress, epoch_callback=report)
+                    test, selected = result.test, result.selected
         except optuna.TrialPruned:
             self._set_run(trial, run_dir)
             self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
@@ -475,6 +498,21 @@ class SweepRunner:
         self.study.tell(trial, told if told is not None else float("nan"))
         return "COMPLETE"
 
+    @property
+    def beat_every(self) -> float:
+        """Seconds between a running trial's heartbeats: well inside ``stale_after``."""
+        return max(0.5, min(30.0, self.opts.stale_after / 5))
+
+    def _beater(self, trial_id: int):
+        """The heartbeat of one trial, written through a storage object of its own (its own thread)."""
+        import optuna
+
+        storage = optuna.storages.get_storage(storage_for(self.spec, self.opts))
+
+        def beat() -> None:
+            storage.set_trial_user_attr(trial_id, "heartbeat", time.time())
+        return beat
+
     def _run_torchrun(self, cfg, run_dir: Path, resume: bool, label: str, tags: dict) -> tuple[dict, dict, str]:
         """One trial on ``gpus_per_trial`` processes (DDP through torchrun); pruning is not available."""
         from lvas.config import to_yaml
@@ -485,15 +523,18 @@ class SweepRunner:
         cfg_path.write_text(to_yaml(cfg))
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc_per_node={self.opts.gpus_per_trial}", "-m", "lvas.cli", "train", str(cfg_path),
-               "--run-dir", str(run_dir), "--tracking-uri", self.tracking_uri, "--experiment-name", self.spec.name,
+               "--run-dir", str(run_dir), "--experiment-name", self.spec.name,
                "--parent-run-id", self.parent_run_id, "--run-name", label, "--tags", json.dumps(tags)]
         if resume:
             cmd.append("--resume")
         if not self.opts.progress:
             cmd.append("--quiet")
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        # the tracking URI travels in the environment, not on a command line that `ps` shows
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, MLFLOW_TRACKING_URI=self.tracking_uri))
         if proc.returncode != 0:
-            raise RuntimeError(f"torchrun exited with {proc.returncode}: {(proc.stderr or proc.stdout)[-1500:]}")
+            from lvas.tracking import redact
+
+            raise RuntimeError(f"torchrun exited with {proc.returncode}: {redact((proc.stderr or proc.stdout)[-1500:])}")
         test = json.loads((run_dir / "test_metrics.json").read_text())
         selected = load_checkpoint(run_dir / "model.pt").get("selected", {})
         return test, selected, (run_dir / "mlflow_run_id").read_text().strip()
@@ -630,15 +671,50 @@ class SweepRunner:
         return out
 
     # ------------------------------------------------------------------ end
-    def finish(self) -> bool:
-        """Close the MLflow parent run when no trial is waiting or running; True if none failed."""
+    def own_parent(self) -> None:
+        """This coordinator runs the sweep now: its MLflow parent run is RUNNING and names this process
+        (so that, if it is killed, the next store opened on this host ends the run)."""
+        from mlflow import MlflowClient
+
+        from lvas.liveness import identity
+        from lvas.tracking import HOST_TAG, PID_TAG, START_TAG, quiet_mlflow
+
+        me = identity()
+        with quiet_mlflow():
+            client = MlflowClient(self.tracking_uri)
+            client.update_run(self.parent_run_id, status="RUNNING")
+            for k, v in {HOST_TAG: me["host"], PID_TAG: me["pid"], START_TAG: me["start"]}.items():
+                client.set_tag(self.parent_run_id, k, v)
+            try:
+                client.delete_tag(self.parent_run_id, "lvas.end_reason")
+            except Exception:  # noqa: BLE001 - no such tag
+                pass
+
+    def finish(self, status: str | None = None, reason: str = "") -> bool:
+        """Close the MLflow parent run when no trial is waiting or running (FINISHED, or FAILED when one
+        failed; ``status`` forces one, e.g. KILLED on Ctrl-C). While other processes still work on the
+        sweep it stays RUNNING and is left to them. True if no trial failed."""
         from mlflow import MlflowClient
         from optuna.trial import TrialState
 
+        from lvas.tracking import PID_TAG, quiet_mlflow
+
         latest = self.latest_by_id()
         failed = [t for t in latest.values() if t.state == TrialState.FAIL and not t.user_attrs.get("interrupted")]
-        if not self._active():
-            MlflowClient(self.tracking_uri).set_terminated(self.parent_run_id, "FAILED" if failed else "FINISHED")
+        live = [t for t in self._active() if t.state == TrialState.RUNNING and not self._dead(t)]
+        with quiet_mlflow():
+            client = MlflowClient(self.tracking_uri)
+            if status is not None and not live:
+                if reason:
+                    client.set_tag(self.parent_run_id, "lvas.end_reason", reason[:5000])
+                client.set_terminated(self.parent_run_id, status)
+            elif not self._active():
+                client.set_terminated(self.parent_run_id, "FAILED" if failed else "FINISHED")
+            else:  # others are still at work: they close it
+                try:
+                    client.delete_tag(self.parent_run_id, PID_TAG)
+                except Exception:  # noqa: BLE001
+                    pass
         return not failed
 
     def summary(self):
@@ -764,42 +840,74 @@ def dry_run_table(spec: SweepSpec):
 def run_sweep(spec: SweepSpec, opts: SweepOptions, workers: int = 1) -> int:
     """The ``lvas sweep`` command: initialise, run (in this process or ``workers`` children), summarise.
 
-    Returns the exit status: 0 when no trial failed, 1 otherwise.
+    A worker that dies (killed, out of memory) is replaced while trials are left, at most ``3 x workers``
+    times; its trial is recovered (re-enqueued and resumed from its last checkpoint). Returns the exit
+    status: 0 when no trial failed, 1 otherwise.
     """
     runner = SweepRunner(spec, opts)
     runner.open_study()
-    rec = runner.recover()
-    if rec["interrupted"] or rec["retried"]:
-        print(f"[{spec.name}] re-enqueued {rec['interrupted']} interrupted and {rec['retried']} failed trial(s)")
-    progress = Progress(runner, parallel=workers)
-    if workers <= 1:
-        if opts.gpus:
-            os.environ["CUDA_VISIBLE_DEVICES"] = opts.gpus[0]
-        runner.work(progress)
-    else:
-        procs = []
-        for i in range(workers):
-            env = dict(os.environ, LVAS_PARALLEL_TRIALS=str(workers if not opts.gpus else 1))
+    runner.own_parent()
+    try:
+        rec = runner.recover()
+        if rec["interrupted"] or rec["retried"]:
+            print(f"[{spec.name}] re-enqueued {rec['interrupted']} interrupted and {rec['retried']} failed trial(s)")
+        progress = Progress(runner, parallel=workers)
+        if workers <= 1:
             if opts.gpus:
-                env["CUDA_VISIBLE_DEVICES"] = opts.gpus[i % len(opts.gpus)]
-            cmd = [sys.executable, "-m", "lvas.cli", "sweep", str(spec.path), "--worker", "--out", opts.out,
-                   "--tracking-uri", runner.tracking_uri, "--stale-after", str(opts.stale_after)]
-            if opts.storage:
-                cmd += ["--storage", opts.storage]
-            if not opts.progress:
-                cmd.append("--quiet")
-            procs.append(subprocess.Popen(cmd, env=env))
-        while any(p.poll() is None for p in procs):
-            progress.tick()
-            time.sleep(2.0)
-        codes = [p.wait() for p in procs]
-        if any(codes):
-            print(f"[{spec.name}] worker exit codes: {codes}", file=sys.stderr)
-    progress.tick(force=True)
+                os.environ["CUDA_VISIBLE_DEVICES"] = opts.gpus[0]
+            runner.work(progress)
+        else:
+            _run_workers(runner, opts, workers, progress)
+        progress.tick(force=True)
+    except KeyboardInterrupt:
+        runner.finish("KILLED", "interrupted (Ctrl-C); rerun the same command to resume")
+        raise
+    except BaseException as e:
+        from lvas.tracking import redact
+
+        runner.finish("FAILED", redact(f"{type(e).__name__}: {e}"))
+        raise
     ok = runner.finish()
     table = runner.summary()
     print(table.drop(columns=["key"]).to_markdown(index=False))
     return 0 if ok else 1
+
+
+def _worker_env(runner: SweepRunner, opts: SweepOptions, workers: int, i: int) -> dict[str, str]:
+    """A worker's environment: the storage URL and tracking URI travel here, never on its command
+    line (which ``ps`` shows to every user of the machine)."""
+    env = dict(os.environ, LVAS_PARALLEL_TRIALS=str(workers if not opts.gpus else 1),
+               MLFLOW_TRACKING_URI=runner.tracking_uri)
+    if opts.storage:
+        env[STORAGE_ENV] = opts.storage
+    if opts.gpus:
+        env["CUDA_VISIBLE_DEVICES"] = opts.gpus[i % len(opts.gpus)]
+    return env
+
+
+def _run_workers(runner: SweepRunner, opts: SweepOptions, workers: int, progress: Progress) -> None:
+    spec = runner.spec
+    cmd = [sys.executable, "-m", "lvas.cli", "sweep", str(spec.path), "--worker", "--out", opts.out,
+           "--stale-after", str(opts.stale_after)] + (["--quiet"] if not opts.progress else [])
+    procs = [subprocess.Popen(cmd, env=_worker_env(runner, opts, workers, i)) for i in range(workers)]
+    respawns = 3 * workers
+    while any(p.poll() is None for p in procs):
+        progress.tick()
+        time.sleep(2.0)
+        for i, p in enumerate(procs):
+            if p.poll() is not None and p.returncode != 0 and respawns > 0:
+                runner.recover()
+                if runner.claimable():
+                    print(f"[{spec.name}] worker {i} exited with {p.returncode}; starting another", file=sys.stderr,
+                          flush=True)
+                    procs[i] = subprocess.Popen(cmd, env=_worker_env(runner, opts, workers, i))
+                    respawns -= 1
+    codes = [p.wait() for p in procs]
+    if any(codes):
+        print(f"[{spec.name}] worker exit codes: {codes}", file=sys.stderr)
+    runner.recover()
+    if runner.claimable():  # the last worker died with trials left: finish them here
+        runner.work(progress)
 
 
 def run_worker(spec: SweepSpec, opts: SweepOptions) -> int:

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lvas.config import ConfigError, ExperimentConfig, apply_values, from_dict, load_raw, read_yaml
+from lvas.config import ConfigError, ExperimentConfig, apply_values, from_dict, load_raw, name_problem, read_yaml
 
 METHODS = ("grid", "random", "bayes")
 DISTRIBUTIONS = ("uniform", "log_uniform_values", "int_uniform", "q_uniform")
@@ -299,8 +299,8 @@ def load_sweep(path: str | Path) -> SweepSpec:
         if k not in raw:
             raise _err(path, k, "required key is missing")
     name = raw["name"]
-    if not isinstance(name, str) or not name or any(c in name for c in "/\\ "):
-        raise _err(path, "name", "expected a non-empty name without spaces or slashes")
+    if not isinstance(name, str) or not name or any(c in name for c in "/\\ ") or name_problem(name):
+        raise _err(path, "name", "expected a non-empty name without spaces, slashes, '..' or control characters")
     base = (path.parent / str(raw["base"])).resolve()
     if not base.is_file():
         raise _err(path, "base", f"experiment file {base} not found")
@@ -331,7 +331,11 @@ def load_sweep(path: str | Path) -> SweepSpec:
         ov = v.get("overrides") or {}
         if not isinstance(ov, dict):
             raise _err(path, f"{key}.overrides", "expected a mapping of key.path -> value")
-        variants.append(Variant(str(v["label"]), dict(ov)))
+        label = str(v["label"])
+        if "/" in label or name_problem(label):
+            raise _err(path, f"{key}.label", f"{label!r}: expected a label without '/', '..', backslashes or "
+                                             f"control characters (it names runs and files)")
+        variants.append(Variant(label, dict(ov)))
     labels = [v.label for v in variants]
     if len(set(labels)) != len(labels):
         raise _err(path, "variants", "labels must be unique")

@@ -1,0 +1,172 @@
+"""Who is alive: process identity, heartbeats, file locks and the temporary files of killed writes.
+
+One rule everywhere (training runs in MLflow, sweep trials in Optuna):
+
+* a process is named by (host, pid, start time); the start time guards against a reused pid;
+* on the **same host** a process is dead exactly when that (pid, start time) no longer exists —
+  however old its heartbeat (a slow epoch is not death);
+* on **another host** nothing can be asked, so it is dead when its heartbeat, written from a
+  background thread every few seconds, is older than a threshold.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+HOST = socket.gethostname()
+
+
+def process_start(pid: int | None = None) -> float | None:
+    """Start time (seconds since the epoch, as psutil gives it) of ``pid``; None if it does not exist."""
+    import psutil
+
+    try:
+        return round(psutil.Process(pid or os.getpid()).create_time(), 2)
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return None
+    except psutil.AccessDenied:
+        return -1.0  # exists, owned by someone else
+
+
+def identity() -> dict[str, str]:
+    """This process as plain strings: host, pid, start time."""
+    return {"host": HOST, "pid": str(os.getpid()), "start": str(process_start())}
+
+
+def is_dead(host: str | None, pid, start=None, heartbeat: float | None = None, stale_after: float = 600.0,
+            now: float | None = None) -> bool:
+    """Whether the process (host, pid, start) is gone; see the module docstring for the rule."""
+    if host == HOST and pid not in (None, ""):
+        found = process_start(int(pid))
+        if found is None:
+            return True
+        if start in (None, "", "None") or found == -1.0:
+            return False
+        return abs(found - float(start)) > 1.0  # the pid was reused by another process
+    if heartbeat in (None, ""):
+        return False  # nothing to go on: never take over a run we cannot judge
+    return (now or time.time()) - float(heartbeat) > stale_after
+
+
+class Heartbeat:
+    """Call ``beat()`` every ``interval`` seconds from a daemon thread until stopped (a context manager).
+
+    A beat that raises is ignored (the next one tries again): a slow or locked store must never stop
+    the work it watches.
+    """
+
+    def __init__(self, beat: Callable[[], None], interval: float) -> None:
+        self.beat, self.interval = beat, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lvas-heartbeat", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            with contextlib.suppress(Exception):
+                self.beat()
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self._stop.set()
+        self._thread.join(timeout=self.interval + 30)
+        return False
+
+
+# --------------------------------------------------------------------------- locks
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """An exclusive advisory lock (fcntl) on ``path``, waited for, held for the block."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class Busy(RuntimeError):
+    """Another live process holds the lock; ``owner`` says which (as written in the lock file)."""
+
+    def __init__(self, path: Path, owner: str) -> None:
+        super().__init__(f"{path} is held by {owner or 'another process'}")
+        self.path, self.owner = path, owner
+
+
+@contextlib.contextmanager
+def exclusive(path: str | Path) -> Iterator[None]:
+    """Hold ``path`` exclusively or raise :class:`Busy` at once. The lock dies with its process
+    (fcntl), so a killed holder never leaves it taken; the file names the holder for messages."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            raise Busy(path, fh.read().strip()) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {HOST}")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+    finally:
+        fh.close()
+
+
+# --------------------------------------------------------------------------- temporary files
+
+
+def tmp_path(path: str | Path) -> Path:
+    """Where to write ``path`` before renaming it into place: ``.<name>.tmp-<host>-<pid>``."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp-{HOST}-{os.getpid()}")
+
+
+def clean_tmp(folder: str | Path, older_than: float = 86400.0) -> list[Path]:
+    """Remove the temporary files of writes killed half-way under ``folder`` (recursively): those of
+    a dead process on this host, and any older than ``older_than`` seconds. Returns what was removed."""
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for p in folder.rglob(".*.tmp-*"):
+        host, _, pid = p.name.rpartition(".tmp-")[2].rpartition("-")
+        try:
+            old = time.time() - p.stat().st_mtime > older_than
+            gone = host == HOST and pid.isdigit() and process_start(int(pid)) is None
+            if p.is_file() and (gone or old):
+                p.unlink()
+                removed.append(p)
+        except OSError:
+            continue
+    return removed
+
+
+def write_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and a rename: a kill never leaves half a file."""
+    path = Path(path)
+    tmp = tmp_path(path)
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
