@@ -24,7 +24,9 @@ def bench_model(cfg, frames: int | None = None, size: int | None = None, batch: 
 
     frames = frames or cfg.data.frames
     size = size or cfg.data.size
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    from lvas.engine.trainer import resolve_device
+
+    dev = resolve_device(device or "auto")
     torch.manual_seed(0)
     model = build_model(cfg, load_weights=False).to(dev)
     if cfg.train.channels_last:  # as training and evaluation run it

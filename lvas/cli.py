@@ -11,6 +11,53 @@ from lvas.config import ConfigError
 from lvas.errors import DataError
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``lvas train: error: argument --x: ...; see lvas train --help``)."""
+
+    def error(self, message: str):  # noqa: D102 - argparse's hook
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def at_least(lo: int):
+    """argparse type: an integer >= ``lo``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"{value} is too small; expected an integer >= {lo}")
+        return value
+    parse.__name__ = f"integer >= {lo}"
+    return parse
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value} is not > 0")
+    return value
+
+
+def device_name(text: str) -> str:
+    """argparse type: auto, cpu, mps, cuda or cuda:N."""
+    import re
+
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected auto, cpu, mps, cuda or cuda:N")
+    return text
+
+
+# keys an evaluation may change: where the data is and how fast it runs, never what was trained
+EVAL_OVERRIDABLE = ("data.", "train.protocol", "train.batch_size", "train.device", "train.threads",
+                    "train.channels_last", "train.amp", "tracking.")
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from lvas.registry import all_families
 
@@ -79,15 +126,21 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.experiment, args.overrides)
     run_dir = Path(args.run_dir) if args.run_dir else run_dir_for(cfg)
-    if not args.resume and (run_dir / "last.pt").is_file():
-        raise ConfigError(f"{run_dir} already holds a run of this config: add --resume to continue it, "
-                          f"or --run-dir for a new one (nothing is overwritten)")
+    if args.resume and not (run_dir / "last.pt").is_file():
+        raise ConfigError(f"--resume: {run_dir} holds no last.pt to continue from (leave out --resume to start)")
     import json
+
+    try:
+        tags = json.loads(args.tags or "{}")
+    except ValueError as e:
+        raise ConfigError(f"--tags: not valid JSON ({e})") from None
+    if not isinstance(tags, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
+        raise ConfigError('--tags: expected a JSON object of strings, e.g. \'{"team": "vision"}\'')
 
     try:
         result, run_id = train_experiment(cfg, run_dir, resume=args.resume, tracking_uri=args.tracking_uri,
                                           experiment=args.experiment_name, parent_run_id=args.parent_run_id,
-                                          run_name=args.run_name, extra_tags=json.loads(args.tags or "{}"),
+                                          run_name=args.run_name, extra_tags=tags,
                                           progress=not args.quiet)
     except TrainingDiverged as e:
         print(f"lvas train: {e}", file=sys.stderr)
@@ -142,7 +195,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
             vocab = with_words_of(vocab, build_dataset(cfg, args.split or cfg.data.test_split, vocab=vocab).queries())
         model = model_from_released(path, cfg, vocab)
     else:
-        cfg, model, vocab = model_from_checkpoint(load_checkpoint(path))
+        cfg, model, vocab = model_from_checkpoint(load_checkpoint(path), path)
+        for text in args.overrides:
+            key = text.split("=", 1)[0].strip()
+            if "=" in text and key and not key.startswith(EVAL_OVERRIDABLE):
+                from lvas.config import flatten_dict
+
+                now = flatten_dict(to_dict(cfg)).get(key, "<none>")
+                raise ConfigError(f"{key}: cannot change when evaluating a trained checkpoint (it was trained with "
+                                  f"{key}={now}); only data.*, train.protocol, train.batch_size, train.device, "
+                                  f"train.threads, train.channels_last, train.amp can")
     data = to_dict(cfg)
     if args.dataset:
         data["data"]["dataset"] = args.dataset
@@ -178,14 +240,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from lvas.engine.checkpoint import load_checkpoint, model_from_checkpoint
-    from lvas.engine.predict import predict_video, read_video, write_outputs
+    from lvas.engine.predict import predict
     from lvas.engine.trainer import resolve_device
 
-    cfg, model, vocab = model_from_checkpoint(load_checkpoint(_checkpoint_path(args.checkpoint, args.tracking_uri)))
+    if not args.query.strip():
+        raise ConfigError("--query: empty; expected a sentence naming the actor, e.g. 'the man jumping'")
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out {out}: cannot create it ({e.strerror})") from None
+    path = _checkpoint_path(args.checkpoint, args.tracking_uri)
+    cfg, model, vocab = model_from_checkpoint(load_checkpoint(path), path)
     model.to(resolve_device(cfg.train.device))
-    frames = read_video(args.video)
-    probs = predict_video(model, vocab, cfg, frames, args.query, progress=not args.quiet)
-    res = write_outputs(frames, probs, args.out, mp4=args.mp4)
+    res = predict(model, vocab, cfg, args.video, args.query, out, mp4=args.mp4, max_pixels=args.max_pixels,
+                  progress=not args.quiet)
     print(f"wrote {res['masks']} masks and {res['gif']}" + (f" and {res['mp4']}" if "mp4" in res else ""))
     return 0
 
@@ -222,6 +291,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from lvas.tracking import resolve_uri
 
     paths = list(args.sweeps)
+    if args.all and not Path(args.sweeps_dir).is_dir():
+        raise ConfigError(f"--sweeps-dir {args.sweeps_dir}: folder not found")
     if args.all:
         paths += sorted(str(p) for p in Path(args.sweeps_dir).glob("*.yaml"))
     if not paths and not args.all:
@@ -260,8 +331,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lvas", description="Ablations of CSTM (language-queried video actor segmentation)")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = Parser(prog="lvas", description="Ablations of CSTM (language-queried video actor segmentation)")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     s = sub.add_parser("list", help="every component family and its registered components")
     s.set_defaults(func=cmd_list)
@@ -269,8 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("flops", help="GMACs, GFLOPs and parameters of an experiment's model, or Table 4")
     s.add_argument("experiment", nargs="?", help="experiment YAML")
     s.add_argument("overrides", nargs="*", help="key.path=value overrides")
-    s.add_argument("--frames", type=int, default=None, help="clip length (default: data.frames)")
-    s.add_argument("--size", type=int, default=None, help="frame size (default: data.size)")
+    s.add_argument("--frames", type=at_least(1), default=None, help="clip length (default: data.frames)")
+    s.add_argument("--size", type=at_least(32), default=None, help="frame size (default: data.size)")
     s.add_argument("--table", action="store_true", help="write reports/table4_gflops.{md,tex,csv}")
     s.add_argument("--out", default="reports", help="output folder for --table")
     s.add_argument("--experiments", default="experiments", help="experiment folder for --table")
@@ -310,15 +381,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--query", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--mp4", action="store_true", help="also write overlay.mp4")
+    s.add_argument("--max-pixels", type=at_least(1), default=40_000_000,
+                   help="refuse frames larger than this many pixels (default 40 million, e.g. 8K video)")
     s.add_argument("--tracking-uri", default=None)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("sweep", help="run a sweep YAML: trials in Optuna, nested runs in MLflow; rerun to resume")
     s.add_argument("sweep", help="sweep YAML")
-    s.add_argument("--workers", type=int, default=1, help="trial processes on this machine")
+    s.add_argument("--workers", type=at_least(1), default=1, help="trial processes on this machine")
     s.add_argument("--gpus", default=None, help="comma-separated GPU ids; worker i gets gpus[i %% n]")
-    s.add_argument("--gpus-per-trial", type=int, default=1,
+    s.add_argument("--gpus-per-trial", type=at_least(1), default=1,
                    help="run each trial with torchrun on this many processes (DDP; one GPU each, gloo on CPU)")
     s.add_argument("--storage", default=None,
                    help="Optuna storage URL (default: $LVAS_STORAGE, else a journal file under --out); put a URL "
@@ -328,8 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--retry-failed", action="store_true", help="run failed trials again")
     s.add_argument("--rerun-stale", action="store_true",
                    help="run again the trials whose resolved config the edited sweep file changed")
-    s.add_argument("--stale-after", type=float, default=600.0,
-                   help="seconds without a heartbeat after which a RUNNING trial counts as interrupted")
+    s.add_argument("--stale-after", type=positive_float, default=600.0,
+                   help="seconds without a heartbeat after which a trial running on another host counts as "
+                        "interrupted (on this host: when its process is gone)")
     s.add_argument("--dry-run", action="store_true", help="print the trial table and stop")
     s.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     s.add_argument("--quiet", action="store_true", help="no per-epoch output; the trial progress line stays")
@@ -342,17 +416,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--experiments", default="experiments", help="for Table 4 with --all")
     s.add_argument("--tracking-uri", default=None)
     s.add_argument("--out", default="reports")
-    s.add_argument("--samples", type=int, default=4, help="samples in the qualitative figure")
+    s.add_argument("--samples", type=at_least(0), default=4, help="samples in the qualitative figure")
     s.add_argument("--no-figures", action="store_true")
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("data", help="make, prepare and check datasets")
-    dsub = s.add_subparsers(dest="data_command", required=True)
+    dsub = s.add_subparsers(dest="data_command", required=True, parser_class=Parser)
     d = dsub.add_parser("synth", help="write the synthetic set in the A2D Sentences layout")
     d.add_argument("--out", required=True, help="output folder")
-    d.add_argument("--videos", type=int, default=400)
-    d.add_argument("--frames", type=int, default=8)
-    d.add_argument("--size", type=int, default=64)
+    d.add_argument("--videos", type=at_least(1), default=400)
+    d.add_argument("--frames", type=at_least(1), default=8)
+    d.add_argument("--size", type=at_least(32), default=64)
     d.add_argument("--seed", type=int, default=0)
     d = dsub.add_parser("prepare", help="a2d: extract frames from the .mp4 videos (resumable); "
                         "jhmdb: fix the 3 evaluated frames per video")
@@ -361,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = dsub.add_parser("check", help="validate a dataset folder, print counts and every problem")
     d.add_argument("root")
     d.add_argument("--dataset", choices=["a2d", "jhmdb", "synth"], default="a2d")
-    d.add_argument("--frames", type=int, default=8, help="clip length (to flag videos shorter than a clip)")
+    d.add_argument("--frames", type=at_least(1), default=8, help="clip length (to flag videos shorter than a clip)")
     s.set_defaults(func=cmd_data)
 
     s = sub.add_parser("bench", help="time and memory benchmarks (figures for notes, not tests)")
@@ -369,13 +443,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model: forward and forward+backward of one batch; data: clips/s of the training set")
     s.add_argument("experiment", help="experiment YAML")
     s.add_argument("overrides", nargs="*", help="key.path=value overrides")
-    s.add_argument("--frames", type=int, default=None)
-    s.add_argument("--size", type=int, default=None)
-    s.add_argument("--batch", type=int, default=1)
-    s.add_argument("--repeats", type=int, default=3)
-    s.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    s.add_argument("--samples", type=int, default=200, help="data: clips to read")
-    s.add_argument("--workers", type=int, default=0, help="data: DataLoader workers (0 = in process)")
+    s.add_argument("--frames", type=at_least(1), default=None)
+    s.add_argument("--size", type=at_least(32), default=None)
+    s.add_argument("--batch", type=at_least(1), default=1)
+    s.add_argument("--repeats", type=at_least(1), default=3)
+    s.add_argument("--device", type=device_name, default=None, help="cpu or cuda (default: cuda when present)")
+    s.add_argument("--samples", type=at_least(1), default=200, help="data: clips to read")
+    s.add_argument("--workers", type=at_least(0), default=0, help="data: DataLoader workers (0 = in process)")
     s.set_defaults(func=cmd_bench)
     return p
 
@@ -384,9 +458,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DataError, FileNotFoundError, ValueError) as e:
-        print(f"lvas {args.command}: error: {e}", file=sys.stderr)
+    except (ConfigError, DataError, ValueError) as e:
+        from lvas.config import redact
+
+        print(f"lvas {args.command}: error: {redact(str(e))}", file=sys.stderr)
         return 2
+    except OSError as e:  # a file or folder lvas cannot read or write
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"lvas {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"lvas {args.command}: interrupted; nothing recorded is lost (rerun to resume)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -166,11 +166,17 @@ class Tracker:
         self._saved_env = os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(self.uri)  # also exports MLFLOW_TRACKING_URI; restored on exit
         mlflow.set_experiment(self.experiment)
+        me = identity()
+        # the tags that find the run again (run_dir) and judge it an orphan (process) are written with
+        # the run itself: a kill right after creating it leaves nothing unrecognisable behind
+        tags = {**self.tags, HOST_TAG: me["host"], PID_TAG: me["pid"], START_TAG: me["start"],
+                BEAT_TAG: f"{time.time():.0f}"}
         kw: dict[str, Any] = {}
         if self.run_id is not None:
             kw["run_id"] = self.run_id
         else:
             kw["run_name"] = self.run_name
+            kw["tags"] = tags
             if self.parent_run_id:
                 kw["parent_run_id"] = self.parent_run_id
         if self.system_metrics:
@@ -182,9 +188,10 @@ class Tracker:
                 pass
         run = mlflow.start_run(**kw)
         self.run_id = run.info.run_id
-        me = identity()
-        mlflow.set_tags({**self.tags, HOST_TAG: me["host"], PID_TAG: me["pid"], START_TAG: me["start"],
-                         BEAT_TAG: f"{time.time():.0f}"})
+        mlflow.set_tags(tags)
+        if "run_id" in kw:  # a run taken up again is no longer ended
+            with contextlib.suppress(Exception):
+                _client(self.uri).delete_tag(self.run_id, "lvas.end_reason")
         client, run_id = _client(self.uri), self.run_id
         self._beat = Heartbeat(lambda: client.set_tag(run_id, BEAT_TAG, f"{time.time():.0f}"), BEAT_EVERY)
         self._beat.__enter__()

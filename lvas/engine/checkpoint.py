@@ -68,13 +68,27 @@ def model_from_released(path: str | Path, cfg, vocab) -> torch.nn.Module:
     return model
 
 
-def model_from_checkpoint(state: dict[str, Any]):
-    """(config, model, vocabulary) rebuilt from a checkpoint alone."""
+def model_from_checkpoint(state: dict[str, Any], path: str | Path = "checkpoint"):
+    """(config, model, vocabulary) rebuilt from a checkpoint alone; weights that do not fit the
+    stored config raise a DataError naming the first mismatching keys."""
+    from lvas.config import ConfigError
     from lvas.data.vocab import Vocabulary
     from lvas.models import build_model
 
-    cfg = from_dict(state["config"])
+    try:
+        cfg = from_dict(state["config"])
+    except ConfigError as e:
+        raise DataError(Path(path), f"its stored config is not valid for this lvas ({e})") from None
     vocab = Vocabulary(state["vocab"][2:], cfg.model.text.tokenizer)
     model = build_model(cfg, vocab=vocab.itos, load_weights=False)
-    model.load_state_dict(state["model"])
+    weights = state["model"]
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    extra = [k for k in weights if k not in own]
+    shape = [k for k in own if k in weights and getattr(weights[k], "shape", None) != own[k].shape]
+    if missing or extra or shape:
+        parts = [f"{what}: {', '.join(keys[:3])}" + (f" (+{len(keys) - 3})" if len(keys) > 3 else "")
+                 for what, keys in (("missing", missing), ("unexpected", extra), ("other shape", shape)) if keys]
+        raise DataError(Path(path), "its weights do not match its config (" + "; ".join(parts) + ")")
+    model.load_state_dict(weights)
     return cfg, model, vocab

@@ -561,6 +561,9 @@ def train_experiment(cfg: ExperimentConfig, run_dir: str | Path | None = None, *
 
     try:
         with exclusive(run_dir / ".lock"):
+            if not resume and (run_dir / "last.pt").is_file():
+                raise ConfigError(f"{run_dir} already holds a run of this config: add --resume to continue it, "
+                                  f"or --run-dir for a new one (nothing is overwritten)")
             clean_tmp(run_dir)
             return _train_tracked(cfg, run_dir, resume, tracking_uri, experiment, parent_run_id, run_name,
                                   extra_tags, progress, epoch_callback, track, rank)

@@ -80,21 +80,24 @@ def _storage(spec: SweepSpec, opts: SweepOptions):
     import optuna
 
     if opts.storage:
-        if opts.storage.startswith(("postgresql", "mysql")):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if not opts.storage.startswith(("postgresql", "mysql")):
+                return optuna.storages.RDBStorage(opts.storage)
             # Machines started together race to create the schema on a fresh database: retry.
             import random
-            import warnings
+
+            import sqlalchemy.exc
 
             for attempt in range(8):
                 try:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                        return optuna.storages.RDBStorage(opts.storage, heartbeat_interval=60, grace_period=180)
-                except Exception:  # noqa: BLE001 - sqlalchemy IntegrityError/ProgrammingError on the race
+                    return optuna.storages.RDBStorage(opts.storage, heartbeat_interval=60, grace_period=180)
+                except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):  # the schema race
                     if attempt == 7:
                         raise
                     time.sleep(0.5 + random.random())
-        return opts.storage
     path = sweep_dir(spec, opts) / "optuna.journal"
     path.parent.mkdir(parents=True, exist_ok=True)
     from optuna.storages.journal import JournalFileBackend

@@ -282,8 +282,13 @@ def _parameter(path: Path, name: str, spec: Any) -> Parameter:
         raise _err(path, key, f"min ({spec['min']}) must be below max ({spec['max']})")
     if dist == "log_uniform_values" and spec["min"] <= 0:
         raise _err(path, f"{key}.min", "must be > 0 for log_uniform_values")
-    if dist == "q_uniform" and not isinstance(spec.get("q"), (int, float)):
-        raise _err(path, f"{key}.q", "a number is required for q_uniform")
+    if dist == "q_uniform":
+        q = spec.get("q")
+        if not isinstance(q, (int, float)) or isinstance(q, bool) or not 0 < q <= spec["max"] - spec["min"]:
+            raise _err(path, f"{key}.q", f"{q!r}: a step > 0 and at most max - min ({spec['max'] - spec['min']}) "
+                                         f"is required for q_uniform")
+    if dist == "int_uniform" and not all(isinstance(spec[b], int) for b in ("min", "max")):
+        raise _err(path, key, "int_uniform needs integer min and max")
     return Parameter(name, distribution=dist, min=spec["min"], max=spec["max"], q=spec.get("q"))
 
 
