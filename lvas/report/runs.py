@@ -89,8 +89,9 @@ def collect(spec: SweepSpec, tracking_uri: str) -> SweepRuns:
     """The sweep's child runs and, per row, its current runs (see the module docstring)."""
     from mlflow import MlflowClient
 
-    from lvas.tracking import quiet_mlflow
+    from lvas.tracking import open_store, quiet_mlflow
 
+    open_store(tracking_uri)
     with quiet_mlflow():
         client = MlflowClient(tracking_uri)
         exp = client.get_experiment_by_name(spec.name)

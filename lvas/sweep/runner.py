@@ -186,7 +186,9 @@ class SweepRunner:
                                     tags={"sweep": self.spec.name, "report": self.spec.report,
                                           "method": self.spec.method, "lvas_role": "sweep"})
             run_id = run.info.run_id
-            client.log_text(run_id, self.spec.path.read_text(), "sweep.yaml")
+            from lvas.tracking import redact
+
+            client.log_text(run_id, redact(self.spec.path.read_text()), "sweep.yaml")
             for k, v in {"sweep.method": self.spec.method, "sweep.metric": self.spec.metric,
                          "sweep.base": str(self.spec.base), "sweep.report": self.spec.report}.items():
                 client.log_param(run_id, k, v)
