@@ -5,7 +5,11 @@ e.g. the quickstart's ``runs/sweeps/quickstart/trials/*/model.pt``) and runs ``l
 child process, reporting the child's peak resident memory (``ru_maxrss``) and wall time.
 
     python benchmarks/predict_memory.py --checkpoint CKPT [--frames 150] [--width 1920] [--height 1080]
-        [--lvas "python -m lvas.cli"]      # point --lvas at another checkout's interpreter to compare
+        [--lvas "env PYTHONPATH=/path/to/other/checkout python -m lvas.cli"]   # compare another version
+
+Run it from outside a checkout when comparing (``python -m`` puts the working directory first on
+the path). Measured at 2e0cd6f vs ceb1d13, 2-core CPU: 150 frames 1920x1080: 0.90 vs 4.97 GiB,
+10.7 vs 51.8 s; 300 frames: 0.95 vs 8.99 GiB, 17.7 vs 113.2 s.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import argparse
 import resource
 import shlex
+import sys
 import subprocess
 import tempfile
 import time
@@ -45,7 +50,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=150)
     ap.add_argument("--width", type=int, default=1920)
     ap.add_argument("--height", type=int, default=1080)
-    ap.add_argument("--lvas", default="python -m lvas.cli", help="how to call lvas (another checkout to compare)")
+    ap.add_argument("--lvas", default=f"{sys.executable} -m lvas.cli", help="how to call lvas (another checkout to compare)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         video = Path(tmp) / "long.mp4"
