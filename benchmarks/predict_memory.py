@@ -8,7 +8,7 @@ child process, reporting the child's peak resident memory (``ru_maxrss``) and wa
         [--lvas "env PYTHONPATH=/path/to/other/checkout python -m lvas.cli"]   # compare another version
 
 Run it from outside a checkout when comparing (``python -m`` puts the working directory first on
-the path). Measured at 2e0cd6f vs ceb1d13, 2-core CPU: 150 frames 1920x1080: 0.90 vs 4.97 GiB,
+the path). Measured with lvas/ at 6886676 vs ceb1d13, 2-core CPU: 150 frames 1920x1080: 0.90 vs 4.97 GiB,
 10.7 vs 51.8 s; 300 frames: 0.95 vs 8.99 GiB, 17.7 vs 113.2 s.
 """
 
