@@ -45,10 +45,12 @@ def positive_float(text: str) -> float:
 
 
 def device_name(text: str) -> str:
-    """argparse type: auto, cpu, mps, cuda or cuda:N."""
+    """argparse type: auto, cpu, mps, cuda or cuda:N (as ``train.device``)."""
     import re
 
-    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", text):
+    from lvas.config import DEVICE_NAMES
+
+    if not re.fullmatch(DEVICE_NAMES, text):
         raise argparse.ArgumentTypeError(f"{text!r}: expected auto, cpu, mps, cuda or cuda:N")
     return text
 
@@ -202,9 +204,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 from lvas.config import flatten_dict
 
                 now = flatten_dict(to_dict(cfg)).get(key, "<none>")
+                allowed = ", ".join(k + "*" if k.endswith(".") else k for k in EVAL_OVERRIDABLE)
                 raise ConfigError(f"{key}: cannot change when evaluating a trained checkpoint (it was trained with "
-                                  f"{key}={now}); only data.*, train.protocol, train.batch_size, train.device, "
-                                  f"train.threads, train.channels_last, train.amp can")
+                                  f"{key}={now}); only {allowed} can")
     data = to_dict(cfg)
     if args.dataset:
         data["data"]["dataset"] = args.dataset

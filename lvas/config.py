@@ -212,6 +212,8 @@ def safe_name(name: str) -> str:
     return out[:200] or "_"
 
 
+DEVICE_NAMES = r"auto|cpu|mps|cuda(:\d+)?"  # what train.device (and lvas bench --device) accept
+
 # Extra checks beyond types: key path -> (predicate, what was expected).
 _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "name": (lambda v: name_problem(v) is None, "a name without '..' parts, backslashes or control characters"),
@@ -237,7 +239,7 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "train.lr_step": (lambda v: v >= 1, "an integer >= 1"),
     "train.pos_weight": (lambda v: v > 0, "a positive number"),
     "train.stage2_epochs": (lambda v: v >= 1, "an integer >= 1"),
-    "train.device": (lambda v: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) is not None, "auto, cpu, mps, cuda or cuda:N"),
+    "train.device": (lambda v: re.fullmatch(DEVICE_NAMES, v) is not None, "auto, cpu, mps, cuda or cuda:N"),
     "train.monitor": (lambda v: v in ("AP", "oIoU", "mIoU", "P@0.5", "P@0.6", "P@0.7", "P@0.8", "P@0.9"),
                       "one of AP, oIoU, mIoU, P@0.5 .. P@0.9"),
 }
@@ -392,8 +394,6 @@ def to_yaml(cfg: Any) -> str:
 
 def redact(text: str) -> str:
     """``scheme://user:password@host`` -> ``scheme://user:***@host`` wherever it appears in ``text``."""
-    import re
-
     return re.sub(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*):[^@/\s]*@", r"\1:***@", text)
 
 
@@ -406,7 +406,6 @@ def redact_data(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(redact_data(v) for v in value)
     return value
-
 
 
 def config_hash(cfg: Any, length: int = 12) -> str:

@@ -163,10 +163,15 @@ def clean_tmp(folder: str | Path, older_than: float = 86400.0) -> list[Path]:
     return removed
 
 
-def write_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and a rename: a kill never leaves half a file."""
+def replace_atomic(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """``write(tmp)`` to a temporary file, then rename it to ``path``: a kill never leaves half a file."""
     path = Path(path)
     tmp = tmp_path(path)
-    tmp.write_text(text)
+    write(tmp)
     os.replace(tmp, path)
     return path
+
+
+def write_atomic(path: str | Path, text: str) -> Path:
+    """:func:`replace_atomic` of a text file."""
+    return replace_atomic(path, lambda tmp: tmp.write_text(text))

@@ -16,12 +16,13 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterator
 
-from lvas.config import redact, redact_data  # noqa: F401 - re-exported: what is logged is redacted
+from lvas.config import redact
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 
 # Run tags naming the process that runs it (see lvas.liveness): how an orphan is recognised.
 HOST_TAG, PID_TAG, START_TAG, BEAT_TAG = "lvas.host", "lvas.pid", "lvas.start", "lvas.heartbeat"
+END_TAG = "lvas.end_reason"  # why lvas ended a run it found orphaned (or a sweep's parent run)
 BEAT_EVERY = 60.0  # seconds between a run's heartbeats
 ORPHAN_AFTER = 900.0  # a run of another host with no heartbeat for this long is ended as an orphan
 
@@ -102,7 +103,7 @@ def end_orphans(uri: str, now: float | None = None) -> list[str]:
                     why = (f"process {t.get(PID_TAG)} on {t.get(HOST_TAG)} is gone" if t.get(HOST_TAG) == HOST
                            else f"no heartbeat from {t.get(HOST_TAG)} since {t.get(BEAT_TAG)}")
                     with contextlib.suppress(Exception):
-                        client.set_tag(run.info.run_id, "lvas.end_reason", f"{why} (ended when a store was opened)")
+                        client.set_tag(run.info.run_id, END_TAG, f"{why} (ended when a store was opened)")
                         client.set_terminated(run.info.run_id, "KILLED")
                         ended.append(run.info.run_id)
                 token = page.token
@@ -160,17 +161,15 @@ class Tracker:
             return self
         import mlflow
 
-        from lvas.liveness import Heartbeat, identity
+        from lvas.liveness import Heartbeat
 
         open_store(self.uri)
         self._saved_env = os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(self.uri)  # also exports MLFLOW_TRACKING_URI; restored on exit
         mlflow.set_experiment(self.experiment)
-        me = identity()
         # the tags that find the run again (run_dir) and judge it an orphan (process) are written with
         # the run itself: a kill right after creating it leaves nothing unrecognisable behind
-        tags = {**self.tags, HOST_TAG: me["host"], PID_TAG: me["pid"], START_TAG: me["start"],
-                BEAT_TAG: f"{time.time():.0f}"}
+        tags = {**self.tags, **owner_tags(), BEAT_TAG: f"{time.time():.0f}"}
         kw: dict[str, Any] = {}
         if self.run_id is not None:
             kw["run_id"] = self.run_id
@@ -188,11 +187,11 @@ class Tracker:
                 pass
         run = mlflow.start_run(**kw)
         self.run_id = run.info.run_id
-        mlflow.set_tags(tags)
-        if "run_id" in kw:  # a run taken up again is no longer ended
-            with contextlib.suppress(Exception):
-                _client(self.uri).delete_tag(self.run_id, "lvas.end_reason")
         client, run_id = _client(self.uri), self.run_id
+        if "run_id" in kw:  # a run taken up again: now this process's, and no longer ended
+            mlflow.set_tags(tags)
+            with contextlib.suppress(Exception):
+                client.delete_tag(run_id, END_TAG)
         self._beat = Heartbeat(lambda: client.set_tag(run_id, BEAT_TAG, f"{time.time():.0f}"), BEAT_EVERY)
         self._beat.__enter__()
         return self
@@ -275,6 +274,14 @@ class Tracker:
             import mlflow
 
             mlflow.log_dict(data, name)
+
+
+def owner_tags() -> dict[str, str]:
+    """The run tags naming this process (host, pid, start time): how :func:`end_orphans` judges a run."""
+    from lvas.liveness import identity
+
+    me = identity()
+    return {HOST_TAG: me["host"], PID_TAG: me["pid"], START_TAG: me["start"]}
 
 
 def _client(uri: str):

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from lvas.liveness import HOST, Heartbeat, clean_tmp, exclusive, Busy, is_dead, process_start, tmp_path
+from lvas.liveness import HOST, Busy, Heartbeat, clean_tmp, exclusive, is_dead, process_start
+from lvas.liveness import tmp_path as tmp_file_for
 
 
 def dead_pid() -> int:
@@ -83,15 +84,11 @@ def test_temporaries_of_killed_writes_are_removed_and_live_ones_kept(tmp_path):
     for f in (mine, killed, other_host):
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_text("half")
-    assert tmp_path_name_ok(tmp_path)
+    assert tmp_file_for(tmp_path / "model.pt") == mine  # where lvas writes before renaming
     assert clean_tmp(tmp_path) == [killed]
     os.utime(other_host, (time.time() - 2 * 86400,) * 2)
     assert clean_tmp(tmp_path) == [other_host]
     assert mine.is_file()
-
-
-def tmp_path_name_ok(folder) -> bool:
-    return tmp_path(folder / "model.pt").name == f".model.pt.tmp-{HOST}-{os.getpid()}"
 
 
 def test_end_orphans_ends_dead_runs_only(tmp_path):

@@ -3,7 +3,6 @@ that evaluation rebuilds the model from the checkpoint alone."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ import torch
 
 from lvas.config import ExperimentConfig, config_hash, from_dict, saved_dict
 from lvas.data.errors import DataError
-from lvas.liveness import tmp_path
+from lvas.liveness import replace_atomic
 
 
 def save_checkpoint(path: str | Path, *, cfg: ExperimentConfig, model: torch.nn.Module, vocab: list[str],
@@ -21,10 +20,7 @@ def save_checkpoint(path: str | Path, *, cfg: ExperimentConfig, model: torch.nn.
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {"config": saved_dict(cfg), "config_hash": config_hash(cfg), "vocab": list(vocab),
              "model": model.state_dict(), **extra}
-    tmp = tmp_path(path)
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return path
+    return replace_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
 def read_torch_file(path: str | Path) -> Any:

@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from lvas.config import ConfigError, ExperimentConfig, config_hash, safe_name, to_dict, to_yaml
+from lvas.config import ConfigError, ExperimentConfig, config_hash, safe_name, saved_dict, to_dict, to_yaml
 from lvas.engine import resources
 from lvas.engine.checkpoint import load_checkpoint, save_checkpoint
 from lvas.engine.evaluate import evaluate
@@ -546,7 +546,7 @@ def train_experiment(cfg: ExperimentConfig, run_dir: str | Path | None = None, *
         (FitResult, MLflow run id or None).
     """
     from lvas.flops import measure_config_cached as measure_config
-    from lvas.tracking import Tracker, flatten, git_commit, quiet_mlflow, resolve_uri
+    from lvas.tracking import Tracker, flatten, git_commit, quiet_mlflow, resolve_uri, reusable_run
 
     init_distributed()
     rank, _ = dist_info()
@@ -554,9 +554,71 @@ def train_experiment(cfg: ExperimentConfig, run_dir: str | Path | None = None, *
     progress = progress and rank == 0
     run_dir = Path(run_dir) if run_dir is not None else run_dir_for(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if rank > 0:  # rank 0 holds the folder for all ranks of a torchrun
-        return _train_tracked(cfg, run_dir, resume, tracking_uri, experiment, parent_run_id, run_name, extra_tags,
-                              progress, epoch_callback, track, rank)
+    # rank 0 holds the folder for all ranks of a torchrun
+    with _holding(run_dir, resume) if rank == 0 else contextlib.nullcontext():
+        if rank == 0:
+            _check_same_config(cfg, run_dir)
+            write_atomic(run_dir / "config.yaml", to_yaml(cfg))
+        id_file = run_dir / "mlflow_run_id"
+        uri = resolve_uri(tracking_uri, cfg.tracking.uri)
+        exp_name = experiment or cfg.tracking.experiment or cfg.name
+        run_id = reusable_run(uri, exp_name, run_dir, id_file, resume) if track else None
+        tags = {"config_hash": config_hash(cfg), "git_commit": git_commit(), "protocol": cfg.train.protocol,
+                "dataset": cfg.data.dataset, "recipe": cfg.train.recipe, "run_dir": str(run_dir.resolve()),
+                **(extra_tags or {})}
+        tracker = Tracker(uri, exp_name, run_name=run_name or cfg.name, run_id=run_id, parent_run_id=parent_run_id,
+                          tags=tags, system_metrics=cfg.tracking.system_metrics, active=track)
+        with quiet_mlflow(), tracker:
+            if tracker.run_id and rank == 0:
+                write_atomic(id_file, tracker.run_id)
+            if not (resume and run_id):  # a new run, or one killed before its first checkpoint: (re)log what it is
+                tracker.log_params(flatten(saved_dict(cfg)))
+                tracker.log_text(to_yaml(cfg), "config.yaml")
+                try:
+                    fl = measure_config(cfg)
+                    tracker.log_dict({"frames": fl.frames, "size": fl.size, "gmacs": fl.gmacs, "gflops_2per_mac": fl.gflops,
+                                      "params": fl.params, "parts_gmacs": {k: v / 1e9 for k, v in fl.parts.items()}},
+                                     "flops.json")
+                    tracker.log_metrics({"gmacs": fl.gmacs, "params_m": fl.params / 1e6})
+                except Exception as e:  # noqa: BLE001 - FLOPs are informative; never fail a run on them
+                    tracker.set_tags({"flops_error": str(e)[:500]})
+            result = train_model(cfg, run_dir, tracker=tracker, resume=resume, progress=progress,
+                                 epoch_callback=epoch_callback if rank == 0 else None)
+            if rank > 0:
+                return result, None
+            tracker.log_metrics({f"test/{k}": v for k, v in result.test.items() if k not in ("epoch", "skipped")})
+            tracker.set_tags({"select": cfg.train.select, "selected_epoch": str(result.selected.get("epoch", "")),
+                              "test_skipped": str(result.test.get("skipped", 0))})
+            best = best_val_epoch(result.history, cfg.train.monitor)
+            if best is not None:  # recorded beside the selected epoch; never used to pick the test score
+                tracker.set_tags({"best_val_epoch": str(best[0]), f"best_val_{cfg.train.monitor}": f"{best[1]:.4f}"})
+            if result.selected.get(f"val/{cfg.train.monitor}") is not None:
+                tracker.log_metrics({f"selected/val/{k[4:]}": v for k, v in result.selected.items() if k.startswith("val/")})
+            if cfg.tracking.log_checkpoint:
+                tracker.log_artifact(result.checkpoint, "checkpoints")
+            tracker.log_artifact(run_dir / "history.json")
+            tracker.log_artifact(run_dir / "test_metrics.json")
+            tracker.log_artifact(run_dir / "test_samples.json")
+            if (run_dir / "val_videos.json").is_file():
+                tracker.log_artifact(run_dir / "val_videos.json")
+            if cfg.tracking.overlays and track and not cfg.train.eval_only:
+                from lvas.engine.checkpoint import model_from_checkpoint
+
+                from lvas.data import build_dataset
+
+                _, chosen_model, vocab = model_from_checkpoint(load_checkpoint(result.checkpoint))
+                test_set = build_dataset(cfg, cfg.data.test_split, vocab=vocab)
+                log_overlays(tracker, chosen_model, test_set, cfg, cfg.tracking.overlays, run_dir / "overlays")
+        return result, tracker.run_id
+
+
+
+
+@contextlib.contextmanager
+def _holding(run_dir: Path, resume: bool):
+    """This process's exclusive hold on ``run_dir`` (one training per folder), temporaries of killed
+    writes removed; a folder held by another live training, or one with a run not asked to be resumed,
+    raises a ConfigError."""
     from lvas.liveness import Busy, clean_tmp, exclusive
 
     try:
@@ -565,8 +627,7 @@ def train_experiment(cfg: ExperimentConfig, run_dir: str | Path | None = None, *
                 raise ConfigError(f"{run_dir} already holds a run of this config: add --resume to continue it, "
                                   f"or --run-dir for a new one (nothing is overwritten)")
             clean_tmp(run_dir)
-            return _train_tracked(cfg, run_dir, resume, tracking_uri, experiment, parent_run_id, run_name,
-                                  extra_tags, progress, epoch_callback, track, rank)
+            yield
     except Busy as e:
         raise ConfigError(f"{run_dir}: another training of this folder is running ({e.owner}); wait for it, or "
                           f"give --run-dir for a separate run") from None
@@ -583,7 +644,7 @@ def _check_same_config(cfg: ExperimentConfig, run_dir: Path) -> None:
         before = yaml.safe_load(saved.read_text())
     except yaml.YAMLError:
         return
-    from lvas.config import config_diff, result_config, saved_dict
+    from lvas.config import config_diff, result_config
 
     if not isinstance(before, dict):
         return
@@ -593,66 +654,3 @@ def _check_same_config(cfg: ExperimentConfig, run_dir: Path) -> None:
     if diff:
         raise ConfigError(f"{run_dir}: holds a run of another config ({'; '.join(diff[:4])}"
                           f"{' ...' if len(diff) > 4 else ''}); give --run-dir for this one")
-
-
-def _train_tracked(cfg, run_dir: Path, resume: bool, tracking_uri, experiment, parent_run_id, run_name, extra_tags,
-                   progress: bool, epoch_callback, track: bool, rank: int):
-    from lvas.config import saved_dict
-    from lvas.flops import measure_config_cached as measure_config
-    from lvas.liveness import write_atomic
-    from lvas.tracking import Tracker, flatten, git_commit, quiet_mlflow, resolve_uri, reusable_run
-
-    if rank == 0:
-        _check_same_config(cfg, run_dir)
-        write_atomic(run_dir / "config.yaml", to_yaml(cfg))
-    id_file = run_dir / "mlflow_run_id"
-    uri = resolve_uri(tracking_uri, cfg.tracking.uri)
-    exp_name = experiment or cfg.tracking.experiment or cfg.name
-    run_id = reusable_run(uri, exp_name, run_dir, id_file, resume) if track else None
-    tags = {"config_hash": config_hash(cfg), "git_commit": git_commit(), "protocol": cfg.train.protocol,
-            "dataset": cfg.data.dataset, "recipe": cfg.train.recipe, "run_dir": str(run_dir.resolve()),
-            **(extra_tags or {})}
-    tracker = Tracker(uri, exp_name, run_name=run_name or cfg.name, run_id=run_id, parent_run_id=parent_run_id,
-                      tags=tags, system_metrics=cfg.tracking.system_metrics, active=track)
-    with quiet_mlflow(), tracker:
-        if tracker.run_id and rank == 0:
-            write_atomic(id_file, tracker.run_id)
-        if not (resume and run_id):  # a new run, or one killed before its first checkpoint: (re)log what it is
-            tracker.log_params(flatten(saved_dict(cfg)))
-            tracker.log_text(to_yaml(cfg), "config.yaml")
-            try:
-                fl = measure_config(cfg)
-                tracker.log_dict({"frames": fl.frames, "size": fl.size, "gmacs": fl.gmacs, "gflops_2per_mac": fl.gflops,
-                                  "params": fl.params, "parts_gmacs": {k: v / 1e9 for k, v in fl.parts.items()}},
-                                 "flops.json")
-                tracker.log_metrics({"gmacs": fl.gmacs, "params_m": fl.params / 1e6})
-            except Exception as e:  # noqa: BLE001 - FLOPs are informative; never fail a run on them
-                tracker.set_tags({"flops_error": str(e)[:500]})
-        result = train_model(cfg, run_dir, tracker=tracker, resume=resume, progress=progress,
-                             epoch_callback=epoch_callback if rank == 0 else None)
-        if rank > 0:
-            return result, None
-        tracker.log_metrics({f"test/{k}": v for k, v in result.test.items() if k not in ("epoch", "skipped")})
-        tracker.set_tags({"select": cfg.train.select, "selected_epoch": str(result.selected.get("epoch", "")),
-                          "test_skipped": str(result.test.get("skipped", 0))})
-        best = best_val_epoch(result.history, cfg.train.monitor)
-        if best is not None:  # recorded beside the selected epoch; never used to pick the test score
-            tracker.set_tags({"best_val_epoch": str(best[0]), f"best_val_{cfg.train.monitor}": f"{best[1]:.4f}"})
-        if result.selected.get(f"val/{cfg.train.monitor}") is not None:
-            tracker.log_metrics({f"selected/val/{k[4:]}": v for k, v in result.selected.items() if k.startswith("val/")})
-        if cfg.tracking.log_checkpoint:
-            tracker.log_artifact(result.checkpoint, "checkpoints")
-        tracker.log_artifact(run_dir / "history.json")
-        tracker.log_artifact(run_dir / "test_metrics.json")
-        tracker.log_artifact(run_dir / "test_samples.json")
-        if (run_dir / "val_videos.json").is_file():
-            tracker.log_artifact(run_dir / "val_videos.json")
-        if cfg.tracking.overlays and track and not cfg.train.eval_only:
-            from lvas.engine.checkpoint import model_from_checkpoint
-
-            from lvas.data import build_dataset
-
-            _, chosen_model, vocab = model_from_checkpoint(load_checkpoint(result.checkpoint))
-            test_set = build_dataset(cfg, cfg.data.test_split, vocab=vocab)
-            log_overlays(tracker, chosen_model, test_set, cfg, cfg.tracking.overlays, run_dir / "overlays")
-    return result, tracker.run_id

@@ -23,6 +23,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -32,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lvas.config import ConfigError
-from lvas.liveness import HOST
+from lvas.config import ConfigError, redact
+from lvas.liveness import HOST, Heartbeat, clean_tmp, is_dead, process_start
 from lvas.sweep.spec import SweepSpec, Trial
 
 
@@ -69,8 +70,6 @@ def storage_for(spec: SweepSpec, opts: SweepOptions):
     except ConfigError:
         raise
     except Exception as e:  # noqa: BLE001 - sqlalchemy / driver / OS errors: one line for the user
-        from lvas.tracking import redact
-
         where = redact(opts.storage) if opts.storage else str(sweep_dir(spec, opts) / "optuna.journal")
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ConfigError(f"--storage {where}: cannot open the Optuna storage ({redact(first)[:300]})") from None
@@ -136,7 +135,6 @@ class SweepRunner:
             raise ConfigError(f"--out {opts.out}: cannot create {self.dir} ({e.strerror})") from None
         if not os.access(self.dir, os.W_OK):
             raise ConfigError(f"--out {opts.out}: cannot write in {self.dir} (permission denied)")
-        from lvas.liveness import clean_tmp
         from lvas.tracking import open_store, resolve_uri
 
         self.tracking_uri = resolve_uri(opts.tracking_uri)
@@ -186,8 +184,6 @@ class SweepRunner:
                                     tags={"sweep": self.spec.name, "report": self.spec.report,
                                           "method": self.spec.method, "lvas_role": "sweep"})
             run_id = run.info.run_id
-            from lvas.tracking import redact
-
             client.log_text(run_id, redact(self.spec.path.read_text()), "sweep.yaml")
             for k, v in {"sweep.method": self.spec.method, "sweep.metric": self.spec.metric,
                          "sweep.base": str(self.spec.base), "sweep.report": self.spec.report}.items():
@@ -322,8 +318,6 @@ class SweepRunner:
         """A RUNNING trial whose worker is gone (:func:`lvas.liveness.is_dead`): on this host its process
         no longer exists; on another host its heartbeat is older than ``stale_after``. A claimed trial
         whose worker has not written its identity yet counts as dead only after ``stale_after``."""
-        from lvas.liveness import is_dead
-
         a = t.user_attrs
         if a.get("host") is None:
             started = t.datetime_start.timestamp() if t.datetime_start else 0.0
@@ -435,8 +429,6 @@ class SweepRunner:
 
         from lvas.engine.trainer import train_experiment
 
-        from lvas.liveness import Heartbeat, process_start
-
         t = self._space_trial(trial)
         attempt = int(trial.user_attrs.get("attempt", 0))
         trial.set_user_attr("host", HOST)
@@ -537,8 +529,6 @@ class SweepRunner:
         # the tracking URI travels in the environment, not on a command line that `ps` shows
         proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, MLFLOW_TRACKING_URI=self.tracking_uri))
         if proc.returncode != 0:
-            from lvas.tracking import redact
-
             raise RuntimeError(f"torchrun exited with {proc.returncode}: {redact((proc.stderr or proc.stdout)[-1500:])}")
         test = json.loads((run_dir / "test_metrics.json").read_text())
         selected = load_checkpoint(run_dir / "model.pt").get("selected", {})
@@ -681,19 +671,15 @@ class SweepRunner:
         (so that, if it is killed, the next store opened on this host ends the run)."""
         from mlflow import MlflowClient
 
-        from lvas.liveness import identity
-        from lvas.tracking import HOST_TAG, PID_TAG, START_TAG, quiet_mlflow
+        from lvas.tracking import END_TAG, owner_tags, quiet_mlflow
 
-        me = identity()
         with quiet_mlflow():
             client = MlflowClient(self.tracking_uri)
             client.update_run(self.parent_run_id, status="RUNNING")
-            for k, v in {HOST_TAG: me["host"], PID_TAG: me["pid"], START_TAG: me["start"]}.items():
+            for k, v in owner_tags().items():
                 client.set_tag(self.parent_run_id, k, v)
-            try:
-                client.delete_tag(self.parent_run_id, "lvas.end_reason")
-            except Exception:  # noqa: BLE001 - no such tag
-                pass
+            with contextlib.suppress(Exception):  # no such tag
+                client.delete_tag(self.parent_run_id, END_TAG)
 
     def finish(self, status: str | None = None, reason: str = "") -> bool:
         """Close the MLflow parent run when no trial is waiting or running (FINISHED, or FAILED when one
@@ -702,7 +688,7 @@ class SweepRunner:
         from mlflow import MlflowClient
         from optuna.trial import TrialState
 
-        from lvas.tracking import PID_TAG, quiet_mlflow
+        from lvas.tracking import END_TAG, PID_TAG, quiet_mlflow
 
         latest = self.latest_by_id()
         failed = [t for t in latest.values() if t.state == TrialState.FAIL and not t.user_attrs.get("interrupted")]
@@ -711,15 +697,13 @@ class SweepRunner:
             client = MlflowClient(self.tracking_uri)
             if status is not None and not live:
                 if reason:
-                    client.set_tag(self.parent_run_id, "lvas.end_reason", reason[:5000])
+                    client.set_tag(self.parent_run_id, END_TAG, reason[:5000])
                 client.set_terminated(self.parent_run_id, status)
             elif not self._active():
                 client.set_terminated(self.parent_run_id, "FAILED" if failed else "FINISHED")
             else:  # others are still at work: they close it
-                try:
+                with contextlib.suppress(Exception):
                     client.delete_tag(self.parent_run_id, PID_TAG)
-                except Exception:  # noqa: BLE001
-                    pass
         return not failed
 
     def summary(self):
@@ -868,8 +852,6 @@ def run_sweep(spec: SweepSpec, opts: SweepOptions, workers: int = 1) -> int:
         runner.finish("KILLED", "interrupted (Ctrl-C); rerun the same command to resume")
         raise
     except BaseException as e:
-        from lvas.tracking import redact
-
         runner.finish("FAILED", redact(f"{type(e).__name__}: {e}"))
         raise
     ok = runner.finish()
@@ -895,12 +877,13 @@ def _run_workers(runner: SweepRunner, opts: SweepOptions, workers: int, progress
     cmd = [sys.executable, "-m", "lvas.cli", "sweep", str(spec.path), "--worker", "--out", opts.out,
            "--stale-after", str(opts.stale_after)] + (["--quiet"] if not opts.progress else [])
     procs = [subprocess.Popen(cmd, env=_worker_env(runner, opts, workers, i)) for i in range(workers)]
-    respawns = 3 * workers
+    respawns, judged = 3 * workers, set()
     while any(p.poll() is None for p in procs):
         progress.tick()
         time.sleep(2.0)
         for i, p in enumerate(procs):
-            if p.poll() is not None and p.returncode != 0 and respawns > 0:
+            if p.poll() is not None and p.returncode != 0 and respawns > 0 and p.pid not in judged:
+                judged.add(p.pid)  # each dead worker is looked at once
                 runner.recover()
                 if runner.claimable():
                     print(f"[{spec.name}] worker {i} exited with {p.returncode}; starting another", file=sys.stderr,
