@@ -81,6 +81,16 @@ def check_complete(folder: Path, sweep: Path, uri: str) -> int:
     return len([t for t in runner.study.get_trials(deepcopy=False) if t.user_attrs.get("interrupted")])
 
 
+def wait_for_running_trial(out: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
+    """Until some trial holds its folder (``.lock``) without having finished (no test metrics yet)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and proc.poll() is None:
+        if any(not (lock.parent / "test_metrics.json").exists() for lock in out.rglob("trials/*/.lock")):
+            return
+        time.sleep(0.05)
+    raise AssertionError("no trial started within the time allowed")
+
+
 @pytest.fixture(scope="module")
 def reference(synth, tmp_path_factory):
     """The uninterrupted sweep and its report."""
@@ -102,9 +112,13 @@ def test_sweeps_killed_at_random_points_lose_and_duplicate_nothing(synth, tmp_pa
     args = ("sweep", str(sweep), "--out", str(tmp_path / "sweeps"), "--tracking-uri", uri, "--quiet",
             "--workers", str(workers))
     kills = 0
-    for _ in range(4):
+    for i in range(4):
         proc = lvas(*args, cwd=tmp_path)
-        time.sleep(rng.uniform(2.0, 9.0))
+        if i == 0:  # the first kill lands inside a trial whatever the machine's speed; the others anywhere
+            wait_for_running_trial(tmp_path / "sweeps", proc)
+            time.sleep(rng.uniform(0.2, 1.5))
+        else:
+            time.sleep(rng.uniform(2.0, 9.0))
         if proc.poll() is not None:
             break
         os.killpg(proc.pid, signal.SIGKILL)
