@@ -225,6 +225,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     ds = build_dataset(cfg, args.split or cfg.data.test_split, vocab=vocab)
     loader = DataLoader(ds, batch_size=cfg.train.batch_size, collate_fn=collate, num_workers=workers)
     protocol = args.protocol or cfg.train.protocol
+    from lvas.registry import PROTOCOLS
+
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"--protocol: {PROTOCOLS.unknown_message(protocol)}")
     res = evaluate(model, loader, protocol, device, progress=not args.quiet)
     m = res["metrics"]
     print(f"{cfg.data.dataset} {args.split or cfg.data.test_split} ({m['n']} samples, protocol {protocol}"
@@ -368,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset", choices=["a2d", "jhmdb", "synth"], default=None)
     s.add_argument("--root", default=None, help="dataset folder (default: the one trained on)")
     s.add_argument("--split", default=None)
-    s.add_argument("--protocol", choices=["paper", "strict"], default=None)
+    s.add_argument("--protocol", default=None, help="scoring protocol (lvas list protocol): paper, lbdt, strict")
     s.add_argument("--config", default=None,
                    help="experiment YAML for a checkpoint that holds no lvas config, e.g. the released CSTM "
                         "checkpoint with experiments/cstm_released.yaml")

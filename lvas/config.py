@@ -42,11 +42,14 @@ class EncoderConfig:
     """One visual encoder.
 
     ``pretrained``: ``imagenet`` / ``kinetics400`` (the torchvision weights the encoder
-    knows), ``none`` (random init), or a path to a local checkpoint file.
+    knows), ``none`` (random init), or a path to a local checkpoint file. ``trainable``: parameter
+    name prefixes that are trained (e.g. ACGA's ``[stages.3.Mixed_4f.]``); [] trains all; frozen
+    BatchNorm layers keep their running statistics.
     """
 
     name: str
     pretrained: str = "none"
+    trainable: list[str] = field(default_factory=list)  # [] = all; else only parameters under these prefixes
 
 
 @dataclass
@@ -91,8 +94,22 @@ class CMAMConfig:
 
 
 @dataclass
+class BridgeConfig:
+    """Modules that exchange information between the two streams after the listed encoder stages
+    ([] = none). ``lbdt``: LBDT's language-bridged duplex transfer (``layers`` x ``heads``
+    attention at ``channels`` wide)."""
+
+    name: str = _component("bridge", "lbdt")
+    stages: list[int] = field(default_factory=list)
+    channels: int = 512
+    layers: int = 4
+    heads: int = 8
+
+
+@dataclass
 class DecoderConfig:
-    """Decoder: ``eq9`` (the paper's Eq. 9) or ``released`` (the released code's heads).
+    """Decoder: ``eq9`` (CSTM's Eq. 9), ``released`` (the released CSTM code's heads), ``lbdt``
+    (LBDT's per-stream FPN, one fusion, conv tower) or ``acga`` (ACGA's co-attention and three heads).
 
     ``tile`` (eq9): whether a branch's projections see the coordinates and the sentence:
     ``auto`` only without CMAM (paper §4.4), ``always`` or ``never``."""
@@ -111,6 +128,7 @@ class ModelConfig:
     temporal: TemporalEncoderConfig = field(default_factory=TemporalEncoderConfig)
     text: TextConfig = field(default_factory=TextConfig)
     cmam: CMAMConfig = field(default_factory=CMAMConfig)
+    bridge: BridgeConfig = field(default_factory=BridgeConfig)
     fusion: str = _component("fusion", "lgfs")
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     input: str = _component("input", "stretch", "frame geometry, pixel normalisation, clip sampling")
@@ -146,10 +164,13 @@ class TrainConfig:
     """
 
     recipe: Literal["joint", "two_stage"] = "joint"
+    loss: str = _component("loss", "cstm", "training loss (lvas list loss)")
+    optimizer: Literal["adam", "adamw"] = "adam"
     epochs: int = 12
     batch_size: int = 8
     lr: float = 5e-4
     lr_step: int = 8
+    lr_milestones: list[int] = field(default_factory=list)  # epochs where lr *= lr_gamma; [] = every lr_step
     lr_gamma: float = 0.1
     weight_decay: float = 0.0
     pos_weight: float = 1.5
@@ -168,7 +189,7 @@ class TrainConfig:
     val_samples: int = 0
     select: Literal["last", "best_val"] = "last"
     monitor: str = "mIoU"
-    protocol: Literal["paper", "strict"] = "paper"
+    protocol: str = _component("protocol", "paper", "how predictions are scored (lvas list protocol)")
     out_dir: str = "runs"
 
 
@@ -222,6 +243,15 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
         "distinct stage numbers in 1..5",
     ),
     "model.cmam.channels": (lambda v: v > 0, "a positive integer"),
+    "model.bridge.stages": (
+        lambda v: all(1 <= s <= 5 for s in v) and len(set(v)) == len(v),
+        "distinct stage numbers in 1..5",
+    ),
+    "model.bridge.channels": (lambda v: v > 0, "a positive integer"),
+    "model.bridge.layers": (lambda v: v > 0, "a positive integer"),
+    "model.bridge.heads": (lambda v: v > 0, "a positive integer"),
+    "train.lr_milestones": (lambda v: all(m > 0 for m in v) and list(v) == sorted(set(v)),
+                            "increasing positive epoch numbers"),
     "model.decoder.channels": (lambda v: v > 0, "a positive integer"),
     "model.text.max_words": (lambda v: v > 0, "a positive integer"),
     "model.text.vocab_size": (lambda v: v > 1, "an integer > 1"),
@@ -363,13 +393,17 @@ def from_dict(data: dict, cls: type = ExperimentConfig) -> Any:
 
 def _check_combinations(cfg: ExperimentConfig) -> None:
     """Checks that involve more than one key."""
+    from lvas.metrics import get_protocol
     from lvas.models.inputs import input_spec
     from lvas.registry import TEMPORAL_ENCODERS
 
-    if cfg.train.protocol == "paper" and input_spec(cfg.model.input).geometry != "stretch":
-        raise ConfigError(f"train.protocol: 'paper' reproduces the released evaluation, whose frames are stretched "
+    if get_protocol(cfg.train.protocol).stretched and input_spec(cfg.model.input).geometry != "stretch":
+        raise ConfigError(f"train.protocol: {cfg.train.protocol!r} reproduces a released evaluation, whose frames are stretched "
                           f"to S x S; model.input {cfg.model.input!r} letterboxes them: use model.input: stretch "
                           f"or released, or train.protocol: strict")
+    if cfg.model.bridge.stages and cfg.model.mode != "both":
+        raise ConfigError(f"model.bridge.stages: a bridge exchanges between two streams; model.mode is "
+                          f"{cfg.model.mode!r} (use model.mode: both, or model.bridge.stages: [])")
     if cfg.model.mode in ("temporal", "both"):
         need = getattr(TEMPORAL_ENCODERS.get(cfg.model.temporal.name).builder, "min_frames", 1)
         if cfg.data.frames < need:

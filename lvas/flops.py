@@ -62,7 +62,7 @@ def _sum(counts: dict, key: str) -> int:
 
 
 def measure_model(model: nn.Module, frames: int = 8, size: int = 320, words: int = 20) -> FlopReport:
-    """Count a CSTM model's MACs per part for one clip of ``frames`` x ``size`` x ``size``.
+    """Count a model's MACs per part for one clip of ``frames`` x ``size`` x ``size``.
 
     The model may live on the ``meta`` device (recommended: see :func:`measure_config`).
     """
@@ -71,35 +71,62 @@ def measure_model(model: nn.Module, frames: int = 8, size: int = 320, words: int
     tokens = torch.ones(1, words, dtype=torch.long, device=device)
     mask = torch.ones(1, words, dtype=torch.bool, device=device)
     model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False, depth=None) as fc:
-        model(clip, tokens, mask)
-    counts = fc.get_flop_counts()
+    lstm_macs: dict[str, int] = {}  # torch's counter does not see the fused LSTM kernels: count them here
+
+    def lstm_hook(name: str):
+        def hook(m: nn.LSTM, args, out) -> None:
+            x = args[0]
+            steps = x.shape[0] * x.shape[1]  # batch x time
+            macs, cin = 0, m.input_size
+            for _ in range(m.num_layers):
+                macs += steps * 4 * m.hidden_size * (cin + m.hidden_size) * (2 if m.bidirectional else 1)
+                cin = m.hidden_size * (2 if m.bidirectional else 1)
+            lstm_macs[name] = lstm_macs.get(name, 0) + macs
+        return hook
+
+    handles = [m.register_forward_hook(lstm_hook(n)) for n, m in model.named_modules() if isinstance(m, nn.LSTM)]
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False, depth=None) as fc:
+            model(clip, tokens, mask)
+    finally:
+        for h in handles:
+            h.remove()
+    counts = {k: dict(v) for k, v in fc.get_flop_counts().items()}
     root = type(model).__name__
+    for name, macs in lstm_macs.items():  # as 2 x MACs under the module and every parent, like the counter
+        parts_of = name.split(".")
+        for i in range(len(parts_of) + 1):
+            key = ".".join([root, *parts_of[:i]])
+            counts.setdefault(key, {})["lstm"] = counts.get(key, {}).get("lstm", 0) + 2 * macs
     parts: dict[str, int] = {}
     branch_params: dict[str, int] = {}
     cmam_total = 0
     modules = dict(model.named_modules())
     for branch in ("spatial", "temporal"):
-        # CMAMs run inside their encoder's forward: count each module once, at its own depth
+        # the model runs each encoder stage by stage (CMAMs and bridges between them): count the stages
+        enc = model.encoders().get(branch)
+        enc_macs = sum(_sum(counts, f"{root}.{branch}.stages.{i}") for i in range(len(enc.stages))) if enc else 0
         cmams = model.cmam[branch] if branch in model.cmam else {}
         stages = [f"cmam.{branch}.{s}" for s in cmams]
         cmam = sum(_sum(counts, f"{root}.{name}") for name in stages)
         cmam_total += cmam
         text_mods = [f"text.{k.rstrip('.')}" for k in model.text.branch_keys(branch)] \
             if getattr(model, "text", None) is not None and branch in model.encoders() else []
-        parts[f"{branch} encoder"] = (_sum(counts, f"{root}.{branch}") - cmam) // 2
+        parts[f"{branch} encoder"] = enc_macs // 2
         parts[f"CMAM {branch}"] = cmam // 2
         parts[f"text {branch}"] = sum(_sum(counts, f"{root}.{name}") for name in text_mods) // 2
         branch_params[branch] = sum(_params(modules.get(n)) for n in [branch, *stages, *text_mods])
     parts["text"] = _sum(counts, f"{root}.text") // 2
     parts["CMAM"] = cmam_total // 2
+    parts["bridge"] = sum(_sum(counts, f"{root}.bridge.{s}") for s in getattr(model, "bridge", {})) // 2
     parts["fusion + decoder"] = _sum(counts, f"{root}.decoder") // 2
-    total = fc.get_total_flops() // 2
+    total = (fc.get_total_flops() + 2 * sum(lstm_macs.values())) // 2
     part_params = {
         "spatial encoder": _params(getattr(model, "spatial", None)),
         "temporal encoder": _params(getattr(model, "temporal", None)),
         "text": _params(getattr(model, "text", None)),
         "CMAM": _params(getattr(model, "cmam", None)),
+        "bridge": _params(getattr(model, "bridge", None)),
         "fusion + decoder": _params(getattr(model, "decoder", None)),
     }
     return FlopReport(frames, size, total, _params(model), parts, part_params, branch_params)

@@ -4,7 +4,7 @@ Per sample IoU = |P ∩ G| / |P ∪ G|; overall IoU = ΣI / ΣU; mean IoU = mean
 P@X = fraction of samples with IoU >= X (X = 0.5..0.9); AP = mean of P@t for t = 0.50, 0.55,
 ..., 0.95 (the CSTM/ACGA/LBDT definition, not COCO AP). Reported in percent.
 
-Protocols (how a prediction on the S x S input becomes a mask at the original size):
+Protocols (registered in ``PROTOCOLS``; how a prediction on the S x S input becomes a mask at the original size):
 
 * ``paper`` — the released CSTM evaluation (``utils/tool.py``), step for step: frames stretched
   to S x S (input pipeline ``stretch`` or ``released``); ``sigmoid(logits) * 255`` thresholded at
@@ -14,6 +14,9 @@ Protocols (how a prediction on the S x S input becomes a mask at the original si
   ``(I + 1e-6) / (U + 1e-6)`` (so two empty masks score 1) and P@t with ``>=``. The release's
   loader also drops the last incomplete batch (``drop_last=True``: 2 of A2D's 3,794 test samples
   with batch 8); lvas scores every sample.
+* ``lbdt`` — the released LBDT evaluation: sigmoid > 0.5 on the S x S input (a fixed threshold,
+  not CSTM's 0.5 x maximum); the ground truth resized to S x S (bilinear, align_corners) and
+  binarised (> 0); both masks nearest-upsampled to the original size; IoU smoothed by 1e-6.
 * ``strict``: logits resized (bilinear) to the original size, sigmoid > 0.5, against the
   native-resolution ground truth; IoU of two empty masks is 1.
 """
@@ -22,19 +25,18 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from lvas.data.clips import Letterbox
+from lvas.registry import PROTOCOLS
 
-PROTOCOLS = ("paper", "strict")
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 AP_THRESHOLDS = tuple(np.round(np.arange(0.5, 0.951, 0.05), 2))
 METRIC_NAMES = tuple(f"P@{t}" for t in THRESHOLDS) + ("AP", "oIoU", "mIoU")
-# per-sample IoU smoothing of each protocol: (I + s) / (U + s) as the released code, or exact
-IOU_SMOOTH = {"paper": 1e-6, "strict": 0.0}
 
 
 def cv2_resize(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -63,26 +65,75 @@ def released_masks(logits: torch.Tensor, gt: torch.Tensor, orig: tuple[int, int]
     return pred.astype(bool), gt_rt == 1
 
 
-def masks_for_protocol(logits: torch.Tensor, gt: torch.Tensor, lb: Letterbox, protocol: str
+@dataclass(frozen=True)
+class Protocol:
+    """One registered way of scoring: ``masks(logits, gt, lb)`` -> (prediction, ground truth), both
+    (H, W) bool at the original size; ``smooth``: per-sample IoU ``(I + s) / (U + s)`` (exact with
+    0); ``stretched``: True if it assumes frames stretched to S x S (no letterbox)."""
+
+    name: str
+    masks: Callable[[torch.Tensor, torch.Tensor, Letterbox], tuple[torch.Tensor, torch.Tensor]]
+    smooth: float
+    stretched: bool
+
+
+def _need_stretch(name: str, logits: torch.Tensor, lb: Letterbox) -> None:
+    if tuple(lb.resized) != tuple(logits.shape[-2:]):
+        raise ValueError(f"protocol {name!r} reproduces a released evaluation, whose frames are stretched to "
+                         f"S x S; this input was letterboxed (set model.input: stretch or released)")
+
+
+def _paper(logits: torch.Tensor, gt: torch.Tensor, lb: Letterbox) -> tuple[torch.Tensor, torch.Tensor]:
+    _need_stretch("paper", logits, lb)
+    pred, truth = released_masks(logits, gt, lb.orig)
+    return torch.from_numpy(pred), torch.from_numpy(truth)
+
+
+def _strict(logits: torch.Tensor, gt: torch.Tensor, lb: Letterbox) -> tuple[torch.Tensor, torch.Tensor]:
+    h, w = lb.resized
+    up = F.interpolate(logits[None, None, :h, :w].float(), size=lb.orig, mode="bilinear", align_corners=False)
+    return up[0, 0] > 0, gt.bool()  # sigmoid(x) > 0.5  <=>  x > 0
+
+
+def _lbdt(logits: torch.Tensor, gt: torch.Tensor, lb: Letterbox) -> tuple[torch.Tensor, torch.Tensor]:
+    """LBDT's evaluation (``utils/metrics.py`` and ``ResizeAnnotation``): sigmoid > 0.5 on the S x S
+    input; the ground truth resized to S x S (bilinear, align_corners) and every value > 0 set to 1;
+    both nearest-upsampled (``F.interpolate``'s default) to the original size."""
+    _need_stretch("lbdt", logits, lb)
+    pred = (torch.sigmoid(logits.float()) > 0.5).float()
+    g = F.interpolate(gt[None, None].float(), size=tuple(logits.shape[-2:]), mode="bilinear", align_corners=True)
+    g = (g > 0).float()
+    up = lambda m: F.interpolate(m.reshape(1, 1, *m.shape[-2:]), size=lb.orig)[0, 0] > 0.5  # noqa: E731
+    return up(pred), up(g)
+
+
+PROTOCOLS.register("paper", "the released CSTM (and ACGA) evaluation: 0.5 x max threshold, OpenCV round trips")(
+    Protocol("paper", _paper, 1e-6, True))
+PROTOCOLS.register("strict", "logits resized to the original frame, sigmoid > 0.5, native ground truth")(
+    Protocol("strict", _strict, 0.0, False))
+PROTOCOLS.register("lbdt", "the released LBDT evaluation: sigmoid > 0.5, ground truth round trip, nearest upsampling")(
+    Protocol("lbdt", _lbdt, 1e-6, True))
+
+
+def get_protocol(name: str) -> Protocol:
+    """The registered protocol ``name`` (an unknown name raises with the choices)."""
+    return PROTOCOLS.get(name).builder
+
+
+def masks_for_protocol(logits: torch.Tensor, gt: torch.Tensor, lb: Letterbox, protocol_name: str
                        ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Prediction and ground truth, both (H, W) bool at the original size, under ``protocol``.
+    """Prediction and ground truth, both (H, W) bool at the original size, under ``protocol_name``.
 
     Args:
         logits: (S, S) mask logits on the input grid.
         gt: (H, W) bool ground truth at the original size.
         lb: the geometry that placed the frame in the input.
     """
-    h, w = lb.resized
-    if protocol == "paper":
-        if (h, w) != tuple(logits.shape[-2:]):
-            raise ValueError("protocol 'paper' reproduces the released evaluation, whose frames are stretched "
-                             "to S x S; this input was letterboxed (set model.input: stretch or released)")
-        pred, truth = released_masks(logits, gt, lb.orig)
-        return torch.from_numpy(pred), torch.from_numpy(truth)
-    if protocol == "strict":
-        up = F.interpolate(logits[None, None, :h, :w].float(), size=lb.orig, mode="bilinear", align_corners=False)
-        return up[0, 0] > 0, gt.bool()  # sigmoid(x) > 0.5  <=>  x > 0
-    raise ValueError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+    try:
+        entry = PROTOCOLS.get(protocol_name)
+    except KeyError as e:
+        raise ValueError(str(e)) from None
+    return entry.builder.masks(logits, gt, lb)
 
 
 def sample_iou(inter: np.ndarray, union: np.ndarray, smooth: float) -> tuple[np.ndarray, float]:
@@ -113,7 +164,7 @@ class MetricAccumulator:
 
     @classmethod
     def for_protocol(cls, protocol: str) -> "MetricAccumulator":
-        return cls(smooth=IOU_SMOOTH[protocol])
+        return cls(smooth=get_protocol(protocol).smooth)
 
     def add(self, inter: int, union: int, group: str = "") -> None:
         if group:

@@ -1,7 +1,9 @@
 """Component registries: one per family, with loud errors.
 
-Every swappable part of the CSTM model (spatial encoder, temporal encoder, text encoder,
-cross-modal module, fusion, decoder, input pipeline) lives in exactly one :class:`Registry`. A component module registers its builders
+Every swappable part of a model (spatial encoder, temporal encoder, text encoder, cross-modal
+module, bridge between the streams, fusion, decoder, input pipeline), of its training (loss) and
+of its scoring (protocol, released checkpoint layout) lives in exactly one :class:`Registry`.
+CSTM, ACGA and LBDT are each a YAML file choosing one entry per family. A component module registers its builders
 with ``@REGISTRY.register("name")``; the package ``lvas.models`` imports every component
 module explicitly, so a registered name can never be missing because an import was
 forgotten.
@@ -114,7 +116,11 @@ TEMPORAL_ENCODERS = Registry("temporal encoder", "3D encoder of the whole clip (
 TEXT_ENCODERS = Registry("text encoder", "sentence encoder giving per-word features")
 FUSIONS = Registry("fusion", "spatial-temporal fusion of one decoder stage")
 CROSS_MODAL = Registry("cross-modal", "language modulation of an encoder stage (CMAM forms)")
+BRIDGES = Registry("bridge", "cross-modal exchange between the two streams at an encoder stage (LBDT)")
 DECODERS = Registry("decoder", "stage maps of one or two branches -> mask logits")
+LOSSES = Registry("loss", "training loss over the model's outputs")
+PROTOCOLS = Registry("protocol", "evaluation protocol: logits + ground truth -> two masks at the original size")
+LAYOUTS = Registry("layout", "a released checkpoint layout, mapped onto lvas keys")
 INPUTS = Registry("input", "input pipeline: frame geometry, pixel normalisation, clip sampling")
 DATASETS = Registry("dataset", "datasets read from their on-disk layout")
 
@@ -124,7 +130,11 @@ FAMILIES: dict[str, Registry] = {
     "text": TEXT_ENCODERS,
     "fusion": FUSIONS,
     "cross_modal": CROSS_MODAL,
+    "bridge": BRIDGES,
     "decoder": DECODERS,
+    "loss": LOSSES,
+    "protocol": PROTOCOLS,
+    "layout": LAYOUTS,
     "input": INPUTS,
     "dataset": DATASETS,
 }
@@ -133,6 +143,8 @@ FAMILIES: dict[str, Registry] = {
 def all_families() -> dict[str, Registry]:
     """Every registry, after importing every component module."""
     import lvas.data  # noqa: F401  (registers the datasets)
+    import lvas.engine.losses  # noqa: F401  (registers the losses)
+    import lvas.metrics  # noqa: F401  (registers the protocols)
     import lvas.models  # noqa: F401  (imports each component module explicitly)
 
     return FAMILIES

@@ -86,7 +86,10 @@ def test_decoder_eq9_top_down_sum():
     sentence = torch.randn(1, 2)
     captured = {}
     dec.head.register_forward_hook(lambda mod, inp, out: captured.update(vd1=inp[0]))
-    out = dec({"spatial": feats}, {"spatial": sentence}, (64, 64))
+    from lvas.models.model import Language
+
+    lang = Language({"spatial": torch.zeros(1, 1, 2)}, torch.ones(1, 1, dtype=torch.bool), {"spatial": sentence}, sentence)
+    out = dec({"spatial": feats}, lang, (64, 64))
     v_f = []
     for i, v in enumerate(feats):
         # the tiled reading: one 1x1 conv over [V; coords; sentence tiled into every pixel]

@@ -26,7 +26,7 @@ def test_every_shipped_experiment_validates(path):
     ("model: {spatail: {name: r50}}", "model.spatail", "unknown key; allowed keys here: mode, spatial"),
     ("model: {spatial: {name: r51}}", "model.spatial.name", "unknown spatial encoder 'r51'; registered: iv3, r50, tiny2d"),
     ("model: {fusion: concatenate}", "model.fusion",
-     "unknown fusion 'concatenate'; registered: add, concat, lgfs, max. Did you mean 'concat'?"),
+     "unknown fusion 'concatenate'; registered: add, bca, concat, lgfs, max. Did you mean 'concat'?"),
     ("model: {cmam: {name: cmam_paper}}", "model.cmam.name",
      "unknown cross-modal 'cmam_paper'; registered: cmam_eq6, cmam_released"),
     ("model: {input: squash}", "model.input", "unknown input 'squash'; registered: letterbox, released, stretch"),
@@ -39,7 +39,7 @@ def test_every_shipped_experiment_validates(path):
     ("{model: {temporal: {name: s3d}}, data: {frames: 4}}", "data.frames",
      "4 is too few for the s3d temporal encoder; it needs at least 5"),
     ("{model: {input: letterbox}, train: {protocol: paper}}", "train.protocol",
-     "'paper' reproduces the released evaluation, whose frames are stretched"),
+     "'paper' reproduces a released evaluation, whose frames are stretched"),
     ("model: [1, 2]", "model", "expected a mapping"),
 ])
 def test_config_errors_name_the_key(tmp_path, text, where, expected):

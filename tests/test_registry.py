@@ -31,11 +31,16 @@ def test_unknown_name_lists_choices_and_closest():
 def test_every_family_is_populated_after_import():
     fams = all_families()
     assert set(fams["spatial"].names()) == {"r50", "iv3", "tiny2d"}
-    assert set(fams["temporal"].names()) == {"i3d", "i3d_released", "s3d", "tiny3d"}
-    assert set(fams["fusion"].names()) == {"add", "max", "lgfs", "concat"}
-    assert fams["text"].names() == ["gru", "gru_released"]
+    assert set(fams["temporal"].names()) == {"i3d", "i3d_released", "s3d", "tiny3d", "diff_r50", "diff_tiny",
+                                             "i3d_mixed4f", "tiny3d_s16"}
+    assert set(fams["fusion"].names()) == {"add", "max", "lgfs", "concat", "bca"}
+    assert fams["text"].names() == ["conv1d", "gru", "gru_released", "lstm"]
     assert fams["cross_modal"].names() == ["cmam_eq6", "cmam_released"]
-    assert fams["decoder"].names() == ["eq9", "released"]
+    assert fams["bridge"].names() == ["lbdt"]
+    assert fams["decoder"].names() == ["acga", "eq9", "lbdt", "released"]
+    assert fams["loss"].names() == ["acga", "cstm", "lbdt"]
+    assert fams["protocol"].names() == ["lbdt", "paper", "strict"]
+    assert fams["layout"].names() == ["acga", "cstm", "lbdt"]
     assert fams["input"].names() == ["letterbox", "released", "stretch"]
     for reg in fams.values():
         for entry in reg:

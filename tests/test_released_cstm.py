@@ -78,7 +78,7 @@ def test_the_loaded_model_computes_the_released_forward(model, released):
     mask = tokens > 0
     with torch.no_grad():
         out = model(clip, tokens, mask)
-        feats, _ = model.encode(clip, tokens, mask)
+        feats = model.encode(clip, model.language(tokens, mask))
 
         def block(x, p, bias=False):  # conv (padding 1) + BN (eval) + ReLU, from released keys
             w = released[f"{p}.0.weight"]

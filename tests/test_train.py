@@ -77,7 +77,7 @@ def test_nan_loss_fails_cleanly(synth, tmp_path, monkeypatch, capsys):
     import lvas.engine.trainer as trainer
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(trainer, "segmentation_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
+    monkeypatch.setattr(trainer, "build_loss", lambda t: lambda out, target: torch.tensor(float("nan"), requires_grad=True))
     cfg = tiny_cfg(synth)
     with pytest.raises(TrainingDiverged, match="loss is nan at epoch 1, step 1"):
         train_experiment(cfg, tmp_path / "run", progress=False)

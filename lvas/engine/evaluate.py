@@ -9,16 +9,23 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from lvas.data.clips import Letterbox
-from lvas.metrics import MetricAccumulator, masks_for_protocol
+from lvas.metrics import MetricAccumulator, get_protocol, masks_for_protocol
+from lvas.registry import PROTOCOLS
 
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader: DataLoader, protocol: str = "paper", device: torch.device | None = None,
-             amp: bool = False, progress: bool = True, limit: int = 0, keep: int = 0) -> dict[str, Any]:
+             amp: bool = False, progress: bool = True, limit: int = 0, keep: int = 0,
+             every_protocol: bool = False) -> dict[str, Any]:
     """Metrics of ``model`` over ``loader`` (overall and by query kind).
 
+    With ``every_protocol`` the same predictions are also scored under every other registered
+    protocol that fits the input geometry (``by_protocol``), so a table can show how much of a
+    gap between two papers is the metric.
+
     Returns:
-        ``metrics`` (see :class:`lvas.metrics.MetricAccumulator`), ``skipped`` samples,
+        ``metrics`` (see :class:`lvas.metrics.MetricAccumulator`), ``by_protocol`` (protocol ->
+        overall metrics, the main one included), ``skipped`` samples,
         ``samples``: per sample ``{id, kind, I, U}`` (what paired significance tests between two
         models need), and ``examples``: the first ``keep`` (meta, probability map, prediction,
         ground truth).
@@ -26,6 +33,7 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, protocol: str = "paper"
     device = device or next(model.parameters()).device
     model.eval()
     acc = MetricAccumulator.for_protocol(protocol)
+    others = {p: MetricAccumulator.for_protocol(p) for p in PROTOCOLS.names() if p != protocol} if every_protocol else {}
     skipped, examples, seen, samples = 0, [], 0, []
     for batch in tqdm(loader, desc=f"eval ({protocol})", unit="batch", disable=not progress, leave=False):
         skipped += batch["skipped"]
@@ -40,12 +48,21 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, protocol: str = "paper"
             inter, union = int((pred & truth).sum()), int((pred | truth).sum())
             acc.add(inter, union, meta.get("kind", ""))
             samples.append({"id": sample_id(meta), "kind": meta.get("kind", ""), "I": inter, "U": union})
+            for name, other in list(others.items()):
+                if get_protocol(name).stretched and tuple(lb.resized) != tuple(lg.shape[-2:]):
+                    del others[name]  # a letterboxed input cannot be scored by a stretched-frame protocol
+                    continue
+                p2, t2 = masks_for_protocol(lg, gt, lb, name)
+                other.add(int((p2 & t2).sum()), int((p2 | t2).sum()))
             if len(examples) < keep:
                 examples.append({"meta": meta, "prob": torch.sigmoid(lg), "pred": pred, "gt": truth})
         seen += 1
         if limit and seen >= limit:
             break
-    return {"metrics": acc.compute(), "skipped": skipped, "samples": samples, "examples": examples}
+    metrics = acc.compute()
+    by_protocol = {protocol: {k: v for k, v in metrics.items() if "/" not in k}}
+    by_protocol.update({name: other.compute() for name, other in others.items()})
+    return {"metrics": metrics, "by_protocol": by_protocol, "skipped": skipped, "samples": samples, "examples": examples}
 
 
 def sample_id(meta: dict) -> str:

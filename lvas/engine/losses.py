@@ -1,25 +1,82 @@
-"""Training loss: weighted binary cross-entropy (``pos_weight``) on the multi-scale outputs
-(the official CSTM code's default; the paper's supplement with the loss is not public)."""
+"""Training losses, one registered entry per method (``train.loss``; ``lvas list loss``).
+
+* ``cstm`` — weighted binary cross-entropy (``pos_weight``) on the full-resolution logits plus
+  ``aux_weight`` x the mean BCE of the auxiliary heads (the official CSTM code's default; the
+  paper's supplement with the loss is not public).
+* ``acga`` — the weighted BCE of the fused head plus ``aux_weight`` x the sum over the other heads,
+  each at its own resolution (ACGA ``main.py``: ``loss_res1 + loss_res2 + loss_res3``, i.e.
+  ``aux_weight: 1.0``, ``pos_weight`` 1.5).
+* ``lbdt`` — 0.5 x weighted BCE + 0.5 x Dice on the full-resolution logits (LBDT ``train.py``;
+  Dice ``1 - (2 sum(p g) + 1) / (sum p + sum g + 1)`` per sample, averaged).
+
+Auxiliary targets are the mask area-averaged to the head's grid (a soft target).
+"""
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from lvas.registry import LOSSES
 
-def segmentation_loss(outputs: dict, target: torch.Tensor, pos_weight: float = 1.5,
-                      aux_weight: float = 0.5) -> torch.Tensor:
-    """BCE on the full-resolution logits plus ``aux_weight`` x the mean BCE of the auxiliary heads.
+Loss = Callable[[dict, torch.Tensor], torch.Tensor]
 
-    Args:
-        outputs: model outputs: ``logits`` (B, 1, S, S), ``aux`` list of (B, 1, h, w).
-        target: (B, 1, S, S) float in {0, 1}; downsampled by area averaging for the aux heads.
-    """
+
+def _bce(logits: torch.Tensor, target: torch.Tensor, pos_weight: float) -> torch.Tensor:
+    if logits.shape[-2:] != target.shape[-2:]:
+        target = F.adaptive_avg_pool2d(target, logits.shape[-2:])
     pw = torch.tensor(pos_weight, device=target.device, dtype=torch.float32)
-    loss = F.binary_cross_entropy_with_logits(outputs["logits"].float(), target, pos_weight=pw)
-    aux = outputs.get("aux") or []
-    if aux and aux_weight > 0:
-        extra = [F.binary_cross_entropy_with_logits(a.float(), F.adaptive_avg_pool2d(target, a.shape[-2:]),
-                                                    pos_weight=pw) for a in aux]
-        loss = loss + aux_weight * torch.stack(extra).mean()
+    return F.binary_cross_entropy_with_logits(logits.float(), target, pos_weight=pw)
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - (2 sum(p g) + 1) / (sum p + sum g + 1) per sample, averaged; p = sigmoid(logits)."""
+    p = torch.sigmoid(logits.float()).flatten(1)
+    g = target.flatten(1)
+    return (1 - (2 * (p * g).sum(1) + 1) / (p.sum(1) + g.sum(1) + 1)).mean()
+
+
+@LOSSES.register("cstm")
+def cstm_loss(pos_weight: float = 1.5, aux_weight: float = 0.5) -> Loss:
+    """Weighted BCE on the logits + aux_weight x mean weighted BCE of the auxiliary heads (CSTM)."""
+
+    def loss(outputs: dict, target: torch.Tensor) -> torch.Tensor:
+        """outputs: ``logits`` (B, 1, S, S), ``aux`` list of (B, 1, h, w); target (B, 1, S, S) in {0, 1}."""
+        total = _bce(outputs["logits"], target, pos_weight)
+        aux = outputs.get("aux") or []
+        if aux and aux_weight > 0:
+            total = total + aux_weight * torch.stack([_bce(a, target, pos_weight) for a in aux]).mean()
+        return total
+
     return loss
+
+
+@LOSSES.register("acga")
+def acga_loss(pos_weight: float = 1.5, aux_weight: float = 1.0) -> Loss:
+    """Weighted BCE of the logits + aux_weight x the sum over the other heads (ACGA: all weight 1)."""
+
+    def loss(outputs: dict, target: torch.Tensor) -> torch.Tensor:
+        total = _bce(outputs["logits"], target, pos_weight)
+        for a in outputs.get("aux") or []:
+            total = total + aux_weight * _bce(a, target, pos_weight)
+        return total
+
+    return loss
+
+
+@LOSSES.register("lbdt")
+def lbdt_loss(pos_weight: float = 1.5, aux_weight: float = 0.0) -> Loss:
+    """0.5 x weighted BCE + 0.5 x Dice on the full-resolution logits (LBDT; auxiliary heads unused)."""
+
+    def loss(outputs: dict, target: torch.Tensor) -> torch.Tensor:
+        logits = outputs["logits"]
+        return 0.5 * _bce(logits, target, pos_weight) + 0.5 * dice_loss(logits, target)
+
+    return loss
+
+
+def build_loss(train_cfg) -> Loss:
+    """The loss named by ``train.loss`` with ``train.pos_weight`` and ``train.aux_weight``."""
+    return LOSSES.build(train_cfg.loss, pos_weight=train_cfg.pos_weight, aux_weight=train_cfg.aux_weight)

@@ -31,8 +31,9 @@ from lvas.config import ConfigError, ExperimentConfig, config_hash, safe_name, s
 from lvas.engine import resources
 from lvas.engine.checkpoint import load_checkpoint, save_checkpoint
 from lvas.engine.evaluate import evaluate
-from lvas.engine.losses import segmentation_loss
+from lvas.engine.losses import build_loss
 from lvas.liveness import file_lock, write_atomic
+from lvas.metrics import METRIC_NAMES
 from lvas.models.base import to_channels_last
 
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -53,6 +54,7 @@ class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     selected: dict[str, Any] = field(default_factory=dict)
     test: dict[str, float] = field(default_factory=dict)
+    protocols: dict[str, dict[str, float]] = field(default_factory=dict)  # the same predictions, every protocol
 
 
 def resolve_device(name: str) -> torch.device:
@@ -175,8 +177,13 @@ def fit(cfg: ExperimentConfig, model: torch.nn.Module, run_dir: Path, train_set,
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
     params = trainable if trainable is not None else [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=t.weight_decay)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=t.lr_step, gamma=t.lr_gamma)
+    opt_class = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[t.optimizer]
+    optimizer = opt_class(params, lr=lr, weight_decay=t.weight_decay)
+    if t.lr_milestones:  # LBDT: x 0.5 at epochs 10, 12, 14
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(t.lr_milestones), gamma=t.lr_gamma)
+    else:  # CSTM / ACGA: x 0.1 every lr_step epochs
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=t.lr_step, gamma=t.lr_gamma)
+    loss_fn = build_loss(t)
     start, history, chosen = 0, [], {}
     if resume and last.is_file():
         state = load_checkpoint(last)
@@ -202,10 +209,13 @@ def fit(cfg: ExperimentConfig, model: torch.nn.Module, run_dir: Path, train_set,
     sampler = EpochOrder(n, cfg.seed, t.limit_batches * t.batch_size, rank, world)
     train_loader = _loader(train_set, cfg, sampler, batch_size, workers)
     val_loader = _loader(val_set, cfg, workers=workers) if val_set is not None else None
+    # BatchNorm layers whose weights are all frozen (e.g. ACGA's I3D below Mixed_4f) keep their statistics
+    frozen_norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                    and m.weight is not None and not any(p.requires_grad for p in m.parameters())]
     for epoch in range(start, epochs):
         sampler.set_epoch(epoch)
         model.train()
-        for m in frozen:
+        for m in [*frozen, *frozen_norms]:
             m.eval()
         total, count, skipped = 0.0, 0, 0
         bar = tqdm(train_loader, desc=f"{prefix}epoch {epoch + 1}/{epochs}",
@@ -217,7 +227,7 @@ def fit(cfg: ExperimentConfig, model: torch.nn.Module, run_dir: Path, train_set,
             clip = batch["clip"].to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 out = net(clip, batch["tokens"].to(device), batch["mask"].to(device))
-            loss = segmentation_loss(out, batch["target"].to(device), t.pos_weight, t.aux_weight)
+            loss = loss_fn(out, batch["target"].to(device))
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"training diverged: loss is {loss.item()} at epoch {epoch + 1}, "
                                        f"step {step + 1} (lower train.lr or check the data)")
@@ -381,8 +391,11 @@ def test_metrics(cfg: ExperimentConfig, fit_result: FitResult, test_set, progres
     model.to(device)
     if cfg.train.channels_last:
         to_channels_last(model)
-    ev = evaluate(model, _loader(test_set, cfg, workers=workers), cfg.train.protocol, device, progress=progress)
+    ev = evaluate(model, _loader(test_set, cfg, workers=workers), cfg.train.protocol, device, progress=progress,
+                  every_protocol=True)
     fit_result.test = {"epoch": fit_result.selected.get("epoch", 0), **ev["metrics"], "skipped": ev["skipped"]}
+    fit_result.protocols = ev["by_protocol"]
+    write_atomic(fit_result.run_dir / "test_protocols.json", json.dumps(ev["by_protocol"], indent=1))
     write_atomic(fit_result.run_dir / "test_metrics.json", json.dumps(fit_result.test, indent=1))
     write_atomic(fit_result.run_dir / "test_samples.json", json.dumps(
         {"protocol": cfg.train.protocol, "split": cfg.data.test_split, "samples": ev["samples"]}))
@@ -587,6 +600,8 @@ def train_experiment(cfg: ExperimentConfig, run_dir: str | Path | None = None, *
             if rank > 0:
                 return result, None
             tracker.log_metrics({f"test/{k}": v for k, v in result.test.items() if k not in ("epoch", "skipped")})
+            tracker.log_metrics({f"protocol/{p}/{k}": v for p, m in result.protocols.items()
+                                 for k, v in m.items() if k in METRIC_NAMES})
             tracker.set_tags({"select": cfg.train.select, "selected_epoch": str(result.selected.get("epoch", "")),
                               "test_skipped": str(result.test.get("skipped", 0))})
             best = best_val_epoch(result.history, cfg.train.monitor)

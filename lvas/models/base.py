@@ -1,7 +1,7 @@
 """The encoder contract shared by every spatial and temporal encoder.
 
-An encoder is five stages applied in order; stage ``i`` (1..5) has a declared channel count,
-spatial stride ``2**i`` and temporal stride. CMAM modules are inserted between stages through
+An encoder is stages applied in order (five for every backbone but ACGA's I3D, which stops at
+Mixed_4f); stage ``i`` has a declared channel count, spatial stride ``2**i`` and temporal stride. CMAM modules are inserted between stages through
 ``hooks``; the output of a hook feeds the next stage. Encoders take images in [0, 1] and apply
 their own input normalisation, so the data pipeline is the same for every backbone.
 """
@@ -40,6 +40,7 @@ class StagedEncoder(nn.Module):
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     min_input: int = 32  # smallest frame side the stages accept
     raw_input: bool = False  # True: skip ``normalize`` (the released code feeds [0, 1] pixels)
+    temporal_reduce: str = "target"  # 3D maps -> the target frame: "target" slice or "mean" over time
 
     def __init__(self) -> None:
         super().__init__()
@@ -70,35 +71,58 @@ class StagedEncoder(nn.Module):
             return F.interpolate(x, size=(x.shape[2], *target), mode="trilinear", align_corners=False)
         return F.interpolate(x, size=target, mode="bilinear", align_corners=False)
 
-    def forward(
-        self, x: torch.Tensor, hooks: Mapping[int, Callable[[torch.Tensor], torch.Tensor]] | None = None
-    ) -> list[torch.Tensor]:
-        """Run the five stages.
+    def view(self, clip: torch.Tensor) -> torch.Tensor:
+        """What this encoder sees of a clip (B, 3, T, H, W): the whole clip for a 3D encoder, the
+        target frame (index T // 2) for a 2D one. Frame-difference encoders override it."""
+        return clip if self.is_3d else clip[:, :, clip.shape[2] // 2]
 
-        Args:
-            x: (B, 3, H, W) for a 2D encoder or (B, 3, T, H, W) for a 3D one, values in [0, 1]
-                (normalised here with the encoder's mean/std unless ``raw_input``).
-            hooks: stage number (1..5) -> callable applied to that stage's output; its result
-                feeds the next stage (this is where CMAM goes).
-
-        Returns:
-            Five maps; stage i is (B, C_i, ceil(H/2^i), ceil(W/2^i)) for 2D and
-            (B, C_i, ceil(T/t_i), ceil(H/2^i), ceil(W/2^i)) for 3D.
-        """
+    def prepare(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Check the frame size and normalise (unless ``raw_input``); returns the input of stage 1
+        and the (H, W) every stage map is aligned to."""
         size = (x.shape[-2], x.shape[-1])
         if min(size) < self.min_input:
             raise ValueError(f"{type(self).__name__} needs frames of at least {self.min_input} px, got {size}")
-        if not self.raw_input:
-            x = self.normalize(x)
+        return (x if self.raw_input else self.normalize(x)), size
+
+    def run_stage(self, i: int, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Stage ``i`` (1-based) on ``x``, its output put on the stride-2^i grid of ``size``."""
+        return self.align(self.stages[i - 1](x), i, size)
+
+    def forward(
+        self, x: torch.Tensor, hooks: Mapping[int, Callable[[torch.Tensor], torch.Tensor]] | None = None
+    ) -> list[torch.Tensor]:
+        """Run every stage.
+
+        Args:
+            x: (B, 3, H, W) for a 2D encoder or (B, 3, T, H, W) for a 3D one, values in [0, 1]
+                (what :meth:`view` gives; normalised here with the encoder's mean/std unless ``raw_input``).
+            hooks: stage number (1..n) -> callable applied to that stage's output; its result
+                feeds the next stage (this is where CMAM goes).
+
+        Returns:
+            One map per stage; stage i is (B, C_i, ceil(H/2^i), ceil(W/2^i)) for 2D and
+            (B, C_i, ceil(T/t_i), ceil(H/2^i), ceil(W/2^i)) for 3D.
+        """
+        x, size = self.prepare(x)
         feats = []
-        for i, stage in enumerate(self.stages, start=1):
+        for i in range(1, len(self.stages) + 1):
             # every stage map is put on the stride-2^i grid before CMAM sees it and before the next
             # stage runs, so coordinates, CMAM cost and the decoder see the same grid for every encoder
-            x = self.align(stage(x), i, size)
+            x = self.run_stage(i, x, size)
             if hooks is not None and i in hooks:
                 x = hooks[i](x)
             feats.append(x)
         return feats
+
+    def frame_feature(self, x: torch.Tensor, stage: int, target: int) -> torch.Tensor:
+        """The target-frame map of a stage output: the slice at ``target`` for 3D maps
+        (``temporal_reduce = "target"``) or their mean over time (``"mean"``); 2D maps as they are."""
+        if x.dim() == 4:
+            return x
+        if self.temporal_reduce == "mean":
+            return x.mean(2)
+        t = self.stage_specs[stage - 1].t_stride
+        return x[:, :, min(target // t, x.shape[2] - 1)]
 
 
 # --------------------------------------------------------------------------- weights

@@ -31,6 +31,7 @@ from torch import nn
 
 from lvas.models.base import StageSpec
 from lvas.models.coords import COORD_CHANNELS, with_coords
+from lvas.models.model import Language
 from lvas.registry import DECODERS, FUSIONS
 
 
@@ -38,13 +39,12 @@ def _norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(min(32, channels // 2) or 1, channels)
 
 
-def fuse_branches(fusions: nn.ModuleList | None, maps: dict[str, list[torch.Tensor]], sentences: dict[str, torch.Tensor],
+def fuse_branches(fusions: nn.ModuleList | None, maps: dict[str, list[torch.Tensor]], joint: torch.Tensor,
                   branches: list[str]) -> list[torch.Tensor]:
-    """Per-stage fusion of two branches' maps (each fusion sees both sentence vectors), or the one branch's maps."""
+    """Per-stage fusion of two branches' maps (each fusion sees the joint sentence), or the one branch's maps."""
     if fusions is None:
         return maps[branches[0]]
-    sentence = torch.cat([sentences[b] for b in branches], 1)
-    return [f(vs, vt, sentence) for f, vs, vt in zip(fusions, maps[branches[0]], maps[branches[1]])]
+    return [f(vs, vt, joint) for f, vs, vt in zip(fusions, maps[branches[0]], maps[branches[1]])]
 
 
 @DECODERS.register("eq9")
@@ -54,6 +54,7 @@ class Decoder(nn.Module):
     Args:
         branch_specs: branch name -> the five StageSpec of its encoder.
         text_channels: C_L of each branch's sentence vector.
+        sentence_channels: C_J of the joint sentence a fusion sees (default 2 C_L).
         channels: D, the decoder width.
         fusion: a FUSIONS name, used when there are two branches.
         refine: 3x3 conv after each top-down sum.
@@ -61,10 +62,12 @@ class Decoder(nn.Module):
         tile: branches whose projections see the coordinates and the sentence (those without CMAM).
     """
 
-    def __init__(self, branch_specs: dict[str, list[StageSpec]], text_channels: int, channels: int = 256,
+    def __init__(self, branch_specs: dict[str, list[StageSpec]], text_channels: int, sentence_channels: int | None = None,
+                 channels: int = 256,
                  fusion: str | None = None, refine: bool = True, deep_supervision: bool = True,
                  tile: Sequence[str] = ()) -> None:
         super().__init__()
+        sentence_channels = sentence_channels or 2 * text_channels
         self.branches = list(branch_specs)
         self.tile = tuple(b for b in self.branches if b in tile)
         self.proj = nn.ModuleDict({
@@ -85,7 +88,7 @@ class Decoder(nn.Module):
             if fusion is None:
                 raise ValueError("two branches need a fusion")
             self.fusion = nn.ModuleList(
-                FUSIONS.build(fusion, channels=channels, text_channels=2 * text_channels) for _ in range(5)
+                FUSIONS.build(fusion, channels=channels, text_channels=sentence_channels) for _ in range(5)
             )
         self.refine = nn.ModuleList(
             nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, bias=False), _norm(channels),
@@ -95,13 +98,13 @@ class Decoder(nn.Module):
         self.head = nn.Conv2d(channels, 1, 1)
         self.aux_heads = nn.ModuleList(nn.Conv2d(channels, 1, 1) for _ in range(4)) if deep_supervision else None
 
-    def forward(self, feats: dict[str, list[torch.Tensor]], sentences: dict[str, torch.Tensor],
+    def forward(self, feats: dict[str, list[torch.Tensor]], lang: Language,
                 out_size: tuple[int, int]) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         """Decode the target-frame maps into mask logits.
 
         Args:
             feats: branch -> five maps (B, C_i, H/2^i, W/2^i).
-            sentences: branch -> (B, C_L) sentence vector.
+            lang: the query (``lang.sentences``: branch -> (B, C_L); ``lang.joint``: (B, C_J)).
             out_size: (H, W) of the input.
 
         Returns:
@@ -114,12 +117,12 @@ class Decoder(nn.Module):
             for i, v in enumerate(feats[b]):
                 if b in self.tile:
                     x = self.proj[b][i](with_coords(v))
-                    x = x + self.text_proj[b][i](sentences[b].to(x.dtype))[:, :, None, None]
+                    x = x + self.text_proj[b][i](lang.sentences[b].to(x.dtype))[:, :, None, None]
                 else:
                     x = self.proj[b][i](v)
                 maps.append(self.proj_norm[b][i](x))
             projected[b] = maps
-        fused = fuse_branches(self.fusion, projected, sentences, self.branches)
+        fused = fuse_branches(self.fusion, projected, lang.joint, self.branches)
         decoded: list[torch.Tensor] = [None] * 5  # type: ignore[list-item]
         x = self.refine[4](fused[4])
         decoded[4] = x
@@ -148,7 +151,8 @@ class ReleasedDecoder(nn.Module):
 
     Args:
         branch_specs: branch name -> the five StageSpec of its encoder.
-        text_channels: C_L (only passed on to a fusion that uses the query).
+        text_channels: C_L (unused here).
+        sentence_channels: C_J, passed on to a fusion that uses the query (default 2 C_L).
         channels: D, the decoder width (256 in the release).
         fusion: a FUSIONS name for two branches (``concat`` in the release).
         refine: unused (the merges are always 3x3 convolutions).
@@ -159,10 +163,12 @@ class ReleasedDecoder(nn.Module):
     resolution one, in the release's order.
     """
 
-    def __init__(self, branch_specs: dict[str, list[StageSpec]], text_channels: int, channels: int = 256,
+    def __init__(self, branch_specs: dict[str, list[StageSpec]], text_channels: int, sentence_channels: int | None = None,
+                 channels: int = 256,
                  fusion: str | None = "concat", refine: bool = True, deep_supervision: bool = True,
                  tile: Sequence[str] = ()) -> None:
         super().__init__()
+        sentence_channels = sentence_channels or 2 * text_channels
         self.branches = list(branch_specs)
         self.trans = nn.ModuleDict({
             b: nn.ModuleList(_conv3x3_bn_relu(s.channels, channels, bias=False) for s in specs)
@@ -175,17 +181,17 @@ class ReleasedDecoder(nn.Module):
             # the release concatenates (temporal, spatial) at stages 1-4 and (spatial, temporal) at 5
             order = lambda i: {"first": "spatial" if i == 4 else "temporal"} if fusion == "concat" else {}  # noqa: E731
             self.fuse = nn.ModuleList(
-                FUSIONS.build(fusion, channels=channels, text_channels=2 * text_channels, **order(i)) for i in range(5))
+                FUSIONS.build(fusion, channels=channels, text_channels=sentence_channels, **order(i)) for i in range(5))
         self.merge = nn.ModuleList(_conv3x3_bn_relu(2 * channels, channels, bias=True) for _ in range(4))
         self.heads = nn.ModuleList(_head(channels) for _ in range(6 if deep_supervision else 1))
 
-    def forward(self, feats: dict[str, list[torch.Tensor]], sentences: dict[str, torch.Tensor],
+    def forward(self, feats: dict[str, list[torch.Tensor]], lang: Language,
                 out_size: tuple[int, int]) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         """Decode the target-frame maps into mask logits.
 
         Args:
             feats: branch -> five maps (B, C_i, H/2^i, W/2^i).
-            sentences: branch -> (B, C_L) sentence vector.
+            lang: the query (``lang.sentences``: branch -> (B, C_L); ``lang.joint``: (B, C_J)).
             out_size: (H, W) of the input.
 
         Returns:
@@ -193,7 +199,7 @@ class ReleasedDecoder(nn.Module):
             32, 16, 8, 4, 2 (empty without deep supervision).
         """
         lateral = {b: [t(v) for t, v in zip(self.trans[b], feats[b])] for b in self.branches}
-        fused = fuse_branches(self.fuse, lateral, sentences, self.branches)
+        fused = fuse_branches(self.fuse, lateral, lang.joint, self.branches)
         x = fused[4]
         maps = [x]
         for i in range(3, -1, -1):

@@ -118,7 +118,7 @@ class GRUTextEncoder(nn.Module):
 
     def __init__(self, vocab_size: int, embed_dim: int = 300, hidden: int = 512,
                  branches: Sequence[str] = ("spatial", "temporal"), embeddings: np.ndarray | None = None,
-                 frozen_embedding: bool = False) -> None:
+                 frozen_embedding: bool = False, max_words: int = 20) -> None:
         super().__init__()
         self.embedding = nn.ModuleDict({b: _embedding(vocab_size, embed_dim, embeddings, frozen_embedding)
                                         for b in branches})
@@ -129,6 +129,11 @@ class GRUTextEncoder(nn.Module):
     def branch_keys(branch: str) -> tuple[str, ...]:
         """State-dict prefixes (inside this module) that belong to ``branch`` alone."""
         return (f"embedding.{branch}.", f"grus.{branch}.")
+
+    @staticmethod
+    def sentence(words: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, N, C) -> (B, C): the mean over real words (paper §3.2)."""
+        return sentence_vector(words, mask)
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-word features for each branch.
@@ -160,7 +165,7 @@ class ReleasedGRUTextEncoder(nn.Module):
 
     def __init__(self, vocab_size: int, embed_dim: int = 300, hidden: int = 512,
                  branches: Sequence[str] = ("spatial", "temporal"), embeddings: np.ndarray | None = None,
-                 frozen_embedding: bool = True) -> None:
+                 frozen_embedding: bool = True, max_words: int = 20) -> None:
         super().__init__()
         self.branches = tuple(branches)
         self.embedding = _embedding(vocab_size, embed_dim, embeddings, frozen_embedding)
@@ -172,6 +177,11 @@ class ReleasedGRUTextEncoder(nn.Module):
     def branch_keys(branch: str) -> tuple[str, ...]:
         """Everything is shared: both branches claim every key."""
         return ("embedding.", "gru.", "norm.")
+
+    @staticmethod
+    def sentence(words: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, N, C) -> (B, C): the mean over real words."""
+        return sentence_vector(words, mask)
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """tokens, mask: (B, N). Returns branch -> (B, N, C_L), the same tensor for every branch."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lvas.metrics import AP_THRESHOLDS, IOU_SMOOTH, sample_iou
+from lvas.metrics import AP_THRESHOLDS, get_protocol, sample_iou
 
 ALPHA = 0.05
 TEST_NAME = ("paired permutation test over test samples (scipy.stats.permutation_test, permutation_type='samples', "
@@ -67,7 +67,7 @@ def per_sample(inter: np.ndarray, union: np.ndarray, metric: str, protocol: str)
     """Each sample's share of ``metric`` (percent): their mean over samples is the metric itself,
     as :class:`lvas.metrics.MetricAccumulator` computes it (AP, P@x, mIoU; not oIoU)."""
     inter, union = np.asarray(inter, dtype=np.float64), np.asarray(union, dtype=np.float64)
-    iou, tol = sample_iou(inter, union, IOU_SMOOTH[protocol])
+    iou, tol = sample_iou(inter, union, get_protocol(protocol).smooth)
     if metric == "AP":
         return 100.0 * np.mean([(iou >= t - tol) for t in AP_THRESHOLDS], axis=0)
     if metric.startswith("P@"):
