@@ -112,3 +112,120 @@ def released_state_dict(dim: int = 512, dec: int = 256, seed: int = 0) -> dict[s
         w.t(f"conv_mask.{i}.4.weight", 1, dec, 1, 1)
         w.t(f"conv_mask.{i}.4.bias", 1)
     return w.state
+
+
+# --------------------------------------------------------------------------- LBDT (dzh19990407/LBDT)
+# JointModel: conv1_{1,2}, bn1_{1,2}, res{2..5}_{1,2} (two torchvision ResNet-50s), text_encoder.lstm
+# (LSTM 300 -> 512), conv_r{4,5}_{1,2}_{reduce,up} (1x1 conv no bias + BN, C <-> 512),
+# transformer.stage{4,5}.layers.{0..3}: self_attn_words / cross_attn_img / cross_attn_flo
+# (MultiheadAttention 512, 8 heads), linear1 / linear2 (512 -> 512), norm_words_1, norm_words_2,
+# norm_flo, norm_flo2 (LayerNorm); decoder: refine_spa / refine_tem (4 x 3x3 conv C -> 128 no bias
+# + BN), spa_tower / tem_tower / fuse_tower (4 x [3x3 conv no bias + BN] + 1x1 conv -> 1),
+# fusion (img_flo_fc.0 Linear 256 -> 128, img_txt_fc / flo_txt_fc Linear 640 -> 128,
+# img_enhance_fc / flo_enhance_fc Linear 128 -> 128, fusion_cat_conv 3x3 256 -> 128 no bias + BN),
+# mask_head (3x3 conv 3 -> 1).
+
+def _linear(w: _Writer, p: str, cin: int, cout: int) -> None:
+    w.t(f"{p}.weight", cout, cin)
+    w.t(f"{p}.bias", cout)
+
+
+def _conv_bn(w: _Writer, p: str, cin: int, cout: int, k: int) -> None:
+    w.t(f"{p}.0.weight", cout, cin, k, k)
+    w.bn(f"{p}.1", cout)
+
+
+def lbdt_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random weights under every key of the released LBDT-4 JointModel."""
+    w = _Writer(seed)
+    torch.manual_seed(seed)
+    stem = {"conv1.": "conv1_{}.", "bn1.": "bn1_{}.", "layer1.": "res2_{}.", "layer2.": "res3_{}.",
+            "layer3.": "res4_{}.", "layer4.": "res5_{}."}
+    for n in ("1", "2"):
+        for k, v in torchvision.models.resnet50(weights=None).state_dict().items():
+            for src, dst in stem.items():
+                if k.startswith(src):
+                    w.state[dst.format(n) + k[len(src):]] = v
+        for s, c in (("4", 1024), ("5", 2048)):
+            w.t(f"conv_r{s}_{n}_reduce.0.weight", 512, c, 1, 1)
+            w.bn(f"conv_r{s}_{n}_reduce.1", 512)
+            w.t(f"conv_r{s}_{n}_up.0.weight", c, 512, 1, 1)
+            w.bn(f"conv_r{s}_{n}_up.1", c)
+    for k, v in torch.nn.LSTM(300, 512, batch_first=True).state_dict().items():
+        w.t(f"text_encoder.lstm.{k}", *v.shape)
+    for s in ("4", "5"):
+        for layer in range(4):
+            p = f"transformer.stage{s}.layers.{layer}"
+            for attn in ("self_attn_words", "cross_attn_img", "cross_attn_flo"):
+                w.t(f"{p}.{attn}.in_proj_weight", 3 * 512, 512)
+                w.t(f"{p}.{attn}.in_proj_bias", 3 * 512)
+                _linear(w, f"{p}.{attn}.out_proj", 512, 512)
+            _linear(w, f"{p}.linear1", 512, 512)
+            _linear(w, f"{p}.linear2", 512, 512)
+            for norm in ("norm_words_1", "norm_words_2", "norm_flo", "norm_flo2"):
+                w.state[f"{p}.{norm}.weight"] = torch.rand(512, generator=w.g) + 0.5
+                w.state[f"{p}.{norm}.bias"] = torch.randn(512, generator=w.g) * 0.1
+    for j, c in enumerate([256, 512, 1024, 2048]):
+        _conv_bn(w, f"decoder.refine_spa.{j}", c, 128, 3)
+        _conv_bn(w, f"decoder.refine_tem.{j}", c, 128, 3)
+    for tower in ("spa_tower", "tem_tower", "fuse_tower"):
+        for j in range(4):
+            _conv_bn(w, f"decoder.{tower}.{j}", 128, 128, 3)
+        w.t(f"decoder.{tower}.4.weight", 1, 128, 1, 1)
+        w.t(f"decoder.{tower}.4.bias", 1)
+    _linear(w, "decoder.fusion.img_flo_fc.0", 256, 128)
+    for name, cin in (("img_txt_fc", 640), ("flo_txt_fc", 640), ("img_enhance_fc", 128), ("flo_enhance_fc", 128)):
+        _linear(w, f"decoder.fusion.{name}", cin, 128)
+    _conv_bn(w, "decoder.fusion.fusion_cat_conv", 256, 128, 3)
+    w.t("decoder.mask_head.weight", 1, 3, 3, 3)
+    w.t("decoder.mask_head.bias", 1)
+    return w.state
+
+
+# --------------------------------------------------------------------------- ACGA (haowang1992/ACGA)
+# ACGA: video_model.model = the whole hassony2 I3D (up to mixed_5c and conv3d_0c_1x1, 400 classes);
+# txt_model.0 Conv1d(300, 300, 3); attention_layer: video_reduce Linear(840 -> 300),
+# video_linear{K,Q,V} Linear(840 -> 840), txt_increase Linear(300 -> 840); deconv_small
+# (ConvTranspose2d 832 -> 256, k 8; 3x3 256 -> 256), deconv_medium (256 -> 128 likewise);
+# conv_mask_small / medium / large (3x3 C+308 -> 256/128/64, 3x3, 1x1 -> 1, at indices 0, 2, 4);
+# conv_fusion (3x3 conv 3 -> 1).
+
+def acga_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random weights under every key of the released ACGA model."""
+    w = _Writer(seed)
+    i3d = "video_model.model"
+    w.unit3d(f"{i3d}.conv3d_1a_7x7", 3, 64, 7)
+    w.unit3d(f"{i3d}.conv3d_2b_1x1", 64, 64, 1)
+    w.unit3d(f"{i3d}.conv3d_2c_3x3", 64, 192, 3)
+    for name, (cin, c) in MIXED.items():
+        p = f"{i3d}.{name}"
+        w.unit3d(f"{p}.branch_0", cin, c[0], 1)
+        w.unit3d(f"{p}.branch_1.0", cin, c[1], 1)
+        w.unit3d(f"{p}.branch_1.1", c[1], c[2], 3)
+        w.unit3d(f"{p}.branch_2.0", cin, c[3], 1)
+        w.unit3d(f"{p}.branch_2.1", c[3], c[4], 3)
+        w.unit3d(f"{p}.branch_3.1", cin, c[5], 1)
+    w.t(f"{i3d}.conv3d_0c_1x1.conv3d.weight", 400, 1024, 1, 1, 1)
+    w.t(f"{i3d}.conv3d_0c_1x1.conv3d.bias", 400)
+    w.t("txt_model.0.weight", 300, 300, 3)
+    w.t("txt_model.0.bias", 300)
+    _linear(w, "attention_layer.video_reduce", 840, 300)
+    for name in ("video_linearK", "video_linearQ", "video_linearV"):
+        _linear(w, f"attention_layer.{name}", 840, 840)
+    _linear(w, "attention_layer.txt_increase", 300, 840)
+    for name, cin, cout in (("deconv_small", 832, 256), ("deconv_medium", 256, 128)):
+        w.t(f"{name}.0.weight", cin, cout, 8, 8)
+        w.t(f"{name}.0.bias", cout)
+        w.t(f"{name}.1.weight", cout, cout, 3, 3)
+        w.t(f"{name}.1.bias", cout)
+    for name, cin, width in (("conv_mask_small", 832 + 308, 256), ("conv_mask_medium", 256 + 308, 128),
+                             ("conv_mask_large", 128 + 308, 64)):
+        w.t(f"{name}.0.weight", width, cin, 3, 3)
+        w.t(f"{name}.0.bias", width)
+        w.t(f"{name}.2.weight", width, width, 3, 3)
+        w.t(f"{name}.2.bias", width)
+        w.t(f"{name}.4.weight", 1, width, 1, 1)
+        w.t(f"{name}.4.bias", 1)
+    w.t("conv_fusion.weight", 1, 3, 3, 3)
+    w.t("conv_fusion.bias", 1)
+    return w.state

@@ -46,21 +46,24 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def model_from_released(path: str | Path, cfg, vocab) -> torch.nn.Module:
-    """A released CSTM checkpoint (RyanHTR/CSTM layout) in the model of ``cfg`` (e.g.
+    """A released checkpoint (a registered layout: CSTM, LBDT, ACGA) in the model of ``cfg`` (e.g.
     ``experiments/cstm_released.yaml``); GloVe rows come from ``model.text.glove_path`` for ``vocab``."""
     import copy
 
     from lvas.models import build_model
-    from lvas.models.released import is_released_cstm, load_released
+    from lvas.models.released import find_layout, load_layout
+    from lvas.registry import LAYOUTS
 
     state = read_torch_file(path)
     inner = state.get("state_dict", state) if isinstance(state, dict) else None
-    if not isinstance(inner, dict) or not is_released_cstm(inner):
-        raise DataError(Path(path), "neither an lvas checkpoint nor a state dict in the released CSTM layout")
+    layout = find_layout(inner) if isinstance(inner, dict) else None
+    if layout is None:
+        raise DataError(Path(path), "neither an lvas checkpoint nor a state dict in a released layout "
+                                    f"({', '.join(e.builder.name for e in LAYOUTS)})")
     c = copy.deepcopy(cfg)
     c.model.spatial.pretrained = c.model.temporal.pretrained = "none"  # every encoder weight comes from the file
     model = build_model(c, vocab=vocab.itos, cache_dir=str(Path(cfg.data.root) / ".lvas_cache"))
-    load_released(model, inner, str(path))
+    load_layout(model, inner, layout, str(path))
     return model
 
 
