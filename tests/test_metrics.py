@@ -130,3 +130,26 @@ def test_paper_protocol_is_the_released_evaluation():
     assert 0 < theirs["P@0.9"] < theirs["P@0.5"] < 100  # a spread of IoUs, not a degenerate case
     for k, v in theirs.items():
         assert ours[k] == pytest.approx(v, abs=1e-9), k
+
+
+def test_lbdt_protocol_fixed_threshold_and_nearest_round_trips():
+    """LBDT: sigmoid > 0.5 (not CSTM's 0.5 x maximum), ground truth via S x S (bilinear, > 0), both
+    nearest-upsampled; on weak logits the two released protocols disagree."""
+    import torch.nn.functional as F
+
+    logits = torch.full((8, 8), -3.0)
+    logits[2:6, 2:6] = -1.0  # below 0.5 after the sigmoid, but at the per-sample maximum
+    gt = torch.zeros(20, 30, dtype=torch.bool)
+    gt[5:15, 7:23] = True
+    lb = Letterbox.fit((20, 30), 8, "stretch")
+    pred_l, truth_l = masks_for_protocol(logits, gt, lb, "lbdt")
+    pred_p, _ = masks_for_protocol(logits, gt, lb, "paper")
+    assert not pred_l.any() and pred_p.sum() > 0
+    g = (F.interpolate(gt[None, None].float(), size=(8, 8), mode="bilinear", align_corners=True) > 0).float()
+    assert torch.equal(truth_l, F.interpolate(g, size=(20, 30), mode="nearest")[0, 0] > 0.5)
+    strong = logits + 4.0
+    pred_s, _ = masks_for_protocol(strong, gt, lb, "lbdt")
+    expect = F.interpolate((torch.sigmoid(strong) > 0.5).float()[None, None], size=(20, 30))[0, 0] > 0.5
+    assert torch.equal(pred_s, expect) and pred_s.sum() > 0
+    with pytest.raises(ValueError, match="letterboxed"):
+        masks_for_protocol(logits, gt, Letterbox.fit((20, 30), 8, "letterbox"), "lbdt")

@@ -210,3 +210,15 @@ def test_a_trial_on_two_processes_through_torchrun(tmp_path, synth, monkeypatch)
     assert list(child["status"]) == ["FINISHED"] and child["run_id"].iloc[0] == t.user_attrs["mlflow_run_id"]
     hist = mlflow.MlflowClient().get_metric_history(t.user_attrs["mlflow_run_id"], "train_loss")
     assert [m.step for m in hist] == [1, 2]  # logged once per epoch: only rank 0 tracks
+
+
+def test_a_variant_may_start_from_another_methods_experiment():
+    """sweeps/methods_synth.yaml: rows built from three YAML files, one registry, shared overrides on top."""
+    from lvas.sweep.spec import load_sweep
+
+    spec = load_sweep(ROOT / "sweeps" / "methods_synth.yaml")
+    cfgs = {t.label: spec.config_for(t) for t in spec.grid() if t.seed == 0}
+    assert {k: c.model.decoder.name for k, c in cfgs.items()} == {"CSTM": "eq9", "ACGA": "acga", "LBDT": "lbdt"}
+    assert {k: c.train.protocol for k, c in cfgs.items()} == {"CSTM": "paper", "ACGA": "paper", "LBDT": "lbdt"}
+    assert all(c.train.epochs == 8 and c.data.root == "data/synth" for c in cfgs.values())
+    assert cfgs["LBDT"].model.bridge.stages == [4, 5] and cfgs["ACGA"].model.mode == "temporal"

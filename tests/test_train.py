@@ -21,6 +21,10 @@ def tiny_cfg(synth, **over):
     return load_config(ROOT / "experiments" / "cpu_small.yaml", base + [f"{k}={v}" for k, v in over.items()])
 
 
+def run_metrics(run_id: str) -> dict:
+    return mlflow.get_run(run_id).data.metrics
+
+
 def test_train_eval_end_to_end_with_mlflow(synth, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     cfg = tiny_cfg(synth, **{"train.epochs": 4})
@@ -50,6 +54,12 @@ def test_train_eval_end_to_end_with_mlflow(synth, tmp_path, monkeypatch, capsys)
     m = json.loads((tmp_path / "m.json").read_text())
     assert m["mIoU"] == pytest.approx(result.test["mIoU"])
     assert m["protocol"] == "paper" and "motion/AP" in m
+    # the same predictions under every protocol: the main one equals test/, the others are logged too
+    protos = json.loads((tmp_path / "run" / "test_protocols.json").read_text())
+    assert set(protos) == {"paper", "lbdt", "strict"} and protos["paper"]["AP"] == pytest.approx(result.test["AP"])
+    assert run_metrics(run_id)["protocol/lbdt/mIoU"] == pytest.approx(protos["lbdt"]["mIoU"])
+    assert main(["eval", str(result.checkpoint), "--quiet", "--protocol", "lbdt", "--json", str(tmp_path / "l.json")]) == 0
+    assert json.loads((tmp_path / "l.json").read_text())["mIoU"] == pytest.approx(protos["lbdt"]["mIoU"])
     # and by MLflow run id
     assert main(["eval", run_id, "--quiet", "--protocol", "strict"]) == 0
     assert "protocol strict" in capsys.readouterr().out

@@ -20,18 +20,21 @@ from lvas.report.tables import write_table
 
 SHORT = ("AP", "oIoU", "mIoU")
 
-# report name -> (file stem, caption, published comparison rows, paper rows by label, metrics, label of
-# the paper's own row when ours is named differently)
+# report name -> (file stem, caption, published comparison rows, paper rows by label, metrics, our row
+# label -> the published row it reproduces, when named differently)
 TABLES = {
     "table1": ("table1_a2d", "Table 1: A2D Sentences test", paper.TABLE1_A2D, paper.TABLE1_A2D, METRICS8,
-               "CSTM (paper)"),
+               {"CSTM (lvas)": "CSTM (paper)", "ACGA (lvas)": "ACGA ICCV2019", "LBDT-4 (lvas)": "LBDT-4 CVPR2022"}),
     "table2": ("table2_jhmdb", "Table 2: J-HMDB Sentences (trained on A2D, no finetuning)", paper.TABLE2_JHMDB,
-               paper.TABLE2_JHMDB, METRICS8, "CSTM (paper)"),
-    "table3a": ("table3a_components", "Table 3a: encoder components", {}, paper.TABLE3A, METRICS8, None),
-    "table3b": ("table3b_fusion", "Table 3b: fusion (no CMAM)", {}, paper.TABLE3B_FUSION, SHORT, None),
-    "table3c": ("table3c_cmam", "Table 3c: CMAM positions", {}, paper.TABLE3C_CMAM, SHORT, None),
-    "table3d": ("table3d_backbones", "Table 3d: backbones", {}, paper.TABLE3D_BACKBONES, SHORT, None),
-    "hparams": ("hparams", "Hyper-parameter search", {}, {}, METRICS8, None),
+               paper.TABLE2_JHMDB, METRICS8,
+               {"CSTM (lvas)": "CSTM (paper)", "ACGA (lvas)": "ACGA", "LBDT-4 (lvas)": "LBDT-4 CVPR2022"}),
+    "table3a": ("table3a_components", "Table 3a: encoder components", {}, paper.TABLE3A, METRICS8, {}),
+    "table3b": ("table3b_fusion", "Table 3b: fusion (no CMAM)", {}, paper.TABLE3B_FUSION, SHORT, {}),
+    "table3c": ("table3c_cmam", "Table 3c: CMAM positions", {}, paper.TABLE3C_CMAM, SHORT, {}),
+    "table3d": ("table3d_backbones", "Table 3d: backbones", {}, paper.TABLE3D_BACKBONES, SHORT, {}),
+    "methods": ("methods", "Methods: CSTM, ACGA and LBDT from one registry", {}, {}, METRICS8, {}),
+    "ablation": ("ablation", "Cross-paper ablation", {}, {}, SHORT, {}),
+    "hparams": ("hparams", "Hyper-parameter search", {}, {}, METRICS8, {}),
 }
 BEST = {m: "max" for m in METRICS8 + ("appearance/AP", "motion/AP", "appearance/mIoU", "motion/mIoU")}
 
@@ -152,7 +155,7 @@ def build_table(sr: SweepRuns, tracking_uri: str | None = None) -> Table:
         add(name, "published", m)
     for name, r in sr.rows.items():
         label = r["label"] if r else name
-        counterpart = paper_rows.get(own_paper or label)
+        counterpart = paper_rows.get(own_paper.get(label, label))
         if name in chosen:
             row = chosen[name]
             extra = {"epoch": (_epochs(row, "selected_epoch"), _epochs(row, "selected_epoch") + (
@@ -250,4 +253,33 @@ def write_sweep_tables(sr: SweepRuns, out_dir: Path, tracking_uri: str | None = 
     paths = write_table(table.shown, out_dir, table.stem, f"{table.caption} — {sr.spec.name}", best=BEST, notes=notes,
                         candidates=table.means["source"].isin(["lvas", "paper", "published"]), numbers=table.means,
                         csv=table.numbers)
+    cross = protocol_table(sr)
+    if cross is not None:
+        paths += write_table(cross, out_dir, f"{table.stem}_protocols",
+                             f"{table.caption} — {sr.spec.name}: the same predictions under every protocol",
+                             notes=PROTOCOL_NOTE)
     return paths, table
+
+
+PROTOCOL_NOTE = ("Each row's saved test predictions scored under every registered protocol (`lvas list protocol`): "
+                 "`paper` = the released CSTM/ACGA evaluation (threshold 0.5 x the per-sample maximum, OpenCV "
+                 "round trips), `lbdt` = the released LBDT evaluation (threshold 0.5, nearest upsampling), "
+                 "`strict` = logits resized to the original frame, threshold 0.5, native ground truth. Mean ± 95 % "
+                 "CI over seeds. A difference between columns of one row is the metric, not the model.")
+
+
+def protocol_table(sr: SweepRuns) -> pd.DataFrame | None:
+    """Rows x (protocol, AP / oIoU / mIoU) from the ``protocol/<name>/<metric>`` metrics, or None
+    when the runs predate them."""
+    chosen = sr.chosen()
+    keys = sorted({k for row in chosen.values() for k in row["intervals"] if k.startswith("protocol/")})
+    if not keys:
+        return None
+    out = []
+    for name, row in chosen.items():
+        rec = {"row": name, "n": str(len(row["runs"])), "scored with": row.get("protocol") or "–"}
+        for k in keys:
+            _, proto, metric = k.split("/", 2)
+            rec[f"{proto} {metric}"] = row["intervals"][k].text()
+        out.append(rec)
+    return pd.DataFrame(out)

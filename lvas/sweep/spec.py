@@ -4,6 +4,7 @@
 
     name: table3a                        # study / MLflow parent run name
     base: ../experiments/cstm_paper.yaml # experiment every trial starts from (relative to this file)
+                                         # (a variant may name its own ``base:``: another method's YAML)
     overrides: {train.epochs: 12}        # applied to every trial
     metric: {name: AP, goal: maximize}   # a validation metric (AP, oIoU, mIoU, P@0.5 ...)
     method: grid                         # grid | random | bayes
@@ -46,7 +47,8 @@ from lvas.config import ConfigError, ExperimentConfig, apply_values, from_dict, 
 
 METHODS = ("grid", "random", "bayes")
 DISTRIBUTIONS = ("uniform", "log_uniform_values", "int_uniform", "q_uniform")
-REPORTS = ("table1", "table2", "table3a", "table3b", "table3c", "table3d", "table4", "hparams", "none")
+REPORTS = ("table1", "table2", "table3a", "table3b", "table3c", "table3d", "table4", "methods", "ablation", "hparams",
+           "none")
 METRICS = ("AP", "oIoU", "mIoU", "P@0.5", "P@0.6", "P@0.7", "P@0.8", "P@0.9")
 TOP_KEYS = ("name", "base", "overrides", "metric", "method", "parameters", "variants", "run_cap",
             "early_terminate", "report", "description", "seed", "seeds", "top_k")
@@ -70,6 +72,7 @@ class Parameter:
 class Variant:
     label: str
     overrides: dict[str, Any]
+    base: Path | None = None  # its own experiment file (a row of another method), else the sweep's base
 
 
 def _digest(obj: Any) -> str:
@@ -213,9 +216,13 @@ class SweepSpec:
         """The full experiment config of a trial (validated; remembered per trial)."""
         key = self._key(trial)
         if key not in self._configs:
-            if self._base_raw is None:
-                self._base_raw = load_raw(self.base)
-            data = apply_values(self._base_raw, trial.overrides)
+            variant = next((v for v in self.variants if v.label == trial.label), None)
+            if variant is not None and variant.base is not None:
+                data = apply_values(load_raw(variant.base), trial.overrides)
+            else:
+                if self._base_raw is None:
+                    self._base_raw = load_raw(self.base)
+                data = apply_values(self._base_raw, trial.overrides)
             data["name"] = f"{self.name}/{trial.label}" if trial.label != "default" else self.name
             try:
                 self._configs[key] = from_dict(data)
@@ -331,8 +338,13 @@ def load_sweep(path: str | Path) -> SweepSpec:
     variants = []
     for i, v in enumerate(raw.get("variants") or []):
         key = f"variants[{i}]"
-        if not isinstance(v, dict) or "label" not in v or set(v) - {"label", "overrides"}:
-            raise _err(path, key, "expected {label: ..., overrides: {key.path: value}}")
+        if not isinstance(v, dict) or "label" not in v or set(v) - {"label", "overrides", "base"}:
+            raise _err(path, key, "expected {label: ..., overrides: {key.path: value}, base: EXPERIMENT.yaml (optional)}")
+        vbase = None
+        if v.get("base") is not None:
+            vbase = (path.parent / str(v["base"])).resolve()
+            if not vbase.is_file():
+                raise _err(path, f"{key}.base", f"experiment file {vbase} not found")
         ov = v.get("overrides") or {}
         if not isinstance(ov, dict):
             raise _err(path, f"{key}.overrides", "expected a mapping of key.path -> value")
@@ -340,7 +352,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
         if "/" in label or name_problem(label):
             raise _err(path, f"{key}.label", f"{label!r}: expected a label without '/', '..', backslashes or "
                                              f"control characters (it names runs and files)")
-        variants.append(Variant(label, dict(ov)))
+        variants.append(Variant(label, dict(ov), vbase))
     labels = [v.label for v in variants]
     if len(set(labels)) != len(labels):
         raise _err(path, "variants", "labels must be unique")
