@@ -48,6 +48,16 @@ class _Writer:
         self.t(f"{prefix}.conv3d.weight", cout, cin, k, k, k)
         self.bn(f"{prefix}.batch3d", cout)
 
+    def mixed(self, prefix: str, name: str) -> None:
+        """An Inception block (hassony2 branch names)."""
+        cin, c = MIXED[name]
+        self.unit3d(f"{prefix}.branch_0", cin, c[0], 1)
+        self.unit3d(f"{prefix}.branch_1.0", cin, c[1], 1)
+        self.unit3d(f"{prefix}.branch_1.1", c[1], c[2], 3)
+        self.unit3d(f"{prefix}.branch_2.0", cin, c[3], 1)
+        self.unit3d(f"{prefix}.branch_2.1", c[3], c[4], 3)
+        self.unit3d(f"{prefix}.branch_3.1", cin, c[5], 1)
+
 
 def released_state_dict(dim: int = 512, dec: int = 256, seed: int = 0) -> dict[str, torch.Tensor]:
     """Random weights under every key of the released model, with C_L = ``dim`` and D = ``dec``."""
@@ -64,13 +74,7 @@ def released_state_dict(dim: int = 512, dec: int = 256, seed: int = 0) -> dict[s
             elif name == "conv3d_2c_3x3":
                 w.unit3d(p, 64, 192, 3)
             else:
-                cin, c = MIXED[name]
-                w.unit3d(f"{p}.branch_0", cin, c[0], 1)
-                w.unit3d(f"{p}.branch_1.0", cin, c[1], 1)
-                w.unit3d(f"{p}.branch_1.1", c[1], c[2], 3)
-                w.unit3d(f"{p}.branch_2.0", cin, c[3], 1)
-                w.unit3d(f"{p}.branch_2.1", c[3], c[4], 3)
-                w.unit3d(f"{p}.branch_3.1", cin, c[5], 1)
+                w.mixed(p, name)
     rename = {"conv1.": "s_layer1.0.", "bn1.": "s_layer1.1.", "layer1.": "s_layer2.1.", "layer2.": "s_layer3.",
               "layer3.": "s_layer4.", "layer4.": "s_layer5."}
     torch.manual_seed(seed)
@@ -197,14 +201,8 @@ def acga_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     w.unit3d(f"{i3d}.conv3d_1a_7x7", 3, 64, 7)
     w.unit3d(f"{i3d}.conv3d_2b_1x1", 64, 64, 1)
     w.unit3d(f"{i3d}.conv3d_2c_3x3", 64, 192, 3)
-    for name, (cin, c) in MIXED.items():
-        p = f"{i3d}.{name}"
-        w.unit3d(f"{p}.branch_0", cin, c[0], 1)
-        w.unit3d(f"{p}.branch_1.0", cin, c[1], 1)
-        w.unit3d(f"{p}.branch_1.1", c[1], c[2], 3)
-        w.unit3d(f"{p}.branch_2.0", cin, c[3], 1)
-        w.unit3d(f"{p}.branch_2.1", c[3], c[4], 3)
-        w.unit3d(f"{p}.branch_3.1", cin, c[5], 1)
+    for name in MIXED:
+        w.mixed(f"{i3d}.{name}", name)
     w.t(f"{i3d}.conv3d_0c_1x1.conv3d.weight", 400, 1024, 1, 1, 1)
     w.t(f"{i3d}.conv3d_0c_1x1.conv3d.bias", 400)
     w.t("txt_model.0.weight", 300, 300, 3)

@@ -146,6 +146,21 @@ def test_padding_words_do_not_change_the_output(tokens):
         assert torch.allclose(model(clip, ids, mask)["logits"], model(clip, junk, mask)["logits"], atol=1e-6)
 
 
+def _grads_round_trip_flops(model, cfg, out, clip, tokens, tmp_path):
+    """Every trainable parameter gets a gradient; a fresh model from the same config and the saved
+    state dict reproduces the outputs; returns its FLOP report (and the fresh model)."""
+    from lvas.flops import measure_model
+
+    _assert_grads(model, out["logits"].mean() + sum(a.mean() for a in out["aux"]))
+    torch.save(model.state_dict(), tmp_path / "m.pt")
+    again = build_model(cfg)
+    again.load_state_dict(torch.load(tmp_path / "m.pt", weights_only=True))
+    model.eval(), again.eval()
+    with torch.no_grad():
+        assert torch.equal(model(clip, *tokens)["logits"], again(clip, *tokens)["logits"])
+    return measure_model(again, frames=4, size=64), again
+
+
 # Every cross-modal form x decoder x text encoder, mixed freely (a reading is a set of registry choices).
 MIXES = [(cm, dec, txt, fusion) for cm in CROSS_MODAL.names() for dec in DECODERS.names()
          for txt in TEXT_ENCODERS.names()
@@ -166,18 +181,7 @@ def test_registry_mix_contract(cross_modal, decoder, text, fusion, tokens, tmp_p
     out = model(clip, *tokens)
     assert out["logits"].shape == (2, 1, 64, 64)
     assert len(out["aux"]) == N_AUX[decoder] and all(torch.isfinite(t).all() for t in [out["logits"], *out["aux"]])
-    _assert_grads(model, out["logits"].mean() + sum(a.mean() for a in out["aux"]))
-    # state-dict round trip: a fresh model from the same config reproduces the outputs
-    torch.save(model.state_dict(), tmp_path / "m.pt")
-    again = build_model(cfg)
-    again.load_state_dict(torch.load(tmp_path / "m.pt", weights_only=True))
-    model.eval(), again.eval()
-    with torch.no_grad():
-        assert torch.equal(model(clip, *tokens)["logits"], again(clip, *tokens)["logits"])
-    # FLOPs are counted for every part
-    from lvas.flops import measure_model
-
-    r = measure_model(again, frames=4, size=64)
+    r, again = _grads_round_trip_flops(model, cfg, out, clip, tokens, tmp_path)
     branches = list(again.encoders())
     assert all(r.parts[f"CMAM {b}"] > 0 for b in branches) and r.parts["fusion + decoder"] > 0
     assert r.parts[f"text {branches[0]}"] > 0
@@ -201,8 +205,6 @@ METHODS = {
 def test_method_contract(method, tokens, tmp_path):
     """Output shapes, finite values, a gradient for every trainable parameter, a state-dict round trip
     and FLOPs counted for every part, for each method and cross-paper mix."""
-    from lvas.flops import measure_model
-
     torch.manual_seed(0)
     cfg = _tiny_cfg(**METHODS[method])
     model = build_model(cfg)
@@ -211,14 +213,7 @@ def test_method_contract(method, tokens, tmp_path):
     assert out["logits"].shape == (2, 1, 64, 64)
     assert len(out["aux"]) == N_AUX[cfg.model.decoder.name]
     assert len(model.bridge) == len(cfg.model.bridge.stages)
-    _assert_grads(model, out["logits"].mean() + sum(a.mean() for a in out["aux"]))
-    torch.save(model.state_dict(), tmp_path / "m.pt")
-    again = build_model(cfg)
-    again.load_state_dict(torch.load(tmp_path / "m.pt", weights_only=True))
-    model.eval(), again.eval()
-    with torch.no_grad():
-        assert torch.equal(model(clip, *tokens)["logits"], again(clip, *tokens)["logits"])
-    r = measure_model(again, frames=4, size=64)
+    r, _ = _grads_round_trip_flops(model, cfg, out, clip, tokens, tmp_path)
     assert all(v >= 0 for v in r.parts.values()) and r.parts["fusion + decoder"] > 0 and r.parts["text"] > 0
     if cfg.model.bridge.stages:
         assert r.parts["bridge"] > 0
