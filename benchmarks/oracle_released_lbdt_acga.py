@@ -25,7 +25,6 @@ import types
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from lvas.config import load_config
 from lvas.models import build_model
@@ -43,13 +42,21 @@ def randomise(model: torch.nn.Module, seed: int) -> None:
                 m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
 
 
-def lvas_model(yaml: str, vocab: int, size: int, frames: int):
+def lvas_loaded(yaml: str, state: dict, vocab: int, size: int, frames: int):
+    """lvas's model of ``yaml`` with the released ``state`` loaded strictly through its detected layout,
+    and a random word-vector table (row 0 = padding) placed in its frozen embedding: (layout, model, table)."""
     cfg = load_config(Path(__file__).resolve().parents[1] / "experiments" / yaml)
     c = copy.deepcopy(cfg)
     c.model.spatial.pretrained = c.model.temporal.pretrained = "none"
     c.model.text.embedding = "glove_frozen"
     c.data.size, c.data.frames = size, frames
-    return c, build_model(c, vocab=[f"w{i}" for i in range(vocab)], load_weights=False)
+    ours = build_model(c, vocab=[f"w{i}" for i in range(vocab)], load_weights=False)
+    table = torch.randn(vocab, 300) * 0.3
+    table[0] = 0
+    ours.text.embedding.weight.copy_(table)
+    layout = find_layout(state)
+    load_layout(ours, state, layout, f"released {layout.name} state dict")
+    return layout, ours.eval(), table
 
 
 def check_lbdt(repo: Path, size: int) -> float:
@@ -62,14 +69,8 @@ def check_lbdt(repo: Path, size: int) -> float:
     released = JointModel(torchvision.models.resnet50(weights=None), torchvision.models.resnet50(weights=None)).eval()
     randomise(released, 1)
     state = released.state_dict()
-    layout = find_layout(state)
     n_words, vocab = 25, 40
-    cfg, ours = lvas_model("lbdt4_paper.yaml", vocab, size, 2)
-    table = torch.randn(vocab, 300) * 0.3
-    table[0] = 0
-    ours.text.embedding.weight.copy_(table)
-    load_layout(ours, state, layout, "released LBDT state dict")
-    ours.eval()
+    layout, ours, table = lvas_loaded("lbdt4_paper.yaml", state, vocab, size, 2)
     clip = torch.rand(1, 3, 2, size, size)
     tokens = torch.randint(1, vocab, (1, n_words))
     tokens[:, 6:] = 0
@@ -109,14 +110,8 @@ def check_acga(repo: Path, size: int) -> float:
             if isinstance(m, torch.nn.Linear):
                 m.weight.mul_(25)
     state = released.state_dict()
-    layout = find_layout(state)
     vocab = 40
-    cfg, ours = lvas_model("acga_paper.yaml", vocab, size, 16)
-    table = torch.randn(vocab, 300) * 0.3
-    table[0] = 0
-    ours.text.embedding.weight.copy_(table)
-    load_layout(ours, state, layout, "released ACGA state dict")
-    ours.eval()
+    layout, ours, table = lvas_loaded("acga_paper.yaml", state, vocab, size, 16)
     clip = torch.rand(1, 3, 16, size, size)
     tokens = torch.randint(1, vocab, (1, 20))
     tokens[:, 7:] = 0

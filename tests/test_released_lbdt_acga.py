@@ -29,20 +29,21 @@ def paper_model(yaml: str):
     return c, build_model(c, vocab=VOCAB, load_weights=False)
 
 
+def loaded(yaml: str, state: dict):
+    """(state, the model of ``yaml`` with ``state`` loaded strictly through its detected layout, in eval mode)."""
+    _, model = paper_model(yaml)
+    load_layout(model, state, find_layout(state), f"{yaml} test file")
+    return state, model.eval()
+
+
 @pytest.fixture(scope="module")
 def lbdt():
-    state = lbdt_state_dict()
-    cfg, model = paper_model("lbdt4_paper.yaml")
-    load_layout(model, state, find_layout(state), "lbdt test file")
-    return state, model.eval()
+    return loaded("lbdt4_paper.yaml", lbdt_state_dict())
 
 
 @pytest.fixture(scope="module")
 def acga():
-    state = acga_state_dict()
-    cfg, model = paper_model("acga_paper.yaml")
-    load_layout(model, state, find_layout(state), "acga test file")
-    return state, model.eval()
+    return loaded("acga_paper.yaml", acga_state_dict())
 
 
 def test_lbdt_layout_loads_strictly_and_every_used_tensor_lands(lbdt):

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from lvas.data.clips import Letterbox
-from lvas.metrics import MetricAccumulator, get_protocol, masks_for_protocol
+from lvas.metrics import MetricAccumulator, get_protocol, intersection_union, masks_for_protocol
 from lvas.registry import PROTOCOLS
 
 
@@ -45,15 +45,13 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, protocol: str = "paper"
         for lg, gt, meta in zip(logits, batch["gt"], batch["meta"]):
             lb = Letterbox(tuple(meta["orig"]), tuple(meta["resized"]), lg.shape[-1])
             pred, truth = masks_for_protocol(lg, gt, lb, protocol)
-            inter, union = int((pred & truth).sum()), int((pred | truth).sum())
+            inter, union = intersection_union(pred, truth)
             acc.add(inter, union, meta.get("kind", ""))
             samples.append({"id": sample_id(meta), "kind": meta.get("kind", ""), "I": inter, "U": union})
-            for name, other in list(others.items()):
-                if get_protocol(name).stretched and tuple(lb.resized) != tuple(lg.shape[-2:]):
-                    del others[name]  # a letterboxed input cannot be scored by a stretched-frame protocol
-                    continue
-                p2, t2 = masks_for_protocol(lg, gt, lb, name)
-                other.add(int((p2 & t2).sum()), int((p2 | t2).sum()))
+            if tuple(lb.resized) != tuple(lg.shape[-2:]):  # letterboxed: stretched-frame protocols cannot score it
+                others = {n: a for n, a in others.items() if not get_protocol(n).stretched}
+            for name, other in others.items():
+                other.add(*intersection_union(*masks_for_protocol(lg, gt, lb, name)))
             if len(examples) < keep:
                 examples.append({"meta": meta, "prob": torch.sigmoid(lg), "pred": pred, "gt": truth})
         seen += 1

@@ -7,7 +7,8 @@
   each at its own resolution (ACGA ``main.py``: ``loss_res1 + loss_res2 + loss_res3``, i.e.
   ``aux_weight: 1.0``, ``pos_weight`` 1.5).
 * ``lbdt`` — 0.5 x weighted BCE + 0.5 x Dice on the full-resolution logits (LBDT ``train.py``;
-  Dice ``1 - (2 sum(p g) + 1) / (sum p + sum g + 1)`` per sample, averaged).
+  Dice ``1 - (2 sum(p g) + 1) / (sum p + sum g + 1)`` per sample, averaged). One known difference:
+  the release clamps p = sigmoid to [1e-4, 1 - 1e-4] inside its Dice; lvas does not (yet).
 
 Auxiliary targets are the mask area-averaged to the head's grid (a soft target).
 """

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lvas.models.base import StagedEncoder, StageSpec
+from lvas.models.base import StageSpec
 from lvas.models.model import Language
 from lvas.models.spatial import ResNet50Encoder, Tiny2DEncoder
 from lvas.models.text import _embedding

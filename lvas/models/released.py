@@ -101,22 +101,7 @@ def released_key(key: str) -> str:
 
 def convert_released_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Released CSTM keys -> lvas keys (``state_dict`` / ``module.`` wrappers removed)."""
-    if isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    out: dict[str, torch.Tensor] = {}
-    unknown = []
-    for key, value in state.items():
-        try:
-            new = released_key(key)
-        except (KeyError, IndexError, ValueError):
-            unknown.append(key)
-            continue
-        if new in out:
-            raise ValueError(f"released checkpoint: keys map twice onto {new!r}")
-        out[new] = value
-    if unknown:
-        raise ValueError(f"released checkpoint: {len(unknown)} keys not in the released CSTM layout, e.g. {unknown[:5]}")
-    return out
+    return map_keys(unwrap(state), released_key, what="released CSTM")
 
 
 @dataclass(frozen=True)
@@ -156,7 +141,7 @@ def load_layout(model: nn.Module, state: dict[str, torch.Tensor], layout: Layout
     """
     converted = layout.convert(unwrap(state))
     own = model.state_dict()
-    external = [k for k in own if k.startswith(layout.external) or k in layout.external
+    external = [k for k in own if k.startswith(layout.external)
                 or (k.endswith("num_batches_tracked") and k not in converted)]  # a counter, not a weight
     expected = set(own) - set(external)
     missing = sorted(expected - set(converted))
@@ -178,28 +163,42 @@ def load_released(model: nn.Module, state: dict[str, torch.Tensor], source: str 
     load_layout(model, state, LAYOUTS.get("cstm").builder, source)
 
 
-def rename(state: dict[str, torch.Tensor], rules: list[tuple[str, str]], drop: tuple[str, ...] = (),
-           what: str = "released") -> dict[str, torch.Tensor]:
-    """Keys renamed by the first matching ``(regex, template)`` rule; keys matching ``drop`` (released
-    parameters its forward never uses) are left out; any other key raises naming it."""
+def map_keys(state: dict[str, torch.Tensor], new_key: Callable[[str], str], drop: tuple[str, ...] = (),
+             what: str = "released") -> dict[str, torch.Tensor]:
+    """Every key through ``new_key`` (which raises KeyError / IndexError / ValueError for a key it does
+    not know); keys matching a ``drop`` regex (released parameters its forward never uses) are left
+    out; unknown keys, and two keys landing on one, raise naming them."""
     out: dict[str, torch.Tensor] = {}
     unknown = []
     for key, value in state.items():
         if drop and re.fullmatch("|".join(drop), key):
             continue
+        try:
+            new = new_key(key)
+        except (KeyError, IndexError, ValueError):
+            unknown.append(key)
+            continue
+        if new in out:
+            raise ValueError(f"{what} checkpoint: keys map twice onto {new!r}")
+        out[new] = value
+    if unknown:
+        raise ValueError(f"{what} checkpoint: {len(unknown)} keys not in its layout, i.e. not in the {what} "
+                         f"layout, e.g. {unknown[:5]}")
+    return out
+
+
+def rename(state: dict[str, torch.Tensor], rules: list[tuple[str, str]], drop: tuple[str, ...] = (),
+           what: str = "released") -> dict[str, torch.Tensor]:
+    """:func:`map_keys` with the first matching ``(regex, template)`` rule as the new key."""
+
+    def new_key(key: str) -> str:
         for pattern, template in rules:
             m = re.fullmatch(pattern, key)
             if m:
-                new = template.format(*m.groups())
-                if new in out:
-                    raise ValueError(f"{what} checkpoint: keys map twice onto {new!r}")
-                out[new] = value
-                break
-        else:
-            unknown.append(key)
-    if unknown:
-        raise ValueError(f"{what} checkpoint: {len(unknown)} keys not in its layout, e.g. {unknown[:5]}")
-    return out
+                return template.format(*m.groups())
+        raise KeyError(key)
+
+    return map_keys(state, new_key, drop, what)
 
 
 LAYOUTS.register("cstm", "RyanHTR/CSTM models/cstm_model.py")(

@@ -104,9 +104,7 @@ def acga_note(r) -> str:
             f"{100 * (630.83 / (2 * r.gmacs) - 1):+.1f} % from our 2-FLOPs-per-MAC count ({2 * r.gmacs:.2f}): "
             f"the ACGA row of CSTM's Table 4 reads like FLOPs = 2 x MACs while CSTM's own 213.06 matches MACs "
             f"(see above), so Table 4 likely compares two conventions. Our count includes I3D up to Mixed_4f "
-            f"(the release feeds precomputed Mixed_4e features, i.e. it runs the same layers offline); the "
-            f"512 x 512 head (3x3 convolutions over 200 channels) and the 1024 x 1024 self-attention are most of "
-            f"the decoder.")
+            f"(the release feeds precomputed Mixed_4e features, i.e. it runs the same layers offline).")
 
 
 def lbdt_note(r) -> str:
