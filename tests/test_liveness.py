@@ -120,3 +120,35 @@ def test_names_that_would_leave_their_folder_are_refused(name, ok):
         with pytest.raises(ConfigError, match="name:"):
             from_dict({"name": name})
     assert "/" not in safe_name(name) and not safe_name(name).startswith(".")
+
+
+def test_a_claimed_trial_names_its_owner_at_once_and_a_half_named_one_is_judged(synth, tmp_path):
+    """The CI failure of a kill -9 between writing a trial's host and its pid: such a trial looked alive
+    forever. The claim now writes the whole owner in one storage call; a trial with no owner is
+    abandoned after CLAIM_GRACE; one whose owner process is gone is dead at once."""
+    import datetime
+
+    import yaml
+
+    from lvas.sweep import runner as runner_mod
+    from lvas.sweep.runner import SweepOptions, SweepRunner
+    from lvas.sweep.spec import load_sweep
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump({"name": "own", "base": str(root / "experiments" / "cpu_small.yaml"),
+                                 "metric": {"name": "AP"}, "overrides": {"data.root": str(synth)}}))
+    runner = SweepRunner(load_sweep(p), SweepOptions(out=str(tmp_path / "sw"), progress=False,
+                                                    tracking_uri=f"sqlite:///{tmp_path / 'ml.db'}"))
+    runner.open_study()
+    trial = runner.claim()
+    frozen = runner.study._storage.get_trial(trial._trial_id)
+    assert frozen.user_attrs["owner"] == {"host": HOST, "pid": os.getpid(), "start": process_start()}
+    assert not runner._dead(frozen)
+    gone = frozen.user_attrs | {"owner": {"host": HOST, "pid": dead_pid(), "start": None}}
+    assert runner._dead(type("T", (), {"user_attrs": gone, "datetime_start": frozen.datetime_start})())
+    now = datetime.datetime.now()
+    fresh = type("T", (), {"user_attrs": {}, "datetime_start": now})()
+    old = type("T", (), {"user_attrs": {}, "datetime_start": now - datetime.timedelta(seconds=runner_mod.CLAIM_GRACE + 1)})()
+    assert not runner._dead(fresh) and runner._dead(old)

@@ -156,7 +156,7 @@ def test_two_workers_share_one_study(tmp_path, synth, monkeypatch, capsys):
     keys = [t.user_attrs["id"] for t in study.trials]
     assert len(keys) == 4 == len(set(keys))
     assert all(t.state.name == "COMPLETE" for t in study.trials)
-    pids = {t.user_attrs["pid"] for t in study.trials}
+    pids = {t.user_attrs["owner"]["pid"] for t in study.trials}
     assert len(pids) == 2  # both workers took trials
     runs = _runs(tmp_path / "mlflow.db", "parallel")
     assert (runs["tags.mlflow.parentRunId"].notna()).sum() == 4

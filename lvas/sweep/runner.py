@@ -40,6 +40,7 @@ from lvas.sweep.spec import SweepSpec, Trial
 
 
 STORAGE_ENV = "LVAS_STORAGE"  # the Optuna storage URL, for workers and for users who keep it off argv
+CLAIM_GRACE = 30.0  # seconds a claimed trial may go without an owner before it counts as abandoned
 
 
 class StaleSweep(ConfigError):
@@ -319,10 +320,18 @@ class SweepRunner:
         no longer exists; on another host its heartbeat is older than ``stale_after``. A claimed trial
         whose worker has not written its identity yet counts as dead only after ``stale_after``."""
         a = t.user_attrs
-        if a.get("host") is None:
+        owner = a.get("owner") or ({"host": a["host"], "pid": a.get("pid"), "start": a.get("start")}
+                                   if a.get("host") is not None else None)  # trials of older lvas versions
+        if owner is None:  # the owner is written in the storage call right after the claim
             started = t.datetime_start.timestamp() if t.datetime_start else 0.0
-            return time.time() - started > self.opts.stale_after
-        return is_dead(a.get("host"), a.get("pid"), a.get("start"), a.get("heartbeat"), self.opts.stale_after)
+            return time.time() - started > min(CLAIM_GRACE, self.opts.stale_after)
+        return is_dead(owner["host"], owner["pid"], owner["start"], a.get("heartbeat"), self.opts.stale_after)
+
+    def _own(self, trial_id: int) -> None:
+        """Name this process as the trial's owner, in one storage write (so a kill cannot leave half
+        an identity: a host without its pid would look alive forever)."""
+        self.study._storage.set_trial_user_attr(trial_id, "owner", {"host": HOST, "pid": os.getpid(),
+                                                                    "start": process_start()})
 
     # ------------------------------------------------------------------ state
     def latest_by_id(self) -> dict[str, Any]:
@@ -370,6 +379,7 @@ class SweepRunner:
                     continue
             except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
                 continue
+            self._own(t._trial_id)
             if "id" in t.user_attrs and not self.is_current(t):
                 self._retire(t, "superseded")
                 continue
@@ -431,9 +441,8 @@ class SweepRunner:
 
         t = self._space_trial(trial)
         attempt = int(trial.user_attrs.get("attempt", 0))
-        trial.set_user_attr("host", HOST)
-        trial.set_user_attr("pid", os.getpid())
-        trial.set_user_attr("start", process_start())
+        if "owner" not in trial.user_attrs:  # asked (random / bayes search), not claimed
+            self._own(trial._trial_id)
         trial.set_user_attr("heartbeat", time.time())
         trial.set_user_attr("started", time.time())
         folder = self.spec.folder(t)
