@@ -112,10 +112,12 @@ def cmd_data(args: argparse.Namespace) -> int:
             df, path = load_samples(args.root)
             print(f"{len(df)} J-HMDB samples fixed in {path}")
         return 0
-    from lvas.data.check import check_a2d, check_jhmdb
+    from lvas.data.check import check_a2d, check_jhmdb, check_ytvos
 
     if args.dataset == "jhmdb":
         rep = check_jhmdb(args.root, args.frames)
+    elif args.dataset == "ytvos":
+        rep = check_ytvos(args.root, args.frames)
     else:
         rep = check_a2d(args.root, args.frames, dataset=args.dataset)
     print(rep.format())
@@ -229,6 +231,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if protocol not in PROTOCOLS:
         raise ConfigError(f"--protocol: {PROTOCOLS.unknown_message(protocol)}")
+    if args.submission:
+        from lvas.engine.submission import write_submission
+
+        if cfg.data.dataset != "ytvos":
+            raise ConfigError(f"--submission: writes Ref-YouTube-VOS masks; this config's data.dataset is "
+                              f"{cfg.data.dataset!r} (give --dataset ytvos --root ROOT)")
+        done = write_submission(model, loader, args.submission, protocol, device, progress=not args.quiet)
+        print(f"{args.submission}: {done['masks']} masks of {done['expressions']} expressions in "
+              f"{done['videos']} videos ({ds.split} split, binarised as protocol {protocol})")
+        return 0
+    from lvas.data import require_masks
+
+    require_masks(ds, "--split")
     res = evaluate(model, loader, protocol, device, progress=not args.quiet)
     m = res["metrics"]
     print(f"{cfg.data.dataset} {args.split or cfg.data.test_split} ({m['n']} samples, protocol {protocol}"
@@ -239,6 +254,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for g in groups:
         pre = f"{g}/" if g else ""
         print("  ".join([f"{(g or 'all'):>6}"] + [f"{m[pre + k]:6.1f}" for k in names]) + f"  (n={m[pre + 'n']})")
+    if "JF" in m:
+        print(f"J {m['J']:.2f}  F {m['F']:.2f}  J&F {m['JF']:.2f}  ({m['expressions']} expressions; DAVIS region J "
+              f"and boundary F, mean over each expression's frames, then over expressions)")
     if args.json:
         Path(args.json).write_text(json.dumps({"protocol": protocol, "dataset": cfg.data.dataset, **m}, indent=1))
     return 0
@@ -369,10 +387,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("eval", help="evaluate a checkpoint (or an MLflow run's selected checkpoint)")
     s.add_argument("checkpoint", help="CHECKPOINT.pt or an MLflow RUN_ID")
     s.add_argument("overrides", nargs="*", help="key.path=value overrides of the stored config (e.g. data.root=...)")
-    s.add_argument("--dataset", choices=["a2d", "jhmdb", "synth"], default=None)
+    s.add_argument("--dataset", default=None, help="registered dataset (lvas list dataset): a2d, jhmdb, ytvos, synth")
     s.add_argument("--root", default=None, help="dataset folder (default: the one trained on)")
-    s.add_argument("--split", default=None)
+    s.add_argument("--split", default=None, help="split to evaluate (default: the config's data.test_split)")
     s.add_argument("--protocol", default=None, help="scoring protocol (lvas list protocol): paper, lbdt, strict")
+    s.add_argument("--submission", default=None, metavar="OUT.zip",
+                   help="Ref-YouTube-VOS: write the split's masks in the challenge layout "
+                        "(Annotations/<video>/<expression>/<frame>.png) to this zip instead of scoring")
     s.add_argument("--config", default=None,
                    help="experiment YAML for a checkpoint that holds no lvas config, e.g. the released CSTM "
                         "checkpoint with experiments/cstm_released.yaml")
@@ -440,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("root")
     d = dsub.add_parser("check", help="validate a dataset folder, print counts and every problem")
     d.add_argument("root")
-    d.add_argument("--dataset", choices=["a2d", "jhmdb", "synth"], default="a2d")
+    d.add_argument("--dataset", choices=["a2d", "jhmdb", "ytvos", "synth"], default="a2d")
     d.add_argument("--frames", type=at_least(1), default=8, help="clip length (to flag videos shorter than a clip)")
     s.set_defaults(func=cmd_data)
 

@@ -168,6 +168,7 @@ class TrainConfig:
     optimizer: Literal["adam", "adamw"] = "adam"
     epochs: int = 12
     batch_size: int = 8
+    drop_last: bool = False  # drop each epoch's last incomplete training batch (LBDT's release does)
     lr: float = 5e-4
     lr_step: int = 8
     lr_milestones: list[int] = field(default_factory=list)  # epochs where lr *= lr_gamma; [] = every lr_step

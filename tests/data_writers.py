@@ -114,3 +114,56 @@ def write_jhmdb(root: Path, h: int = 40, w: int = 52) -> dict:
         scipy.io.savemat(md / "puppet_mask.mat", {"part_mask": part})
         truth[vid] = part
     return truth
+
+
+YTVOS_PALETTE = [0, 0, 0, 236, 95, 103, 249, 145, 87, 250, 200, 99, 153, 199, 148] + [0] * (256 * 3 - 15)
+
+
+def write_palette_png(path: Path, ids: np.ndarray) -> None:
+    """A Ref-YouTube-VOS annotation: mode P, pixel value = object id (0 background)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im = Image.fromarray(ids.astype(np.uint8), mode="P")
+    im.putpalette(YTVOS_PALETTE)
+    im.save(path)
+
+
+def write_ytvos(root: Path, n_train: int = 10, n_valid: int = 2, h: int = 36, w: int = 48,
+                n_listed: int = 5) -> dict:
+    """Ref-YouTube-VOS layout: meta_expressions/{train,valid}/meta_expressions.json, train/meta.json,
+    {train,valid}/JPEGImages/<video>/<frame>.jpg (frames named 00000, 00005, ...: every 5th frame),
+    train/Annotations/<video>/<frame>.png (palette). Listed frame k (1-based) is a flat grey image of
+    level(k). Each train video has objects 1 and 2; object 2 is absent from the first listed frame;
+    expressions "0" (object 1) and "1" (object 2)."""
+    import json
+
+    names = [f"{5 * i:05d}" for i in range(n_listed)]
+    truth = {}
+    for folder, n in (("train", n_train), ("valid", n_valid)):
+        meta_exp, meta_obj = {}, {}
+        for v in range(n):
+            vid = f"{folder[0]}{v:03d}vid"
+            for k, name in enumerate(names, start=1):
+                img = np.full((h, w, 3), level(k), dtype=np.uint8)
+                p = root / folder / "JPEGImages" / vid / f"{name}.jpg"
+                p.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(img).save(p, quality=100)
+                if folder == "train":
+                    ids = np.zeros((h, w), dtype=np.uint8)
+                    ids[2 + k: 12 + k, 3:15] = 1
+                    if k > 1:
+                        ids[20:30, 20 + 2 * k: 30 + 2 * k] = 2
+                    write_palette_png(root / folder / "Annotations" / vid / f"{name}.png", ids)
+                    truth[(vid, name, 1)] = ids == 1
+                    truth[(vid, name, 2)] = ids == 2
+            exps = {"0": {"exp": "the red thing on the left"}, "1": {"exp": "the orange thing moving right"}}
+            if folder == "train":
+                exps["0"]["obj_id"], exps["1"]["obj_id"] = "1", "2"
+                meta_obj[vid] = {"objects": {"1": {"category": "person", "frames": names},
+                                             "2": {"category": "dog", "frames": names[1:]}}}
+            meta_exp[vid] = {"expressions": exps, "frames": names}
+        p = root / "meta_expressions" / folder / "meta_expressions.json"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps({"videos": meta_exp}))
+        if folder == "train":
+            (root / "train" / "meta.json").write_text(json.dumps({"videos": meta_obj}))
+    return {"names": names, "truth": truth, "h": h, "w": w}

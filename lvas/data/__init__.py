@@ -1,18 +1,21 @@
-"""Datasets: A2D Sentences, J-HMDB Sentences and the synthetic set (A2D layout), registered in
+"""Datasets: A2D Sentences, J-HMDB Sentences, Ref-YouTube-VOS and the synthetic set (A2D layout), registered in
 ``DATASETS``; every dataset module is imported here explicitly."""
 
 from __future__ import annotations
 
-from lvas.data import a2d, jhmdb, samples, synthetic  # noqa: F401
+from lvas.data import a2d, jhmdb, samples, synthetic, ytvos  # noqa: F401
 from lvas.data.a2d import A2DSentences  # noqa: F401
 from lvas.data.samples import collate  # noqa: F401
 from lvas.data.errors import DataError  # noqa: F401
 from lvas.data.jhmdb import JHMDBSentences  # noqa: F401
+from lvas.data.ytvos import RefYouTubeVOS  # noqa: F401
 from lvas.registry import DATASETS
 
 DATASETS.register("a2d", "A2D Sentences (public release layout)")(A2DSentences)
 DATASETS.register("synth", "synthetic sprites in the A2D layout, with appearance/motion query kinds")(A2DSentences)
 DATASETS.register("jhmdb", "J-HMDB Sentences (evaluation only, 3 fixed frames per video)")(JHMDBSentences)
+DATASETS.register("ytvos", "Ref-YouTube-VOS (meta_expressions.json, JPEGImages, palette Annotations); J&F per expression")(
+    RefYouTubeVOS)
 
 
 def build_dataset(cfg, split: str, vocab=None):
@@ -22,3 +25,13 @@ def build_dataset(cfg, split: str, vocab=None):
     return DATASETS.build(d.dataset, root=d.root, split=split, frames=d.frames, frame_stride=d.frame_stride,
                           size=d.size, vocab=vocab, max_words=cfg.model.text.max_words, skip_bad=d.skip_bad,
                           input=cfg.model.input, tokenizer=cfg.model.text.tokenizer)
+
+
+def require_masks(ds, key: str = "data.test_split") -> None:
+    """Refuse to score a split without public masks (Ref-YouTube-VOS valid/test), naming ``key``."""
+    if not getattr(ds, "has_masks", True):
+        from lvas.config import ConfigError
+
+        raise ConfigError(f"{key}: the {ds.split!r} split has no public masks, so it cannot be scored; score "
+                          f"the 'heldout' split and write this one's submission with `lvas eval CKPT --split "
+                          f"{ds.split} --submission OUT.zip`")

@@ -145,3 +145,63 @@ def check_jhmdb(root: str | Path, frames: int = 8) -> CheckReport:
         counts["samples (test)"] += len(choose_frames(min(n_png, masks.shape[2])))
     rep.counts = dict(counts)
     return rep
+
+
+def check_ytvos(root: str | Path, frames: int = 2) -> CheckReport:
+    """Validate a Ref-YouTube-VOS layout: every listed frame's JPEG (and, in ``train``, its annotation
+    PNG) exists; annotations are palette images holding their expressions' object ids somewhere."""
+    import numpy as np
+    from PIL import Image
+
+    from lvas.data.ytvos import heldout_videos, read_meta_expressions
+
+    root = Path(root)
+    rep = CheckReport("ytvos", root)
+    if not root.is_dir():
+        rep.problems.append(f"{root}: dataset folder not found")
+        return rep
+    counts: Counter = Counter()
+    for folder in ("train", "valid", "test"):
+        meta = root / "meta_expressions" / folder / "meta_expressions.json"
+        if not meta.is_file():
+            if folder == "train":
+                rep.problems.append(f"{meta}: missing (expected Ref-YouTube-VOS meta_expressions.json)")
+            continue
+        try:
+            table = read_meta_expressions(meta, need_objects=folder == "train")
+        except DataError as e:
+            rep.problems.append(str(e))
+            continue
+        videos = sorted(set(table["video"]))
+        counts[f"{folder}: videos"] = len(videos)
+        counts[f"{folder}: expressions"] = len(table)
+        if folder == "train":
+            counts["train: held-out videos (heldout)"] = len(heldout_videos(videos))
+        seen_ids: dict[str, set[int]] = {}
+        for r in table.drop_duplicates("video").itertuples(index=False):
+            if len(r.frames) < frames:
+                counts[f"{folder}: videos shorter than a clip"] += 1
+            for name in r.frames:
+                jpg = root / folder / "JPEGImages" / r.video / f"{name}.jpg"
+                if not jpg.is_file():
+                    rep.problems.append(f"{jpg}: missing frame")
+                if folder != "train":
+                    continue
+                png = root / folder / "Annotations" / r.video / f"{name}.png"
+                try:
+                    with Image.open(png) as im:
+                        if im.mode not in ("P", "L"):
+                            rep.problems.append(f"{png}: mode {im.mode}, expected a palette (P) image of object ids")
+                            continue
+                        seen_ids.setdefault(r.video, set()).update(int(v) for v in np.unique(np.asarray(im)))
+                except FileNotFoundError:
+                    rep.problems.append(f"{png}: missing annotation PNG")
+                except OSError as e:
+                    rep.problems.append(f"{png}: corrupt annotation PNG ({e})")
+        if folder == "train":
+            for r in table.itertuples(index=False):
+                if r.video in seen_ids and r.obj_id not in seen_ids[r.video]:
+                    rep.problems.append(f"{root / folder / 'Annotations' / r.video}: object {r.obj_id} of expression "
+                                        f"{r.expression} appears in no annotation")
+    rep.counts = dict(counts)
+    return rep

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from lvas.data.clips import Letterbox
-from lvas.metrics import MetricAccumulator, get_protocol, intersection_union, masks_for_protocol
+from lvas.metrics import MetricAccumulator, VideoJF, get_protocol, intersection_union, masks_for_protocol
 from lvas.registry import PROTOCOLS
 
 
@@ -23,6 +23,10 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, protocol: str = "paper"
     protocol that fits the input geometry (``by_protocol``), so a table can show how much of a
     gap between two papers is the metric.
 
+    Samples whose ``meta`` names an ``expression`` (Ref-YouTube-VOS) are also scored per expression
+    with the DAVIS region J and boundary F (:class:`lvas.metrics.VideoJF`): ``metrics`` gains ``J``,
+    ``F``, ``JF`` (J&F) and ``expressions``.
+
     Returns:
         ``metrics`` (see :class:`lvas.metrics.MetricAccumulator`), ``by_protocol`` (protocol ->
         overall metrics, the main one included), ``skipped`` samples,
@@ -32,8 +36,8 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, protocol: str = "paper"
     """
     device = device or next(model.parameters()).device
     model.eval()
-    acc = MetricAccumulator.for_protocol(protocol)
-    others = {p: MetricAccumulator.for_protocol(p) for p in PROTOCOLS.names() if p != protocol} if every_protocol else {}
+    main = _Scores(protocol)
+    others = {p: _Scores(p) for p in PROTOCOLS.names() if p != protocol} if every_protocol else {}
     skipped, examples, seen, samples = 0, [], 0, []
     for batch in tqdm(loader, desc=f"eval ({protocol})", unit="batch", disable=not progress, leave=False):
         skipped += batch["skipped"]
@@ -45,22 +49,44 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, protocol: str = "paper"
         for lg, gt, meta in zip(logits, batch["gt"], batch["meta"]):
             lb = Letterbox(tuple(meta["orig"]), tuple(meta["resized"]), lg.shape[-1])
             pred, truth = masks_for_protocol(lg, gt, lb, protocol)
-            inter, union = intersection_union(pred, truth)
-            acc.add(inter, union, meta.get("kind", ""))
+            inter, union = main.add(pred, truth, meta)
             samples.append({"id": sample_id(meta), "kind": meta.get("kind", ""), "I": inter, "U": union})
             if tuple(lb.resized) != tuple(lg.shape[-2:]):  # letterboxed: stretched-frame protocols cannot score it
                 others = {n: a for n, a in others.items() if not get_protocol(n).stretched}
             for name, other in others.items():
-                other.add(*intersection_union(*masks_for_protocol(lg, gt, lb, name)))
+                other.add(*masks_for_protocol(lg, gt, lb, name), meta)
             if len(examples) < keep:
                 examples.append({"meta": meta, "prob": torch.sigmoid(lg), "pred": pred, "gt": truth})
         seen += 1
         if limit and seen >= limit:
             break
-    metrics = acc.compute()
-    by_protocol = {protocol: {k: v for k, v in metrics.items() if "/" not in k}}
-    by_protocol.update({name: other.compute() for name, other in others.items()})
+    metrics = main.compute()
+    by_protocol = {name: {k: v for k, v in scores.compute().items() if "/" not in k}
+                   for name, scores in [(protocol, main), *others.items()]}
     return {"metrics": metrics, "by_protocol": by_protocol, "skipped": skipped, "samples": samples, "examples": examples}
+
+
+class _Scores:
+    """One protocol's accumulators: per-sample intersection and union, and for samples that name an
+    ``expression`` (Ref-YouTube-VOS) the per-frame J and F of that expression."""
+
+    def __init__(self, protocol: str) -> None:
+        self.acc, self.jf = MetricAccumulator.for_protocol(protocol), VideoJF()
+
+    def add(self, pred: torch.Tensor, truth: torch.Tensor, meta: dict) -> tuple[int, int]:
+        """pred, truth: (H, W) bool at the original size. Returns (intersection, union)."""
+        inter, union = intersection_union(pred, truth)
+        self.acc.add(inter, union, meta.get("kind", ""))
+        if "expression" in meta:
+            self.jf.add(f"{meta['video']}/{meta['expression']}", pred.numpy(), truth.numpy())
+        return inter, union
+
+    def compute(self) -> dict[str, float]:
+        metrics = self.acc.compute()
+        if self.jf.frames:
+            jf = self.jf.compute()
+            metrics.update({"J": jf["J"], "F": jf["F"], "JF": jf["J&F"], "expressions": jf["expressions"]})
+        return metrics
 
 
 def sample_id(meta: dict) -> str:

@@ -33,7 +33,7 @@ from lvas.engine.checkpoint import load_checkpoint, save_checkpoint
 from lvas.engine.evaluate import evaluate
 from lvas.engine.losses import build_loss
 from lvas.liveness import file_lock, write_atomic
-from lvas.metrics import METRIC_NAMES
+from lvas.metrics import METRIC_NAMES, VIDEO_METRIC_NAMES
 from lvas.models.base import to_channels_last
 
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -96,10 +96,12 @@ def make_datasets(cfg: ExperimentConfig, vocab=None):
     With ``train.select: best_val`` the validation set is ``data.val_fraction`` of the training
     split's videos (see :func:`validation_videos`), removed from training; otherwise there is none.
     """
-    from lvas.data import build_dataset
+    from lvas.data import build_dataset, require_masks
 
     full = build_dataset(cfg, cfg.data.train_split, vocab=vocab)
+    require_masks(full, "data.train_split")
     test = build_dataset(cfg, cfg.data.test_split, vocab=full.vocab)
+    require_masks(test)
     if cfg.train.select != "best_val":
         return full, None, test, full.vocab, []
     videos = full.videos()
@@ -135,7 +137,8 @@ class EpochOrder(torch.utils.data.Sampler):
         return len(range(self.rank, min(self.n, self.limit or self.n), self.world))
 
 
-def _loader(ds, cfg: ExperimentConfig, sampler=None, batch_size: int | None = None, workers: int = 0) -> DataLoader:
+def _loader(ds, cfg: ExperimentConfig, sampler=None, batch_size: int | None = None, workers: int = 0,
+            drop_last: bool = False) -> DataLoader:
     """A loader over ``ds`` in ``sampler``'s order (or in order), never shuffled: the order is the seed's.
 
     Workers are started once and kept for the loader's life (``persistent_workers``).
@@ -144,7 +147,7 @@ def _loader(ds, cfg: ExperimentConfig, sampler=None, batch_size: int | None = No
 
     return DataLoader(ds, batch_size=batch_size or cfg.train.batch_size, shuffle=False, sampler=sampler,
                       num_workers=workers, collate_fn=collate, pin_memory=torch.cuda.is_available(),
-                      persistent_workers=workers > 0)
+                      persistent_workers=workers > 0, drop_last=drop_last)
 
 
 # --------------------------------------------------------------------------- one fit
@@ -207,7 +210,9 @@ def fit(cfg: ExperimentConfig, model: torch.nn.Module, run_dir: Path, train_set,
     if n == 0:
         raise ConfigError(f"data.root: the {cfg.data.train_split} split of {cfg.data.root} has no samples")
     sampler = EpochOrder(n, cfg.seed, t.limit_batches * t.batch_size, rank, world)
-    train_loader = _loader(train_set, cfg, sampler, batch_size, workers)
+    train_loader = _loader(train_set, cfg, sampler, batch_size, workers, drop_last=t.drop_last)
+    if len(train_loader) == 0:
+        raise ConfigError(f"train.drop_last: the {n} training samples make no full batch of {batch_size}")
     val_loader = _loader(val_set, cfg, workers=workers) if val_set is not None else None
     # BatchNorm layers whose weights are all frozen (e.g. ACGA's I3D below Mixed_4f) keep their statistics
     frozen_norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
@@ -404,11 +409,12 @@ def test_metrics(cfg: ExperimentConfig, fit_result: FitResult, test_set, progres
 
 def evaluate_only(cfg: ExperimentConfig, run_dir: Path, state: dict, tracker=None, progress: bool = True) -> FitResult:
     """Evaluate a trained checkpoint on the config's test split (e.g. Table 2: A2D model on J-HMDB)."""
-    from lvas.data import build_dataset
+    from lvas.data import build_dataset, require_masks
     from lvas.engine.checkpoint import model_from_checkpoint
 
     trained, model, vocab = model_from_checkpoint(state)
     test = build_dataset(cfg, cfg.data.test_split, vocab=vocab)
+    require_masks(test)
     run_dir.mkdir(parents=True, exist_ok=True)
     selected = {"epoch": 0, "select": "given checkpoint"}
     path = save_checkpoint(run_dir / "model.pt", cfg=trained, model=model, vocab=vocab.itos, epoch=0, selected=selected)
@@ -601,7 +607,7 @@ def train_experiment(cfg: ExperimentConfig, run_dir: str | Path | None = None, *
                 return result, None
             tracker.log_metrics({f"test/{k}": v for k, v in result.test.items() if k not in ("epoch", "skipped")})
             tracker.log_metrics({f"protocol/{p}/{k}": v for p, m in result.protocols.items()
-                                 for k, v in m.items() if k in METRIC_NAMES})
+                                 for k, v in m.items() if k in METRIC_NAMES + VIDEO_METRIC_NAMES})
             tracker.set_tags({"select": cfg.train.select, "selected_epoch": str(result.selected.get("epoch", "")),
                               "test_skipped": str(result.test.get("skipped", 0))})
             best = best_val_epoch(result.history, cfg.train.monitor)
