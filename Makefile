@@ -4,9 +4,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo venv clean bench flops
+.PHONY: help test demo ui venv clean bench flops
+.DEFAULT_GOAL := help
 
-venv: $(STAMP)
+help:  ## this list
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | awk -F'\t' '{printf "  make %-6s %s\n", $$1, $$2}'
+
+venv: $(STAMP)  ## create .venv and install lvas with its test extras
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,14 +18,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP)  ## the test suite (what CI runs)
 	$(BIN)/python -m pytest -q tests
 
 # The main job: Table 3a x 3 seeds on the synthetic set with the CPU-sized model, tracked in
 # MLflow, then the report. Two trials run side by side (one core each). Rerunning resumes:
 # finished trials are skipped.
 DEMO_WORKERS ?= 2
-demo: $(STAMP)
+demo: $(STAMP)  ## Table 3a x 3 seeds on the synthetic set, tracked in MLflow, then the report
 	test -f data/synth/SYNTHETIC.txt || $(BIN)/lvas data synth --out data/synth
 	$(BIN)/lvas sweep sweeps/quickstart.yaml --quiet --workers $(DEMO_WORKERS)
 	$(BIN)/lvas report sweeps/quickstart.yaml
@@ -30,13 +34,18 @@ demo: $(STAMP)
 	@echo "Tables:  reports/quickstart/table3a_components.md (.tex, .csv)"
 	@echo "Figures: reports/quickstart/figures/"
 	@echo "Index:   reports/README.md"
-	@echo "MLflow:  $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db   (then open http://127.0.0.1:5000)"
+	@echo "MLflow:  make ui   (then open http://127.0.0.1:$(UI_PORT))"
 
-flops: $(STAMP)
+# The MLflow UI on the project's store, on loopback only (nothing to the network); UI_PORT to move it.
+UI_PORT ?= 5000
+ui: $(STAMP)  ## the MLflow UI on this project's runs (http://127.0.0.1:5000)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(UI_PORT)
+
+flops: $(STAMP)  ## Table 4 (GFLOPs) to reports/
 	$(BIN)/lvas flops --table
 
-bench: $(STAMP)
+bench: $(STAMP)  ## time and memory of the paper model
 	$(BIN)/lvas bench model experiments/cstm_paper.yaml
 
-clean:
+clean:  ## remove .venv and caches (runs, reports and mlflow.db stay)
 	rm -rf $(VENV) .pytest_cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -64,11 +65,33 @@ def cmd_list(args: argparse.Namespace) -> int:
     from lvas.registry import all_families
 
     families = all_families()
+    if args.family:
+        chosen = {k: r for k, r in families.items() if args.family in (k, r.family)}
+        if not chosen:
+            import difflib
+
+            close = difflib.get_close_matches(args.family, list(families), n=1)
+            raise ConfigError(f"family {args.family!r} is not known; families: {', '.join(families)}"
+                              + (f". Did you mean {close[0]!r}?" if close else ""))
+        families = chosen
     width = max(len(e.name) for reg in families.values() for e in reg)
     for key, reg in families.items():
         print(f"{reg.family} ({key}): {reg.description}")
         for entry in reg:
             print(f"  {entry.name:<{width}}  {entry.description}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """The resolved config as YAML (what ``lvas train`` would run and store), credentials redacted."""
+    from lvas.config import flatten_dict, load_config, redact, to_dict, to_yaml
+
+    cfg = load_config(args.experiment, args.overrides)
+    if args.flat:
+        for k, v in flatten_dict(to_dict(cfg)).items():
+            print(redact(f"{k}={v}"))
+    else:
+        print(redact(to_yaml(cfg)), end="")
     return 0
 
 
@@ -287,7 +310,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from lvas.sweep.runner import SweepOptions, dry_run_table, run_sweep, run_worker
     from lvas.sweep.spec import load_sweep
 
-    spec = load_sweep(args.sweep)
+    import json
+    import os
+
+    from lvas.sweep.runner import OVERRIDES_ENV
+
+    overrides = list(args.overrides)
+    if args.worker:  # the coordinator's command-line overrides, passed in the environment
+        overrides = json.loads(os.environ.get(OVERRIDES_ENV, "[]"))
+    spec = load_sweep(args.sweep, overrides)
     if args.dry_run:
         table = dry_run_table(spec)
         print(f"{spec.name}: method {spec.method}, metric {spec.metric} ({spec.goal}), base {spec.base}")
@@ -296,8 +327,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             print(f"{len(table)} trial(s)" + (f" (adaptive: up to {len(spec.points()) * spec.seeds.max})"
                                               if spec.seeds.adaptive else ""))
         return 0
-    import os
-
     from lvas.sweep.runner import STORAGE_ENV
 
     opts = SweepOptions(storage=args.storage or os.environ.get(STORAGE_ENV) or None, tracking_uri=args.tracking_uri, out=args.out,
@@ -310,6 +339,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from lvas.config import redact
     from lvas.report.generate import report_sweep, write_index
     from lvas.sweep.spec import load_sweep
     from lvas.tracking import resolve_uri
@@ -322,17 +352,26 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not paths and not args.all:
         raise ConfigError("lvas report: name sweep YAMLs or give --all")
     uri = resolve_uri(args.tracking_uri)
+    empty = []
     for p in paths:
         spec = load_sweep(p)
         res = report_sweep(spec, uri, args.out, figures=not args.no_figures, samples=args.samples)
         print(f"{spec.name}: " + ", ".join(str(t) for t in res["tables"][:1])
               + f" (+ .tex .csv), {len(res['figures'])} figure(s)"
               + (f"; missing rows: {', '.join(res['missing'])}" if res["missing"] else ""))
+        if res["rows"] and len(res["missing"]) == res["rows"]:
+            empty.append(spec.name)
     if args.all:
         from lvas.report.table4 import write_table4
 
         write_table4(args.out, args.experiments)
     print(f"index: {write_index(args.out)}")
+    if empty and (not args.all or len(empty) == len(paths)):
+        # a table with no row is no result: say so in the exit status (scripts, CI); with --all,
+        # sweeps not run yet are expected, so only an --all where nothing at all was found fails
+        print(f"lvas report: error: every row is missing in {', '.join(empty)} (not run yet, still running, failed "
+              f"or stale; is --tracking-uri {redact(uri)} the store the sweep used?)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -354,12 +393,56 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def version_text() -> str:
+    """``lvas X (torch Y, torchvision Z, mlflow W, optuna V)``, read from the installed metadata (no import)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from lvas import __version__
+
+    def v(pkg: str) -> str:
+        try:
+            return version(pkg)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return f"lvas {__version__} (" + ", ".join(f"{p} {v(p)}" for p in ("torch", "torchvision", "mlflow", "optuna")) + ")"
+
+
+def quiet_libraries() -> None:
+    """--quiet: MLflow's, Alembic's and Optuna's INFO lines off (warnings and errors stay)."""
+    import logging
+
+    for name in ("mlflow", "alembic", "optuna"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    import os
+
+    os.environ.setdefault("OPTUNA_LOGGING", "WARNING")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="lvas", description="Ablations of CSTM (language-queried video actor segmentation)")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+    p = Parser(prog="lvas", description="Ablations of language-queried video actor segmentation: CSTM, ACGA and "
+                                        "LBDT from one registry, sweeps on MLflow + Optuna, the papers' tables")
+    p.add_argument("--version", action="version", version=version_text(), help="print the versions and exit")
+    quiet = argparse.ArgumentParser(add_help=False)
+    quiet.add_argument("--quiet", "-q", action="store_true",
+                       help="no progress bars and no INFO lines from MLflow / Optuna; results and errors still print")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
+    _add = sub.add_parser
+
+    def add_parser(name: str, **kw):
+        return _add(name, parents=[quiet], **kw)
+
+    sub.add_parser = add_parser  # every sub-command takes --quiet
 
     s = sub.add_parser("list", help="every component family and its registered components")
+    s.add_argument("family", nargs="?", help="only this family (e.g. spatial, protocol, dataset)")
     s.set_defaults(func=cmd_list)
+
+    s = sub.add_parser("config", help="print an experiment's resolved config (base files and overrides applied)")
+    s.add_argument("experiment", help="experiment YAML")
+    s.add_argument("overrides", nargs="*", help="key.path=value overrides")
+    s.add_argument("--flat", action="store_true", help="one key.path=value line per setting (greppable)")
+    s.set_defaults(func=cmd_config)
 
     s = sub.add_parser("flops", help="GMACs, GFLOPs and parameters of an experiment's model, or Table 4")
     s.add_argument("experiment", nargs="?", help="experiment YAML")
@@ -377,10 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
     s.add_argument("--run-dir", default=None, help="default: <train.out_dir>/<name>-<config hash>")
     s.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default sqlite:///mlflow.db)")
-    s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.add_argument("--experiment-name", default=None, help="MLflow experiment (default: the config's name)")
     s.add_argument("--parent-run-id", default=None, help="nest the run under this MLflow run (sweeps)")
-    s.add_argument("--run-name", default=None)
+    s.add_argument("--run-name", default=None, help="MLflow run name (default: the config's name)")
     s.add_argument("--tags", default=None, help="extra MLflow tags as a JSON object")
     s.set_defaults(func=cmd_train)
 
@@ -397,25 +479,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", default=None,
                    help="experiment YAML for a checkpoint that holds no lvas config, e.g. the released CSTM "
                         "checkpoint with experiments/cstm_released.yaml")
-    s.add_argument("--tracking-uri", default=None)
+    s.add_argument("--tracking-uri", default=None, help="MLflow tracking URI to find a RUN_ID in (default sqlite:///mlflow.db)")
     s.add_argument("--json", default=None, help="also write the metrics to this JSON file")
-    s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("predict", help="masks for every frame of your own video and a query")
     s.add_argument("checkpoint", help="CHECKPOINT.pt or an MLflow RUN_ID")
     s.add_argument("--video", required=True, help="a video file or a folder of frames")
-    s.add_argument("--query", required=True)
-    s.add_argument("--out", required=True)
+    s.add_argument("--query", required=True, help="the sentence naming the actor, e.g. 'the man jumping'")
+    s.add_argument("--out", required=True, help="output folder (mask PNGs, overlay.gif)")
     s.add_argument("--mp4", action="store_true", help="also write overlay.mp4")
     s.add_argument("--max-pixels", type=at_least(1), default=40_000_000,
                    help="refuse frames larger than this many pixels (default 40 million, e.g. 8K video)")
-    s.add_argument("--tracking-uri", default=None)
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--tracking-uri", default=None, help="MLflow tracking URI to find a RUN_ID in (default sqlite:///mlflow.db)")
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("sweep", help="run a sweep YAML: trials in Optuna, nested runs in MLflow; rerun to resume")
     s.add_argument("sweep", help="sweep YAML")
+    s.add_argument("overrides", nargs="*", help="key.path=value applied to every trial (on top of the file's "
+                   "overrides:), e.g. train.epochs=2 data.root=/data/a2d")
     s.add_argument("--workers", type=at_least(1), default=1, help="trial processes on this machine")
     s.add_argument("--gpus", default=None, help="comma-separated GPU ids; worker i gets gpus[i %% n]")
     s.add_argument("--gpus-per-trial", type=at_least(1), default=1,
@@ -433,35 +515,36 @@ def build_parser() -> argparse.ArgumentParser:
                         "interrupted (on this host: when its process is gone)")
     s.add_argument("--dry-run", action="store_true", help="print the trial table and stop")
     s.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    s.add_argument("--quiet", action="store_true", help="no per-epoch output; the trial progress line stays")
     s.set_defaults(func=cmd_sweep)
 
     s = sub.add_parser("report", help="the paper's tables and figures from the sweeps' MLflow runs")
     s.add_argument("sweeps", nargs="*", help="sweep YAMLs")
     s.add_argument("--all", action="store_true", help="every sweep in --sweeps-dir, and Table 4")
-    s.add_argument("--sweeps-dir", default="sweeps")
+    s.add_argument("--sweeps-dir", default="sweeps", help="folder of sweep YAMLs for --all")
     s.add_argument("--experiments", default="experiments", help="for Table 4 with --all")
-    s.add_argument("--tracking-uri", default=None)
-    s.add_argument("--out", default="reports")
+    s.add_argument("--tracking-uri", default=None, help="MLflow tracking URI the runs are in (default sqlite:///mlflow.db)")
+    s.add_argument("--out", default="reports", help="output folder of tables and figures")
     s.add_argument("--samples", type=at_least(0), default=4, help="samples in the qualitative figure")
-    s.add_argument("--no-figures", action="store_true")
+    s.add_argument("--no-figures", action="store_true", help="tables only")
     s.set_defaults(func=cmd_report)
 
-    s = sub.add_parser("data", help="make, prepare and check datasets")
-    dsub = s.add_subparsers(dest="data_command", required=True, parser_class=Parser)
+    s = _add("data", help="make, prepare and check datasets")
+    dsub = s.add_subparsers(dest="data_command", required=True, parser_class=Parser, metavar="DATA_COMMAND")
+    _dadd = dsub.add_parser
+    dsub.add_parser = lambda name, **kw: _dadd(name, parents=[quiet], **kw)
     d = dsub.add_parser("synth", help="write the synthetic set in the A2D Sentences layout")
     d.add_argument("--out", required=True, help="output folder")
-    d.add_argument("--videos", type=at_least(1), default=400)
-    d.add_argument("--frames", type=at_least(1), default=8)
-    d.add_argument("--size", type=at_least(32), default=64)
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--videos", type=at_least(1), default=400, help="clips to draw (every fifth is a test clip)")
+    d.add_argument("--frames", type=at_least(1), default=8, help="frames per clip")
+    d.add_argument("--size", type=at_least(32), default=64, help="frame side in pixels")
+    d.add_argument("--seed", type=int, default=0, help="clip i depends only on (seed, i)")
     d = dsub.add_parser("prepare", help="a2d: extract frames from the .mp4 videos (resumable); "
                         "jhmdb: fix the 3 evaluated frames per video")
-    d.add_argument("dataset", choices=["a2d", "jhmdb"])
-    d.add_argument("root")
+    d.add_argument("dataset", choices=["a2d", "jhmdb"], help="which dataset ROOT holds")
+    d.add_argument("root", help="dataset folder")
     d = dsub.add_parser("check", help="validate a dataset folder, print counts and every problem")
-    d.add_argument("root")
-    d.add_argument("--dataset", choices=["a2d", "jhmdb", "ytvos", "synth"], default="a2d")
+    d.add_argument("root", help="dataset folder")
+    d.add_argument("--dataset", choices=["a2d", "jhmdb", "ytvos", "synth"], default="a2d", help="its layout")
     d.add_argument("--frames", type=at_least(1), default=8, help="clip length (to flag videos shorter than a clip)")
     s.set_defaults(func=cmd_data)
 
@@ -470,10 +553,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model: forward and forward+backward of one batch; data: clips/s of the training set")
     s.add_argument("experiment", help="experiment YAML")
     s.add_argument("overrides", nargs="*", help="key.path=value overrides")
-    s.add_argument("--frames", type=at_least(1), default=None)
-    s.add_argument("--size", type=at_least(32), default=None)
-    s.add_argument("--batch", type=at_least(1), default=1)
-    s.add_argument("--repeats", type=at_least(1), default=3)
+    s.add_argument("--frames", type=at_least(1), default=None, help="clip length (default: data.frames)")
+    s.add_argument("--size", type=at_least(32), default=None, help="frame size (default: data.size)")
+    s.add_argument("--batch", type=at_least(1), default=1, help="model: clips per batch")
+    s.add_argument("--repeats", type=at_least(1), default=3, help="model: timed repetitions after one warm-up (the fastest is reported)")
     s.add_argument("--device", type=device_name, default=None, help="cpu or cuda (default: cuda when present)")
     s.add_argument("--samples", type=at_least(1), default=200, help="data: clips to read")
     s.add_argument("--workers", type=at_least(0), default=0, help="data: DataLoader workers (0 = in process)")
@@ -482,7 +565,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value overrides written after an option (`lvas sweep S.yaml --workers 2 k=v`)
+        if hasattr(args, "overrides") and all("=" in t and not t.startswith("-") for t in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if getattr(args, "quiet", False):
+        quiet_libraries()
     try:
         return args.func(args)
     except (ConfigError, DataError, ValueError) as e:
@@ -490,6 +581,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"lvas {args.command}: error: {redact(str(e))}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `lvas ... | head`: the reader has gone; nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as e:  # a file or folder lvas cannot read or write
         where = f"{e.filename}: " if e.filename else ""
         print(f"lvas {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)

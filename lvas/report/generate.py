@@ -34,7 +34,8 @@ def report_sweep(spec: SweepSpec, tracking_uri: str, out_root: str | Path = "rep
 
         with quiet_mlflow():
             MlflowClient(tracking_uri).log_artifacts(sr.parent_run_id, str(out), "report")
-    return {"tables": tables, "figures": figs, "missing": [k for k in sr.rows if k not in sr.chosen()]}
+    return {"tables": tables, "figures": figs, "missing": [k for k in sr.rows if k not in sr.chosen()],
+            "rows": len(sr.rows)}
 
 
 def write_index(out_root: str | Path = "reports") -> Path:

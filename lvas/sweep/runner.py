@@ -40,6 +40,7 @@ from lvas.sweep.spec import SweepSpec, Trial
 
 
 STORAGE_ENV = "LVAS_STORAGE"  # the Optuna storage URL, for workers and for users who keep it off argv
+OVERRIDES_ENV = "LVAS_SWEEP_OVERRIDES"  # a worker's command-line overrides (JSON list), kept off its argv
 CLAIM_GRACE = 30.0  # seconds a claimed trial may go without an owner before it counts as abandoned
 
 
@@ -189,6 +190,8 @@ class SweepRunner:
             for k, v in {"sweep.method": self.spec.method, "sweep.metric": self.spec.metric,
                          "sweep.base": str(self.spec.base), "sweep.report": self.spec.report}.items():
                 client.log_param(run_id, k, v)
+            if self.spec.cli_overrides:
+                client.log_param(run_id, "sweep.command_line_overrides", redact(" ".join(self.spec.cli_overrides))[:6000])
         study.set_user_attr("mlflow_parent_run_id", run_id)
         study.set_user_attr("sweep_file", str(self.spec.path))
         study.set_user_attr("method", self.spec.method)
@@ -876,6 +879,7 @@ def _worker_env(runner: SweepRunner, opts: SweepOptions, workers: int, i: int) -
                MLFLOW_TRACKING_URI=runner.tracking_uri)
     if opts.storage:
         env[STORAGE_ENV] = opts.storage
+    env[OVERRIDES_ENV] = json.dumps(list(runner.spec.cli_overrides))
     if opts.gpus:
         env["CUDA_VISIBLE_DEVICES"] = opts.gpus[i % len(opts.gpus)]
     return env

@@ -41,7 +41,7 @@ import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from lvas.config import ConfigError, ExperimentConfig, apply_values, from_dict, load_raw, name_problem, read_yaml
 
@@ -185,6 +185,7 @@ class SweepSpec:
     baseline: str | None = None
     top_k: int | None = None
     pairs: tuple[tuple[str, str], ...] = ()
+    cli_overrides: tuple[str, ...] = ()  # ``lvas sweep FILE k=v ...`` (already merged into ``overrides``)
     _configs: dict = field(default_factory=dict, repr=False)  # trial key -> validated config
     _hashes: dict = field(default_factory=dict, repr=False)  # trial key -> result hash
     _base_raw: dict | None = field(default=None, repr=False)  # the base experiment, read once
@@ -263,6 +264,36 @@ def _err(path: Path, key: str, msg: str) -> ConfigError:
     return ConfigError(f"{path}: {key}: {msg}")
 
 
+def _did_you_mean(word: str, choices) -> str:
+    """``". Did you mean 'x'?"`` for the closest choice, or nothing."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f". Did you mean {close[0]!r}?" if close else ""
+
+
+def _command_line(path: Path, texts: Sequence[str], variants: list[Variant], params: dict, seeds: Any) -> dict[str, Any]:
+    """Command-line overrides as {dotted key: value}; keys the sweep varies are refused."""
+    from lvas.config import parse_override
+
+    varied = {str(k): f"parameters.{k}" for k in params}
+    for v in variants:
+        for k in v.overrides:
+            varied.setdefault(str(k), f"variant {v.label!r}")
+    if seeds is not None:
+        varied["seed"] = "seeds"
+    out = {}
+    for text in texts:
+        parts, value = parse_override(text)
+        key = ".".join(parts)
+        for other, where in varied.items():
+            if key == other or key.startswith(other + ".") or other.startswith(key + "."):
+                raise ConfigError(f"{key}: {path.name} varies {other} ({where}); a command-line override applies "
+                                  f"to every trial, so it cannot set it (edit the sweep file instead)")
+        out[key] = value
+    return out
+
+
 def _parameter(path: Path, name: str, spec: Any) -> Parameter:
     key = f"parameters.{name}"
     if not isinstance(spec, dict):
@@ -270,7 +301,8 @@ def _parameter(path: Path, name: str, spec: Any) -> Parameter:
     allowed = {"values", "value", "distribution", "min", "max", "q"}
     unknown = set(spec) - allowed
     if unknown:
-        raise _err(path, f"{key}.{sorted(unknown)[0]}", f"unknown key; allowed: {', '.join(sorted(allowed))}")
+        k = sorted(map(str, unknown))[0]
+        raise _err(path, f"{key}.{k}", f"unknown key; allowed: {', '.join(sorted(allowed))}{_did_you_mean(k, allowed)}")
     if "values" in spec:
         if not isinstance(spec["values"], list) or not spec["values"]:
             raise _err(path, f"{key}.values", "expected a non-empty list")
@@ -281,7 +313,8 @@ def _parameter(path: Path, name: str, spec: Any) -> Parameter:
     if dist is None:
         raise _err(path, key, "expected one of values, value or distribution")
     if dist not in DISTRIBUTIONS:
-        raise _err(path, f"{key}.distribution", f"{dist!r} is not known; expected one of {', '.join(DISTRIBUTIONS)}")
+        raise _err(path, f"{key}.distribution", f"{dist!r} is not known; expected one of {', '.join(DISTRIBUTIONS)}"
+                   + _did_you_mean(str(dist), DISTRIBUTIONS))
     for bound in ("min", "max"):
         if not isinstance(spec.get(bound), (int, float)) or isinstance(spec.get(bound), bool):
             raise _err(path, f"{key}.{bound}", f"a number is required for distribution {dist}")
@@ -299,14 +332,19 @@ def _parameter(path: Path, name: str, spec: Any) -> Parameter:
     return Parameter(name, distribution=dist, min=spec["min"], max=spec["max"], q=spec.get("q"))
 
 
-def load_sweep(path: str | Path) -> SweepSpec:
-    """Read and validate a sweep YAML, including every grid trial's experiment config."""
+def load_sweep(path: str | Path, cli_overrides: Sequence[str] = ()) -> SweepSpec:
+    """Read and validate a sweep YAML, including every grid trial's experiment config.
+
+    ``cli_overrides``: ``key.path=value`` strings from the command line (``lvas sweep FILE k=v``),
+    applied to every trial on top of the file's ``overrides:``, as if the file said them. A key the
+    sweep varies (a variant's override or a parameter) is refused: fixing it would make rows equal.
+    """
     path = Path(path)
     raw = read_yaml(path)
     unknown = set(raw) - set(TOP_KEYS)
     if unknown:
         k = sorted(unknown)[0]
-        raise _err(path, k, f"unknown key; allowed: {', '.join(TOP_KEYS)}")
+        raise _err(path, k, f"unknown key; allowed: {', '.join(TOP_KEYS)}{_did_you_mean(k, TOP_KEYS)}")
     for k in ("name", "base", "metric"):
         if k not in raw:
             raise _err(path, k, "required key is missing")
@@ -320,13 +358,15 @@ def load_sweep(path: str | Path) -> SweepSpec:
     if not isinstance(metric, dict) or set(metric) - {"name", "goal"} or "name" not in metric:
         raise _err(path, "metric", "expected {name: <metric>, goal: maximize|minimize}")
     if metric["name"] not in METRICS:
-        raise _err(path, "metric.name", f"{metric['name']!r} is not known; expected one of {', '.join(METRICS)}")
+        raise _err(path, "metric.name", f"{metric['name']!r} is not known; expected one of {', '.join(METRICS)}"
+                   + _did_you_mean(str(metric["name"]), METRICS))
     goal = metric.get("goal", "maximize")
     if goal not in ("maximize", "minimize"):
         raise _err(path, "metric.goal", f"{goal!r}: expected maximize or minimize")
     method = raw.get("method", "grid")
     if method not in METHODS:
-        raise _err(path, "method", f"{method!r} is not known; expected one of {', '.join(METHODS)}")
+        raise _err(path, "method", f"{method!r} is not known; expected one of {', '.join(METHODS)}"
+                   + _did_you_mean(str(method), METHODS))
     params_raw = raw.get("parameters") or {}
     if not isinstance(params_raw, dict):
         raise _err(path, "parameters", "expected a mapping of key.path -> spec")
@@ -338,7 +378,11 @@ def load_sweep(path: str | Path) -> SweepSpec:
     variants = []
     for i, v in enumerate(raw.get("variants") or []):
         key = f"variants[{i}]"
-        if not isinstance(v, dict) or "label" not in v or set(v) - {"label", "overrides", "base"}:
+        if isinstance(v, dict) and set(v) - {"label", "overrides", "base"}:
+            k = sorted(map(str, set(v) - {"label", "overrides", "base"}))[0]
+            raise _err(path, f"{key}.{k}", "unknown key; allowed: label, overrides, base"
+                       + _did_you_mean(k, ("label", "overrides", "base")))
+        if not isinstance(v, dict) or "label" not in v:
             raise _err(path, key, "expected {label: ..., overrides: {key.path: value}, base: EXPERIMENT.yaml (optional)}")
         vbase = None
         if v.get("base") is not None:
@@ -359,6 +403,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
     overrides = raw.get("overrides") or {}
     if not isinstance(overrides, dict):
         raise _err(path, "overrides", "expected a mapping of key.path -> value")
+    overrides = {**overrides, **_command_line(path, cli_overrides, variants, params_raw, raw.get("seeds"))}
     ref = overrides.get("train.init_checkpoint")
     if isinstance(ref, str) and ref.startswith("sweep:") and not Path(ref[6:].split("#")[0]).is_absolute():
         overrides["train.init_checkpoint"] = "sweep:" + str((path.parent / ref[6:]).resolve())
@@ -373,15 +418,20 @@ def load_sweep(path: str | Path) -> SweepSpec:
             raise _err(path, "early_terminate.type", "expected median or hyperband")
         extra = set(et) - {"type", "min_iter", "eta", "max_iter"}
         if extra:
-            raise _err(path, f"early_terminate.{sorted(extra)[0]}", "unknown key; allowed: type, min_iter, max_iter, eta")
+            k = sorted(extra)[0]
+            raise _err(path, f"early_terminate.{k}", "unknown key; allowed: type, min_iter, max_iter, eta"
+                       + _did_you_mean(k, ("type", "min_iter", "max_iter", "eta")))
     report, baseline, pairs = raw.get("report", "none"), None, []
     if isinstance(report, dict):
         extra = set(report) - {"table", "baseline", "pairs"}
         if extra:
-            raise _err(path, f"report.{sorted(extra)[0]}", "unknown key; allowed: table, baseline, pairs")
+            k = sorted(extra)[0]
+            raise _err(path, f"report.{k}", "unknown key; allowed: table, baseline, pairs"
+                       + _did_you_mean(k, ("table", "baseline", "pairs")))
         report, baseline, pairs = report.get("table", "none"), report.get("baseline"), report.get("pairs") or []
         if baseline is not None and str(baseline) not in labels:
-            raise _err(path, "report.baseline", f"{baseline!r} is not a variant label; labels: {', '.join(labels)}")
+            raise _err(path, "report.baseline", f"{baseline!r} is not a variant label; labels: {', '.join(labels)}"
+                       + _did_you_mean(str(baseline), labels))
         if not isinstance(pairs, list) or not all(isinstance(x, list) and len(x) == 2 for x in pairs):
             raise _err(path, "report.pairs", "expected a list of [row, other row] label pairs")
         for i, pair in enumerate(pairs):
@@ -389,7 +439,8 @@ def load_sweep(path: str | Path) -> SweepSpec:
                 if str(lab) not in labels:
                     raise _err(path, f"report.pairs[{i}]", f"{lab!r} is not a variant label; labels: {', '.join(labels)}")
     if report not in REPORTS:
-        raise _err(path, "report", f"{report!r} is not known; expected one of {', '.join(REPORTS)}")
+        raise _err(path, "report", f"{report!r} is not known; expected one of {', '.join(REPORTS)}"
+                   + _did_you_mean(str(report), REPORTS))
     seeds = _seed_plan(path, raw.get("seeds"))
     if seeds.adaptive and (method != "grid" or baseline is None):
         raise _err(path, "seeds", "adaptive seeds compare rows with a baseline row: they need method: grid and "
@@ -405,7 +456,8 @@ def load_sweep(path: str | Path) -> SweepSpec:
                    f"points (on validation) with every seed")
     spec = SweepSpec(path, name, base, metric["name"], goal, method, parameters, variants, dict(overrides),
                      run_cap, et, report, int(raw.get("seed", 0)), str(raw.get("description", "")), seeds,
-                     None if baseline is None else str(baseline), top_k, tuple((str(a), str(b)) for a, b in pairs))
+                     None if baseline is None else str(baseline), top_k, tuple((str(a), str(b)) for a, b in pairs),
+                     tuple(cli_overrides))
     # validate every trial's config now, before anything runs
     if method == "grid":
         for t in spec.grid(seeds.values):
