@@ -165,10 +165,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError('--tags: expected a JSON object of strings, e.g. \'{"team": "vision"}\'')
 
     try:
+        from lvas.tracking import file_description
+
+        about = file_description(args.experiment)
         result, run_id = train_experiment(cfg, run_dir, resume=args.resume, tracking_uri=args.tracking_uri,
                                           experiment=args.experiment_name, parent_run_id=args.parent_run_id,
-                                          run_name=args.run_name, extra_tags=tags,
-                                          progress=not args.quiet)
+                                          run_name=args.run_name, extra_tags=tags, progress=not args.quiet,
+                                          description=about + (f"\n\nOverrides: `{' '.join(args.overrides)}`"
+                                                               if args.overrides else ""),
+                                          experiment_description=about)
     except TrainingDiverged as e:
         print(f"lvas train: {e}", file=sys.stderr)
         return 1

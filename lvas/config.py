@@ -583,3 +583,32 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentCo
     """Experiment YAML (+ its bases) + overrides -> validated :class:`ExperimentConfig`."""
     data = apply_overrides(load_raw(path), overrides)
     return from_dict(data)
+
+
+UNUSED = "(unused)"
+
+
+def unused_keys(cfg: ExperimentConfig) -> set[str]:
+    """Dotted keys whose values this config never reads, so a run does not show a base file's value
+    as if it were used (e.g. ``model.fusion`` of a one-stream model, ``model.cmam.*`` without stages)."""
+    flat = flatten_dict(to_dict(cfg))
+    m, t = cfg.model, cfg.train
+    prefixes: list[str] = []
+    if m.mode != "both":
+        prefixes += ["model.fusion", "model.bridge."]
+        prefixes.append("model.temporal." if m.mode == "spatial" else "model.spatial.")
+    if not m.cmam.stages:
+        prefixes += ["model.cmam.name", "model.cmam.channels"]
+    if not m.bridge.stages:
+        prefixes += ["model.bridge.name", "model.bridge.channels", "model.bridge.layers", "model.bridge.heads"]
+    if m.text.embedding == "learned":
+        prefixes += ["model.text.glove_path", "model.text.oov"]
+    if t.recipe != "two_stage":
+        prefixes += ["train.stage2_epochs", "train.stage2_lr", "train.stage1_cache"]
+    if t.lr_milestones:
+        prefixes.append("train.lr_step")
+    if t.optimizer == "adam" and not t.weight_decay:
+        prefixes.append("train.weight_decay")
+    if t.select != "best_val":
+        prefixes += ["train.monitor", "train.val_samples", "data.val_fraction"]
+    return {k for k in flat if any(k == p or (p.endswith(".") and k.startswith(p)) for p in prefixes)}

@@ -27,7 +27,49 @@ BEAT_EVERY = 60.0  # seconds between a run's heartbeats
 ORPHAN_AFTER = 900.0  # a run of another host with no heartbeat for this long is ended as an orphan
 
 
+# MLflow 3's UI opens an experiment in its GenAI view (traces, judges) unless told it holds model
+# training; ``mlflow.note.content`` is what the UI shows as an experiment's or a run's description.
+KIND_TAG, KIND_TRAINING = "mlflow.experimentKind", "custom_model_development"
+NOTE_TAG = "mlflow.note.content"
+
 _OPENED: set[str] = set()
+
+
+def describe_experiment(client, experiment_id: str, description: str = "") -> None:
+    """Mark an experiment as model training (the UI opens on its runs) and give it ``description``
+    unless it already has one (a description edited in the UI is kept)."""
+    tags = client.get_experiment(experiment_id).tags
+    if tags.get(KIND_TAG) != KIND_TRAINING:
+        client.set_experiment_tag(experiment_id, KIND_TAG, KIND_TRAINING)
+    if description and not tags.get(NOTE_TAG):
+        client.set_experiment_tag(experiment_id, NOTE_TAG, redact(description))
+
+
+def file_description(path: str | Path) -> str:
+    """An experiment YAML's description: its ``description:`` key, else its leading ``#`` comment block."""
+    import yaml
+
+    text = Path(path).read_text()
+    with contextlib.suppress(Exception):
+        data = yaml.safe_load(text)
+        if isinstance(data, dict) and isinstance(data.get("description"), str):
+            return data["description"].strip()
+    lines = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line[1:].strip())
+    return " ".join(x for x in lines if x).strip()
+
+
+def dataset_digest(index, name: str, split: str, root: str) -> dict[str, Any]:
+    """What identifies the samples a run read: name, split, root, the number of samples and a
+    SHA-1 of their index (a DataFrame: video, frame, instance / expression, query) -- the same
+    files give the same digest on any machine."""
+    import hashlib
+
+    return {"name": f"{name}/{split}", "split": split, "root": str(root), "samples": len(index),
+            "digest": hashlib.sha1(index.to_csv(index=False).encode()).hexdigest()[:12]}
 
 
 def _store_lock(uri: str) -> Path | None:
@@ -148,8 +190,9 @@ class Tracker:
 
     def __init__(self, uri: str, experiment: str, run_name: str | None = None, run_id: str | None = None,
                  parent_run_id: str | None = None, tags: dict[str, str] | None = None,
-                 system_metrics: bool = False, active: bool = True) -> None:
+                 system_metrics: bool = False, active: bool = True, experiment_description: str = "") -> None:
         self.uri, self.experiment, self.run_name = uri, experiment, run_name
+        self.experiment_description = experiment_description
         self.run_id = run_id
         self.parent_run_id = parent_run_id
         self.tags = tags or {}
@@ -166,7 +209,8 @@ class Tracker:
         open_store(self.uri)
         self._saved_env = os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(self.uri)  # also exports MLFLOW_TRACKING_URI; restored on exit
-        mlflow.set_experiment(self.experiment)
+        exp = mlflow.set_experiment(self.experiment)
+        describe_experiment(_client(self.uri), exp.experiment_id, self.experiment_description)
         # the tags that find the run again (run_dir) and judge it an orphan (process) are written with
         # the run itself: a kill right after creating it leaves nothing unrecognisable behind
         tags = {**self.tags, **owner_tags(), BEAT_TAG: f"{time.time():.0f}"}
@@ -274,6 +318,29 @@ class Tracker:
             import mlflow
 
             mlflow.log_dict(data, name)
+
+    def log_dataset(self, digest: dict[str, Any], context: str) -> None:
+        """Record the samples the run read (:func:`dataset_digest`) as an MLflow dataset input, so
+        the UI's Datasets column names them (``context``: train, validation or test)."""
+        if self.active:
+            import warnings
+
+            import mlflow
+            from mlflow.data.dataset_source_registry import resolve_dataset_source
+            from mlflow.data.meta_dataset import MetaDataset
+
+            with warnings.catch_warnings():  # "resolve_dataset_source is experimental"
+                warnings.simplefilter("ignore")
+                source = resolve_dataset_source(str(Path(digest["root"]).resolve()))
+            ds = MetaDataset(source, name=digest["name"], digest=digest["digest"])
+            mlflow.log_input(ds, context=context, tags={"samples": str(digest["samples"])})
+
+    def log_image(self, image, key: str, step: int = 0) -> None:
+        """An image (numpy HxWx3 uint8 or PIL) under ``key``, browsable by step in the UI."""
+        if self.active:
+            import mlflow
+
+            mlflow.log_image(image, key=key, step=step)
 
 
 def owner_tags() -> dict[str, str]:

@@ -27,7 +27,8 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from lvas.config import ConfigError, ExperimentConfig, config_hash, safe_name, saved_dict, to_dict, to_yaml
+from lvas.config import (UNUSED, ConfigError, ExperimentConfig, config_hash, safe_name, saved_dict, to_dict,
+                         to_yaml, unused_keys)
 from lvas.engine import resources
 from lvas.engine.checkpoint import load_checkpoint, save_checkpoint
 from lvas.engine.evaluate import evaluate
@@ -199,8 +200,7 @@ def fit(cfg: ExperimentConfig, model: torch.nn.Module, run_dir: Path, train_set,
             logged = tracker.logged_steps("train_loss", prefix)
             for record in history:
                 if record["epoch"] not in logged:
-                    tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"],
-                                        prefix=prefix)
+                    log_epoch(tracker, record, prefix)
     use_amp = t.amp and device.type == "cuda"
     net = model
     if world > 1:  # DistributedDataParallel under torchrun: each rank takes every world-th clip
@@ -268,7 +268,7 @@ def fit(cfg: ExperimentConfig, model: torch.nn.Module, run_dir: Path, train_set,
                         optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict())
         write_atomic(run_dir / "history.json", json.dumps(history, indent=1))
         if tracker is not None:  # after the checkpoint: a kill in between is caught up on resume, not repeated
-            tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=epoch + 1, prefix=prefix)
+            log_epoch(tracker, record, prefix)
         if progress:
             shown = (f"  val {t.protocol} AP {metrics['AP']:.1f}  oIoU {metrics['oIoU']:.1f}  mIoU {metrics['mIoU']:.1f}"
                      if metrics else "")
@@ -278,6 +278,20 @@ def fit(cfg: ExperimentConfig, model: torch.nn.Module, run_dir: Path, train_set,
         if epoch_callback is not None:
             epoch_callback(epoch + 1, metrics)
     return FitResult(run_dir, chosen_path, last, history, chosen)
+
+
+def is_counter(key: str) -> bool:
+    """Sample counts (``val/n``, ``train_skipped``, ...): tags, not metrics -- they would bury the curves."""
+    return key.endswith("_skipped") or key == "n" or key.endswith("/n") or key == "expressions" or key.endswith("/expressions")
+
+
+def log_epoch(tracker, record: dict[str, Any], prefix: str = "") -> None:
+    """One epoch's record: its curves as metrics at step = epoch; its counters as tags when non-zero."""
+    tracker.log_metrics({k: v for k, v in record.items() if k != "epoch" and not is_counter(k)},
+                        step=record["epoch"], prefix=prefix)
+    skipped = {f"{prefix}{k}": str(v) for k, v in record.items() if k.endswith("_skipped") and v}
+    if skipped:
+        tracker.set_tags(skipped)
 
 
 def best_val_epoch(history: list[dict[str, Any]], monitor: str) -> tuple[int, float] | None:
@@ -346,8 +360,7 @@ def _stage1(cfg: ExperimentConfig, branch: str, vocab, train_set, val_set, cache
         tracker.set_tags({f"stage1_{branch}_cache": str(d1)})
         if not trained:
             for record in json.loads((d1 / "history.json").read_text()):
-                tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"],
-                                    prefix=prefix)
+                log_epoch(tracker, record, prefix)
     return d1
 
 
@@ -454,6 +467,21 @@ def assemble_stage2(model: torch.nn.Module, stage1: dict[str, dict[str, torch.Te
     return [m for name, m in model.named_modules() if name and f"{name}.".startswith(frozen_prefixes)]
 
 
+def _log_datasets(tracker, cfg: ExperimentConfig, train_set, val_set, test_set) -> None:
+    """The run's dataset inputs (name/split, root, sample count, digest of the sample index)."""
+    from lvas.tracking import dataset_digest
+
+    for ds, split, context in ((train_set, cfg.data.train_split, "train"), (val_set, "val", "validation"),
+                               (test_set, cfg.data.test_split, "test")):
+        if ds is None:
+            continue
+        if isinstance(ds, Subset):  # training less its validation videos, or the validation videos
+            index = ds.dataset.index.iloc[list(ds.indices)]
+        else:
+            index = ds.index
+        tracker.log_dataset(dataset_digest(index, cfg.data.dataset, split, cfg.data.root), context)
+
+
 def train_model(cfg: ExperimentConfig, run_dir: Path, *, tracker=None, resume: bool = True, progress: bool = True,
                 epoch_callback: EpochCallback | None = None) -> FitResult:
     """Run the config's recipe in ``run_dir``, then score the selected model on the test split."""
@@ -463,6 +491,8 @@ def train_model(cfg: ExperimentConfig, run_dir: Path, *, tracker=None, resume: b
             raise ConfigError("train.eval_only: needs train.init_checkpoint (a checkpoint or sweep:<file>#<label>)")
         return evaluate_only(cfg, run_dir, init, tracker, progress)
     train_set, val_set, test_set, vocab, held = make_datasets(cfg)
+    if tracker is not None:
+        _log_datasets(tracker, cfg, train_set, val_set, test_set)
     run_dir.mkdir(parents=True, exist_ok=True)
     if held:
         write_atomic(run_dir / "val_videos.json", json.dumps(held, indent=0))
@@ -505,29 +535,45 @@ def train_model(cfg: ExperimentConfig, run_dir: Path, *, tracker=None, resume: b
 # --------------------------------------------------------------------------- the tracked run
 
 
+OVERLAY_SIDE = 240  # each panel's shorter side at least this many pixels (synthetic frames are 64 px)
+
+
 def overlay_image(meta: dict, root_clip: torch.Tensor, pred: torch.Tensor, gt: torch.Tensor):
-    """target frame | prediction (red) | ground truth (green), as one PIL image at the original size."""
-    from PIL import Image
+    """frame | prediction (cyan, a colour no synthetic sprite has) | ground truth (green), enlarged
+    to a readable size, with the query and a colour key written under the panels; one PIL image."""
+    from PIL import Image, ImageDraw, ImageFont
 
     from lvas.data.clips import Letterbox
 
     lb = Letterbox(tuple(meta["orig"]), tuple(meta["resized"]), root_clip.shape[-1])
     h, w = lb.resized
-    frame = torch.nn.functional.interpolate(root_clip[None, :, :h, :w], size=lb.orig, mode="bilinear",
+    scale = max(1.0, OVERLAY_SIDE / min(lb.orig))
+    size = (round(lb.orig[0] * scale), round(lb.orig[1] * scale))
+    frame = torch.nn.functional.interpolate(root_clip[None, :, :h, :w], size=size, mode="bilinear",
                                             align_corners=False)[0].clamp(0, 1)
     base = (frame.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
 
     def tint(mask, colour):
+        m = torch.nn.functional.interpolate(mask[None, None].float(), size=size, mode="nearest")[0, 0].numpy() > 0.5
         img = base.astype(np.float32).copy()
-        m = mask.numpy().astype(bool)
-        img[m] = 0.45 * img[m] + 0.55 * np.asarray(colour, np.float32)
+        img[m] = 0.35 * img[m] + 0.65 * np.asarray(colour, np.float32)
         return img.astype(np.uint8)
 
-    return Image.fromarray(np.concatenate([base, tint(pred, (255, 40, 40)), tint(gt, (40, 220, 40))], axis=1))
+    panels = np.concatenate([base, tint(pred, (0, 255, 255)), tint(gt, (40, 220, 40))], axis=1)
+    font = ImageFont.load_default(size=15)
+    caption = f'"{meta["query"]}"  ({meta["video"]}, frame {meta["frame"]})'
+    key = "frame  |  prediction (cyan)  |  ground truth (green)"
+    out = Image.new("RGB", (panels.shape[1], panels.shape[0] + 46), "white")
+    out.paste(Image.fromarray(panels), (0, 0))
+    draw = ImageDraw.Draw(out)
+    draw.text((6, panels.shape[0] + 4), caption, fill="black", font=font)
+    draw.text((6, panels.shape[0] + 24), key, fill=(90, 90, 90), font=font)
+    return out
 
 
-def log_overlays(tracker, model, val_set, cfg: ExperimentConfig, n: int, out_dir: Path) -> list[Path]:
-    """Qualitative overlays of the first ``n`` test samples (after training; nothing is selected on them)."""
+def log_overlays(tracker, model, val_set, cfg: ExperimentConfig, n: int, out_dir: Path, step: int = 0) -> list[Path]:
+    """Qualitative overlays of the first ``n`` test samples (after training; nothing is selected on
+    them): PNGs in ``out_dir`` and MLflow images ``overlay_<i>`` at ``step`` (the selected epoch)."""
     from lvas.data import collate
     from lvas.data.clips import Letterbox
     from lvas.metrics import masks_for_protocol
@@ -547,25 +593,31 @@ def log_overlays(tracker, model, val_set, cfg: ExperimentConfig, n: int, out_dir
         lb = Letterbox(tuple(meta["orig"]), tuple(meta["resized"]), lg.shape[-1])
         pred, gt = masks_for_protocol(lg, item["gt"], lb, cfg.train.protocol)
         target = item["clip"][:, item["clip"].shape[1] // 2]
+        # the sample's position in the name: two queries on one frame are two files
         p = out_dir / f"overlay_{i:02d}_{safe_name(str(meta['video']))}_{int(meta['frame']):05d}.png"
-        overlay_image(meta, target, pred, gt).save(p)
-        (out_dir / f"{p.stem}.txt").write_text(f"{meta['query']}\n")
+        image = overlay_image(meta, target, pred, gt)
+        image.save(p)
         paths.append(p)
-        tracker.log_artifact(p, "overlays")
+        tracker.log_image(image, key=f"overlay_{i:02d}", step=step)
     return paths
 
 
 def train_experiment(cfg: ExperimentConfig, run_dir: str | Path | None = None, *, resume: bool = False,
                      tracking_uri: str | None = None, experiment: str | None = None,
                      parent_run_id: str | None = None, run_name: str | None = None, extra_tags=None,
-                     progress: bool = True, epoch_callback: EpochCallback | None = None, track: bool = True):
+                     progress: bool = True, epoch_callback: EpochCallback | None = None, track: bool = True,
+                     description: str = "", experiment_description: str = ""):
     """Train and evaluate one config inside an MLflow run (see module docstring).
+
+    ``description``: the run's description in the MLflow UI; ``experiment_description``: its
+    experiment's, when the experiment has none yet.
 
     Returns:
         (FitResult, MLflow run id or None).
     """
     from lvas.flops import measure_config_cached as measure_config
-    from lvas.tracking import Tracker, flatten, git_commit, quiet_mlflow, resolve_uri, reusable_run
+    from lvas.config import redact
+    from lvas.tracking import NOTE_TAG, Tracker, flatten, git_commit, quiet_mlflow, resolve_uri, reusable_run
 
     init_distributed()
     rank, _ = dist_info()
@@ -584,14 +636,16 @@ def train_experiment(cfg: ExperimentConfig, run_dir: str | Path | None = None, *
         run_id = reusable_run(uri, exp_name, run_dir, id_file, resume) if track else None
         tags = {"config_hash": config_hash(cfg), "git_commit": git_commit(), "protocol": cfg.train.protocol,
                 "dataset": cfg.data.dataset, "recipe": cfg.train.recipe, "run_dir": str(run_dir.resolve()),
-                **(extra_tags or {})}
+                **({NOTE_TAG: redact(description)} if description else {}), **(extra_tags or {})}
         tracker = Tracker(uri, exp_name, run_name=run_name or cfg.name, run_id=run_id, parent_run_id=parent_run_id,
-                          tags=tags, system_metrics=cfg.tracking.system_metrics, active=track)
+                          tags=tags, system_metrics=cfg.tracking.system_metrics, active=track,
+                          experiment_description=experiment_description)
         with quiet_mlflow(), tracker:
             if tracker.run_id and rank == 0:
                 write_atomic(id_file, tracker.run_id)
             if not (resume and run_id):  # a new run, or one killed before its first checkpoint: (re)log what it is
-                tracker.log_params(flatten(saved_dict(cfg)))
+                unused = unused_keys(cfg)
+                tracker.log_params({k: UNUSED if k in unused else v for k, v in flatten(saved_dict(cfg)).items()})
                 tracker.log_text(to_yaml(cfg), "config.yaml")
                 try:
                     fl = measure_config(cfg)
@@ -605,7 +659,11 @@ def train_experiment(cfg: ExperimentConfig, run_dir: str | Path | None = None, *
                                  epoch_callback=epoch_callback if rank == 0 else None)
             if rank > 0:
                 return result, None
-            tracker.log_metrics({f"test/{k}": v for k, v in result.test.items() if k not in ("epoch", "skipped")})
+            tracker.log_metrics({f"test/{k}": v for k, v in result.test.items()
+                                 if k not in ("epoch", "skipped") and not is_counter(k)})
+            # the headline, first in the UI's metric list: the selected model on the test split, main protocol
+            tracker.log_metrics({k: result.test[k] for k in ("AP", "mIoU", "oIoU", "JF") if k in result.test})
+            tracker.set_tags({f"test_{k.replace('/', '_')}": str(v) for k, v in result.test.items() if is_counter(k)})
             tracker.log_metrics({f"protocol/{p}/{k}": v for p, m in result.protocols.items()
                                  for k, v in m.items() if k in METRIC_NAMES + VIDEO_METRIC_NAMES})
             tracker.set_tags({"select": cfg.train.select, "selected_epoch": str(result.selected.get("epoch", "")),
@@ -629,7 +687,8 @@ def train_experiment(cfg: ExperimentConfig, run_dir: str | Path | None = None, *
 
                 _, chosen_model, vocab = model_from_checkpoint(load_checkpoint(result.checkpoint))
                 test_set = build_dataset(cfg, cfg.data.test_split, vocab=vocab)
-                log_overlays(tracker, chosen_model, test_set, cfg, cfg.tracking.overlays, run_dir / "overlays")
+                log_overlays(tracker, chosen_model, test_set, cfg, cfg.tracking.overlays, run_dir / "overlays",
+                             step=int(result.selected.get("epoch", 0) or 0))
         return result, tracker.run_id
 
 

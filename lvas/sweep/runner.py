@@ -176,15 +176,17 @@ class SweepRunner:
     def _initialise(self, study) -> None:
         from mlflow import MlflowClient
 
-        from lvas.tracking import quiet_mlflow
+        from lvas.tracking import NOTE_TAG, describe_experiment, quiet_mlflow
 
         with quiet_mlflow():
             client = MlflowClient(self.tracking_uri)
             exp = client.get_experiment_by_name(self.spec.name)
             exp_id = exp.experiment_id if exp is not None else client.create_experiment(self.spec.name)
+            describe_experiment(client, exp_id, self.spec.description or f"lvas sweep {self.spec.path.name}")
             run = client.create_run(exp_id, run_name=self.spec.name,
                                     tags={"sweep": self.spec.name, "report": self.spec.report,
-                                          "method": self.spec.method, "lvas_role": "sweep"})
+                                          "method": self.spec.method, "lvas_role": "sweep",
+                                          NOTE_TAG: redact(self.spec.description or "")})
             run_id = run.info.run_id
             client.log_text(run_id, redact(self.spec.path.read_text()), "sweep.yaml")
             for k, v in {"sweep.method": self.spec.method, "sweep.metric": self.spec.metric,
@@ -197,6 +199,17 @@ class SweepRunner:
         study.set_user_attr("method", self.spec.method)
         self.sync()
         study.set_user_attr("initialised", True)
+
+    def row_description(self, t: Trial) -> str:
+        """A trial run's description in the MLflow UI: the row, what it changes, the sweep."""
+        variant = next((v for v in self.spec.variants if v.label == t.label), None)
+        changes = {**(variant.overrides if variant else {}), **t.params}
+        text = f"Row **{t.label}**" + (f", seed {t.seed}" if t.seed is not None else "") + f" of sweep `{self.spec.name}`"
+        if variant is not None and variant.base is not None:
+            text += f" (base: `{variant.base.name}`)"
+        if changes:
+            text += ": " + ", ".join(f"`{k}={json.dumps(v)}`" for k, v in changes.items())
+        return redact(text + (f".\n\n{self.spec.description}" if self.spec.description else "."))
 
     def _trial_attrs(self, t: Trial, attempt: int, phase: str) -> dict[str, Any]:
         """What a stored Optuna trial carries to name its lvas trial (read back by :meth:`_trial_of`)."""
@@ -481,7 +494,7 @@ class SweepRunner:
                     result, run_id = train_experiment(
                         cfg, run_dir, resume=resume, tracking_uri=self.tracking_uri, experiment=self.spec.name,
                         parent_run_id=self.parent_run_id, run_name=t.name, extra_tags=tags,
-                        progress=self.opts.progress, epoch_callback=report)
+                        progress=self.opts.progress, epoch_callback=report, description=self.row_description(t))
                     test, selected = result.test, result.selected
         except optuna.TrialPruned:
             self._set_run(trial, run_dir)
@@ -869,6 +882,15 @@ def run_sweep(spec: SweepSpec, opts: SweepOptions, workers: int = 1) -> int:
     ok = runner.finish()
     table = runner.summary()
     print(table.drop(columns=["key"]).to_markdown(index=False))
+    try:  # the parent run's first screen: per-row means, the row table, the winner
+        from lvas.report.parent import summarise_to_parent
+
+        done = summarise_to_parent(spec, runner.tracking_uri)
+        if done is not None:
+            print(done["headline"].replace("**", ""))
+    except Exception as e:  # noqa: BLE001 - the trials are recorded; a summary that fails must not hide that
+        print(f"[{spec.name}] could not summarise into the parent run ({type(e).__name__}: {redact(str(e))[:300]}); "
+              f"`lvas report` retries", file=sys.stderr)
     return 0 if ok else 1
 
 
