@@ -172,6 +172,18 @@ def git_commit() -> str:
         return "unknown"
 
 
+def git_dirty() -> str:
+    """``true`` when lvas/ has uncommitted changes (the commit alone does not say what ran),
+    ``false`` when clean, ``unknown`` outside a git checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--", str(here)], capture_output=True, text=True,
+                             check=True, cwd=here, timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return "true" if out.strip() else "false"
+
+
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     """``{"model": {"cmam": {"stages": [5]}}}`` -> ``{"model.cmam.stages": "[5]"}`` (MLflow params)."""
     from lvas.config import flatten_dict

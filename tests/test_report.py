@@ -1,5 +1,7 @@
 """Reports from an MLflow store the test fills: values, escaping, missing rows, figures."""
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import mlflow
@@ -98,7 +100,18 @@ def test_tables_hold_the_mean_and_interval_over_seeds(store, tmp_path):
     body = "\n".join(line for line in tex.splitlines() if not line.startswith("%"))  # provenance comments aside
     assert r"A\&B\_50\%" in body and "A&B_50%" not in body.replace(r"A\&B\_50\%", "")
     assert r"$\Delta$ lvas $-$ paper" in body
-    assert r"\toprule" in tex and rf"\textbf{{31.4 ± {half:.1f}}}" in tex  # the best mean in bold
+    assert r"\toprule" in tex and rf"\textbf{{31.4 $\pm$ {half:.1f}}}" in tex  # the best mean in bold
+    # a float ready to \input: caption, label, shrunk to the line width only when wider; nothing that
+    # OT1 prints wrongly (">" becomes "¿"); run ids as comments, not a column
+    assert r"\begin{table}" in body and r"\caption{Table 3a: encoder components --- rep}" in body
+    assert r"\label{tab:table3a_components}" in body and r"\resizebox{\ifdim\width>\linewidth" in body
+    cells = body[body.index(r"\midrule"):]
+    assert ">" not in cells.replace(r"\textgreater{}", "") and "±" not in cells and "runs" not in body.split(r"\midrule")[0]
+    assert all(rid in tex for row in LOGGED for rid in ours.loc[row, "runs"].split())  # as % comments
+    # Markdown: no run-id column (a line under the table instead), constant columns said once
+    head = md.splitlines()[2]
+    assert "runs" not in head and "status" in head  # status differs (one row is missing)
+    assert "MLflow runs (per row, one per seed):" in md
     # the report is logged to the sweep's parent run
     arts = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(parent, "report")}
     assert "report/table3a_components.md" in arts
@@ -158,3 +171,39 @@ def test_synthetic_runs_get_kind_columns_and_no_paper_rows(tmp_path, monkeypatch
     assert (row["motion/AP"], row["appearance/AP"], row["motion/mIoU"]) == (1.9, 72.7, 45.3)
     md = (tmp_path / "reports" / "syn" / "table3a_components.md").read_text()
     assert "1 (no interval)" in md and "37.3 ±" not in md  # one seed: the value, and n = 1 said
+
+
+def _latex_document(tables: list[Path]) -> str:
+    return ("\\documentclass[twocolumn]{article}\n\\usepackage{booktabs,graphicx}\n\\begin{document}\n"
+            + "".join(f"\\input{{{t}}}\n" for t in tables) + "\\end{document}\n")
+
+
+def test_generated_latex_is_plain_ascii_and_balanced(store, tmp_path):
+    """What pdflatex needs whatever the font encoding: no raw Unicode in the float, braces balanced."""
+    sweep, uri, _ = store
+    assert main(["report", str(sweep), "--tracking-uri", uri, "--out", str(tmp_path / "r"), "--no-figures"]) == 0
+    from lvas.report.table4 import write_table4
+
+    write_table4(tmp_path / "r", ROOT / "experiments")
+    tables = sorted((tmp_path / "r").rglob("*.tex"))
+    assert len(tables) >= 2
+    for t in tables:
+        body = "\n".join(line for line in t.read_text().splitlines() if not line.startswith("%"))
+        assert body.isascii(), (t, [c for c in body if not c.isascii()][:5])
+        assert body.count("{") == body.count("}") and r"\end{table}" in body
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed (TeX Live)")
+def test_generated_latex_compiles_without_overfull_boxes(store, tmp_path):
+    sweep, uri, _ = store
+    assert main(["report", str(sweep), "--tracking-uri", uri, "--out", str(tmp_path / "r"), "--no-figures"]) == 0
+    from lvas.report.table4 import write_table4
+
+    write_table4(tmp_path / "r", ROOT / "experiments")
+    doc = tmp_path / "doc.tex"
+    doc.write_text(_latex_document(sorted((tmp_path / "r").rglob("*.tex"))))
+    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    log = (tmp_path / "doc.log").read_text(errors="replace")
+    assert "Overfull \\hbox" not in log and "Missing character" not in log

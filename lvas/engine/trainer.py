@@ -617,7 +617,7 @@ def train_experiment(cfg: ExperimentConfig, run_dir: str | Path | None = None, *
     """
     from lvas.flops import measure_config_cached as measure_config
     from lvas.config import redact
-    from lvas.tracking import NOTE_TAG, Tracker, flatten, git_commit, quiet_mlflow, resolve_uri, reusable_run
+    from lvas.tracking import NOTE_TAG, Tracker, flatten, git_commit, git_dirty, quiet_mlflow, resolve_uri, reusable_run
 
     init_distributed()
     rank, _ = dist_info()
@@ -634,7 +634,8 @@ def train_experiment(cfg: ExperimentConfig, run_dir: str | Path | None = None, *
         uri = resolve_uri(tracking_uri, cfg.tracking.uri)
         exp_name = experiment or cfg.tracking.experiment or cfg.name
         run_id = reusable_run(uri, exp_name, run_dir, id_file, resume) if track else None
-        tags = {"config_hash": config_hash(cfg), "git_commit": git_commit(), "protocol": cfg.train.protocol,
+        tags = {"config_hash": config_hash(cfg), "git_commit": git_commit(), "git_dirty": git_dirty(),
+                "protocol": cfg.train.protocol,
                 "dataset": cfg.data.dataset, "recipe": cfg.train.recipe, "run_dir": str(run_dir.resolve()),
                 **({NOTE_TAG: redact(description)} if description else {}), **(extra_tags or {})}
         tracker = Tracker(uri, exp_name, run_name=run_name or cfg.name, run_id=run_id, parent_run_id=parent_run_id,

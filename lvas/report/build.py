@@ -176,8 +176,7 @@ def build_table(sr: SweepRuns, tracking_uri: str | None = None) -> Table:
             n = len(row["runs"])
             add(name, "lvas", row["metrics"], row["intervals"], n, extra)
             numbers[-1]["status"] = shown[-1]["status"] = "FINISHED"
-            numbers[-1]["runs"] = " ".join(p["run_id"] for p in row["runs"])
-            shown[-1]["runs"] = " ".join(p["run_id"][:8] for p in row["runs"])  # full ids in the CSV
+            numbers[-1]["runs"] = " ".join(p["run_id"] for p in row["runs"])  # in the CSV; under the table
         else:
             status = "missing" if r is None else f"missing ({r['status']})"
             add(name, "lvas", None, n=0)
@@ -208,9 +207,12 @@ def provenance(sr: SweepRuns, table: Table | None = None) -> str:
     lines = [
         f"Sweep `{sr.spec.name}` ({sr.spec.path.name}), metric {sr.spec.metric} ({sr.spec.goal}); "
         f"dataset {', '.join(datasets) or '–'}, split {', '.join(splits) or '–'}, protocol {', '.join(protocols) or '–'}.",
-        f"Parent run: `{sr.parent_run_id}`. Commit(s): {', '.join(commits) or '–'}. Seeds: {', '.join(seeds) or '–'}. "
-        f"Generated {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')} by `lvas report`; the run ids of every cell are "
-        f"in the CSV.",
+        f"Parent run: `{sr.parent_run_id}`. Commit(s): {', '.join(commits) or '–'}"
+        f"{' (some runs from a tree with uncommitted changes in lvas/)' if any(r.get('dirty') for r in chosen.values()) else ''}. "
+        f"Seeds: {', '.join(seeds) or '–'}; per row: "
+        + "; ".join(f"{k} {', '.join(str(s) for s in r['seeds'])}" for k, r in chosen.items()) + ". "
+        f"Generated {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')} by `lvas report`; the run ids of every row are "
+        f"listed below and in the CSV.",
         "Each `lvas` cell is the **mean over seeds ± the half-width of its 95 % confidence interval** (Student t, "
         "n − 1 degrees of freedom; `n` seeds, the latest finished run of each, runs of an older version of the "
         "sweep file excluded); n = 1 shows the value alone. Never the best seed. Each run's model is the epoch "
@@ -250,9 +252,11 @@ def paper_labels(sr: SweepRuns) -> set[str]:
 def write_sweep_tables(sr: SweepRuns, out_dir: Path, tracking_uri: str | None = None) -> tuple[list[Path], Table]:
     table = build_table(sr, tracking_uri)
     notes = provenance(sr, table)
+    runs = {name: " ".join(p["run_id"] for p in row["runs"]) + f" (config hash {', '.join(dict.fromkeys(row['config_hashes']))})"
+            for name, row in sr.chosen().items()}
     paths = write_table(table.shown, out_dir, table.stem, f"{table.caption} — {sr.spec.name}", best=BEST, notes=notes,
                         candidates=table.means["source"].isin(["lvas", "paper", "published"]), numbers=table.means,
-                        csv=table.numbers)
+                        csv=table.numbers, runs=runs)
     cross = protocol_table(sr)
     if cross is not None:
         paths += write_table(cross, out_dir, f"{table.stem}_protocols",

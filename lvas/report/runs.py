@@ -139,7 +139,8 @@ def _row(spec: SweepSpec, label: str, params: dict, children: list[dict]) -> dic
         per_seed.append({
             "seed": t.get("seed", s), "run_id": r["run_id"], "metrics": _metrics_of(r), "run_dir": t.get("run_dir"),
             "select": t.get("select"), "selected_epoch": t.get("selected_epoch"), "best_val_epoch": t.get("best_val_epoch"),
-            "commit": t.get("git_commit"), "dataset": t.get("dataset"), "protocol": t.get("protocol"),
+            "commit": t.get("git_commit"), "dirty": t.get("git_dirty"), "config_hash": t.get("config_hash"),
+            "dataset": t.get("dataset"), "protocol": t.get("protocol"),
             "split": r["params"].get("data.test_split"), "mode": r["params"].get("model.mode"),
             "cmam": r["params"].get("model.cmam.stages"), "end_time": r["end_time"]})
     names = sorted({k for p in per_seed for k in p["metrics"]})
@@ -150,7 +151,9 @@ def _row(spec: SweepSpec, label: str, params: dict, children: list[dict]) -> dic
             # the first seed's run stands for the row where one model is needed (curves, Fig. 4/5)
             "run_id": first["run_id"], "run_dir": first["run_dir"], "mode": first["mode"], "cmam": first["cmam"],
             "dataset": first["dataset"], "protocol": first["protocol"], "split": first["split"],
-            "select": first["select"], "commits": sorted({str(p["commit"]) for p in per_seed})}
+            "select": first["select"], "commits": sorted({str(p["commit"]) for p in per_seed}),
+            "dirty": any(p.get("dirty") == "true" for p in per_seed),
+            "config_hashes": [str(p.get("config_hash")) for p in per_seed]}
 
 
 def sample_records(run: dict, tracking_uri: str) -> list[dict] | None:

@@ -1,7 +1,17 @@
-"""Writing a table as Markdown, LaTeX (booktabs) and CSV from one DataFrame."""
+"""Writing a table as Markdown, LaTeX (booktabs) and CSV from one DataFrame.
+
+The LaTeX is a float ready to ``\\input``: ``table`` environment, ``\\caption``, ``\\label{tab:<stem>}``,
+a tabular shrunk to ``\\linewidth`` only when wider (``graphicx``'s ``\\resizebox``), every cell
+escaped for the default OT1 font encoding (``>`` would print as ``¿``), provenance and run ids as
+``%`` comments. Needs ``\\usepackage{booktabs,graphicx}``.
+
+Markdown and LaTeX drop the columns that hold one value in every row (it is said once under the
+table instead); the CSV keeps every column and the full run ids.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Mapping
 
@@ -9,12 +19,17 @@ import pandas as pd
 
 _LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
                   "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}",
-                  "Δ": r"$\Delta$", "−": r"$-$", "×": r"$\times$", "–": "--"}
+                  "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}",
+                  "Δ": r"$\Delta$", "−": r"$-$", "×": r"$\times$", "–": "--", "—": "---", "±": r"$\pm$", "≥": r"$\geq$",
+                  "≤": r"$\leq$", "·": r"$\cdot$", "²": r"$^2$", "…": r"\ldots{}"}
+_NEGATIVE = re.compile(r"(?<![\w.])-(?=\d)")  # a minus sign before a number, not a hyphen in a word
+KEEP = ("row",)  # never folded into the constant-columns line
 
 
 def latex_escape(text: object) -> str:
-    """Escape LaTeX's special characters in a cell or header."""
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+    """Escape LaTeX's special characters in a cell or header (a leading minus becomes ``$-$``)."""
+    text = _NEGATIVE.sub("−", str(text))
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
 
 
 def _fmt(value: object, digits: int) -> str:
@@ -25,11 +40,27 @@ def _fmt(value: object, digits: int) -> str:
     return str(value)
 
 
+def constant_columns(shown: pd.DataFrame) -> dict[str, str]:
+    """Columns (other than ``row``) whose shown text is the same in every row, with that text;
+    none for a one-row table (every column would be constant)."""
+    if len(shown) < 2:
+        return {}
+    return {c: str(shown[c].iloc[0]) for c in shown.columns if c not in KEEP and shown[c].nunique(dropna=False) == 1}
+
+
+def _numeric(col: pd.Series) -> bool:
+    """A column of numbers (possibly formatted: "67.6 ± 2.1", "+2.8 (n.s.)", "< 0.001"): right-aligned."""
+    cells = [str(v) for v in col if str(v) not in ("", "–", "nan")]
+    return bool(cells) and all(re.match(r"^[<>]?\s*[+\-−]?\d", c) for c in cells)
+
+
 def to_latex(df: pd.DataFrame, caption: str = "", best: Mapping[str, str] | None = None, digits: int = 1,
-             candidates: pd.Series | None = None, numbers: pd.DataFrame | None = None) -> str:
-    """A booktabs tabular; the best value of each column named in ``best`` ("max"/"min") in bold,
-    among the rows where ``candidates`` is True (all rows by default). ``numbers``: the values to
-    compare when ``df`` holds formatted cells (e.g. "67.6 ± 2.1"); same index as ``df``."""
+             candidates: pd.Series | None = None, numbers: pd.DataFrame | None = None, label: str = "",
+             comments: str = "") -> str:
+    """A ``table`` float around a booktabs tabular; the best value of each column named in ``best``
+    ("max"/"min") in bold, among the rows where ``candidates`` is True (all rows by default).
+    ``numbers``: the values to compare when ``df`` holds formatted cells (e.g. "67.6 ± 2.1"); same
+    index as ``df``. ``comments``: lines written as ``%`` comments above the float."""
     best = best or {}
     bold: dict[str, set] = {}
     ref = numbers if numbers is not None else df
@@ -41,42 +72,60 @@ def to_latex(df: pd.DataFrame, caption: str = "", best: Mapping[str, str] | None
             if nums.notna().any():
                 target = nums.max() if how == "max" else nums.min()
                 bold[col] = set(nums.index[nums == target])
-    align = "".join("r" if pd.api.types.is_numeric_dtype((ref if c in ref else df)[c]) else "l" for c in df.columns)
-    lines = []
+    shown = df.map(lambda v: _fmt(v, digits))
+    align = "".join("r" if _numeric(shown[c]) else "l" for c in df.columns)
+    lines = [f"% {line}" for line in comments.splitlines() if line.strip()]
+    lines += [r"% needs \usepackage{booktabs,graphicx}", r"\begin{table}[t]", r"\centering"]
     if caption:
-        lines.append(f"% {latex_escape(caption)}")
-    lines += [rf"\begin{{tabular}}{{{align}}}", r"\toprule",
+        lines.append(rf"\caption{{{latex_escape(caption)}}}")
+    if label:
+        lines.append(rf"\label{{tab:{re.sub(r'[^A-Za-z0-9:_-]', '-', label)}}}")
+    # shrink to the text width only when wider; never enlarge
+    lines += [r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
+              rf"\begin{{tabular}}{{{align}}}", r"\toprule",
               " & ".join(latex_escape(c) for c in df.columns) + r" \\", r"\midrule"]
-    for idx, row in df.iterrows():
+    for idx, row in shown.iterrows():
         cells = []
         for col in df.columns:
-            text = latex_escape(_fmt(row[col], digits))
+            text = latex_escape(row[col])
             if idx in bold.get(col, ()):
                 text = rf"\textbf{{{text}}}"
             cells.append(text)
         lines.append(" & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", ""]
+    lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table}", ""]
     return "\n".join(lines)
 
 
 def write_table(df: pd.DataFrame, out_dir: str | Path, stem: str, caption: str = "",
                 best: Mapping[str, str] | None = None, notes: str = "", digits: int = 1,
                 candidates: pd.Series | None = None, numbers: pd.DataFrame | None = None,
-                csv: pd.DataFrame | None = None) -> list[Path]:
+                csv: pd.DataFrame | None = None, runs: Mapping[str, str] | None = None) -> list[Path]:
     """Write ``<stem>.md`` (caption, table, notes), ``<stem>.tex`` and ``<stem>.csv`` (``csv`` if
-    given: the numbers behind formatted cells, else ``df``)."""
+    given: the numbers behind formatted cells, else ``df``).
+
+    ``runs``: row -> its MLflow run ids, listed under the table (Markdown) and as comments (LaTeX),
+    never as a column. Columns with one value in every row are dropped from Markdown and LaTeX and
+    said once under the table.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     shown = df.map(lambda v: _fmt(v, digits))
+    constant = constant_columns(shown)
+    keep = [c for c in df.columns if c not in constant]
+    same = "Every row: " + "; ".join(f"{k} {v}" for k, v in constant.items()) + "." if constant else ""
+    run_lines = [f"{row}: {ids}" for row, ids in (runs or {}).items() if ids]
     md = [f"**{caption}**", ""] if caption else []
-    md.append(shown.to_markdown(index=False))
-    if notes:
-        md += ["", notes]
+    md.append(shown[keep].to_markdown(index=False))
+    for extra in (same, notes):
+        if extra:
+            md += ["", extra]
+    if run_lines:
+        md += ["", "MLflow runs (per row, one per seed): " + "; ".join(f"`{r}`" for r in run_lines) + "."]
     paths = [out / f"{stem}.md", out / f"{stem}.tex", out / f"{stem}.csv"]
     paths[0].write_text("\n".join(md) + "\n")
-    tex = to_latex(df, caption, best, digits, candidates, numbers)
-    if notes:
-        tex = "".join(f"% {line}\n" for line in notes.splitlines() if line.strip()) + tex
+    comments = "\n".join(x for x in (notes, same, "MLflow runs:" if run_lines else "", *run_lines) if x)
+    tex = to_latex(df[keep], caption, best, digits, candidates, None if numbers is None else numbers, label=stem,
+                   comments=comments)
     paths[1].write_text(tex)
     (csv if csv is not None else df).to_csv(paths[2], index=False)
     return paths
