@@ -17,6 +17,8 @@ from lvas.report.build import TABLES  # noqa: E402
 from lvas.report.runs import SweepRuns, metric_history  # noqa: E402
 
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
+PRED_COLOUR = (0.0, 1.0, 1.0)  # cyan: no synthetic sprite has it (red, green, blue, yellow, white, purple)
+GT_COLOUR = (0.2, 0.9, 0.2)
 
 
 def _paper_rows(sr: SweepRuns) -> dict:
@@ -75,13 +77,17 @@ def ablation_bars(sr: SweepRuns, path: Path) -> Path | None:
         ours = [chosen[k]["metrics"][m] if k in chosen else np.nan for k in labels]
         err = [_half(chosen[k], [m])[0] if k in chosen else 0.0 for k in labels]
         pap = [(paper_rows.get(k) or {}).get(m, np.nan) for k in labels]
-        ax.bar(x - 0.2, ours, 0.4, yerr=err, capsize=3, label="lvas (mean, 95 % CI)")
-        ax.bar(x + 0.2, pap, 0.4, label="paper", alpha=0.6)
+        has_paper = not np.all(np.isnan(pap))
+        ax.bar(x - 0.2 if has_paper else x, ours, 0.4 if has_paper else 0.6, yerr=err, capsize=3,
+               label="lvas (mean, 95 % CI)")
+        if has_paper:  # a legend entry only for a series that is drawn
+            ax.bar(x + 0.2, pap, 0.4, label="paper", alpha=0.6)
         for xi, v in zip(x, ours):
             if np.isnan(v):
                 ax.text(xi - 0.2, 0, "missing", rotation=90, ha="center", va="bottom", fontsize=7)
         ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
         ax.set_title(m)
+        ax.set_ylabel(f"{m} (%)")
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=8)
     ns = sorted({len(r["runs"]) for r in chosen.values()})
@@ -94,30 +100,51 @@ def ablation_bars(sr: SweepRuns, path: Path) -> Path | None:
 
 def training_curves(sr: SweepRuns, path: Path, tracking_uri: str) -> Path | None:
     """Training loss per epoch, and the validation metric when runs recorded one (``train.select:
-    best_val``; with ``last`` no validation split exists and the panel is left out)."""
+    best_val``; with ``last`` no validation split exists and the panel is left out).
+
+    Two-stage rows: the stage-1 losses of the spatial and temporal networks (dotted, dashed) over
+    epochs 1..E1, then stage 2 from E1 + 1, with the boundary marked; integer epochs on the x axis."""
+    from matplotlib.ticker import MaxNLocator
+
     chosen = sr.chosen()
     if not chosen:
         return None
-    curves = {label: (metric_history(r["run_id"], "train_loss", tracking_uri),
-                      metric_history(r["run_id"], f"val/{sr.spec.metric}", tracking_uri))
-              for label, r in chosen.items()}
-    with_val = any(val for _, val in curves.values())
-    fig, axes = plt.subplots(1, 2 if with_val else 1, figsize=(11 if with_val else 6, 3.8), squeeze=False)
+    curves = {}
+    for label, r in chosen.items():
+        stage1 = {b: metric_history(r["run_id"], f"stage1_{b}/train_loss", tracking_uri) for b in ("spatial", "temporal")}
+        curves[label] = (stage1, metric_history(r["run_id"], "train_loss", tracking_uri),
+                         metric_history(r["run_id"], f"val/{sr.spec.metric}", tracking_uri))
+    with_val = any(val for *_, val in curves.values())
+    fig, axes = plt.subplots(1, 2 if with_val else 1, figsize=(11 if with_val else 6.5, 3.8), squeeze=False)
     a = axes[0, 0]
-    for i, (label, (loss, val)) in enumerate(curves.items()):
+    boundaries = set()
+    for i, (label, (stage1, loss, val)) in enumerate(curves.items()):
+        offset = max((len(h) for h in stage1.values()), default=0)
+        for (branch, hist), style in zip(stage1.items(), (":", "--")):
+            if hist:
+                a.plot(*zip(*hist), ls=style, marker="x" if branch == "spatial" else "+", color=f"C{i}", lw=1,
+                       ms=5, label=f"{label}: stage 1, {branch}")
+        if offset:
+            boundaries.add(offset + 0.5)
         if loss:
-            a.plot(*zip(*loss), "o-", color=f"C{i}", label=label, ms=3)
+            a.plot([e + offset for e, _ in loss], [v for _, v in loss], "o-", color=f"C{i}", ms=3,
+                   label=f"{label}" + (": stage 2" if offset else ""))
         if val:
-            axes[0, 1].plot(*zip(*val), "o-", color=f"C{i}", label=label, ms=3)
+            axes[0, 1].plot([e + offset for e, _ in val], [v for _, v in val], "o-", color=f"C{i}", label=label, ms=3)
+    for x in sorted(boundaries):
+        for ax in axes[0]:
+            ax.axvline(x, color="grey", lw=0.8, ls="-.")
+        a.text(x, a.get_ylim()[1], " stage 2", fontsize=7, va="top", color="grey")
     a.set_title("training loss")
     a.set_ylabel("loss")
     if with_val:
         axes[0, 1].set_title(f"validation {sr.spec.metric} (held-out training videos)")
-        axes[0, 1].set_ylabel(sr.spec.metric)
+        axes[0, 1].set_ylabel(f"{sr.spec.metric} (%)")
     for ax in axes[0]:
-        ax.set_xlabel("epoch")
+        ax.set_xlabel("epoch" + (" (stage 1, then stage 2)" if boundaries else ""))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    axes[0, -1].legend(fontsize=7)
+    axes[0, -1].legend(fontsize=6, ncol=2 if len(curves) > 3 else 1)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -212,8 +239,8 @@ def figure4(sr: SweepRuns, path: Path, tracking_uri: str, n: int = 4) -> Path | 
         panels = [frame]
         for k in ("spatial", "temporal", "both"):
             c, m, v = models[k]
-            panels.append(_overlay(frame, _predict(m, v, item, c).numpy(), (1.0, 0.2, 0.2)))
-        panels.append(_overlay(frame, item["gt"].numpy(), (0.2, 0.9, 0.2)))
+            panels.append(_overlay(frame, _predict(m, v, item, c).numpy(), PRED_COLOUR))
+        panels.append(_overlay(frame, item["gt"].numpy(), GT_COLOUR))
         for c_i, img in enumerate(panels):
             ax = axes[r_i, c_i]
             ax.imshow(img)
@@ -223,7 +250,11 @@ def figure4(sr: SweepRuns, path: Path, tracking_uri: str, n: int = 4) -> Path | 
                 ax.set_title(titles[c_i], fontsize=8)
         kind = item["meta"].get("kind")
         axes[r_i, 0].set_ylabel(f"{item['meta']['query']}" + (f"\n[{kind}]" if kind else ""), fontsize=7)
-    fig.tight_layout()
+    from matplotlib.patches import Patch
+
+    fig.legend(handles=[Patch(color=PRED_COLOUR, label="prediction"), Patch(color=GT_COLOUR, label="ground truth")],
+               loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
