@@ -115,7 +115,10 @@ def measure_model(model: nn.Module, frames: int = 8, size: int = 320, words: int
         parts[f"{branch} encoder"] = enc_macs // 2
         parts[f"CMAM {branch}"] = cmam // 2
         parts[f"text {branch}"] = sum(_sum(counts, f"{root}.{name}") for name in text_mods) // 2
-        branch_params[branch] = sum(_params(modules.get(n)) for n in [branch, *stages, *text_mods])
+        # parameters over exactly the modules whose MACs are counted above (the encoder's stages, not
+        # the whole encoder module: a classifier or auxiliary head it keeps would count params, no MACs)
+        enc_mods = [f"{branch}.stages.{i}" for i in range(len(enc.stages))] if enc else []
+        branch_params[branch] = sum(_params(modules.get(n)) for n in [*enc_mods, *stages, *text_mods])
     parts["text"] = _sum(counts, f"{root}.text") // 2
     parts["CMAM"] = cmam_total // 2
     parts["bridge"] = sum(_sum(counts, f"{root}.bridge.{s}") for s in getattr(model, "bridge", {})) // 2

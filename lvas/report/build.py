@@ -123,6 +123,8 @@ def build_table(sr: SweepRuns, tracking_uri: str | None = None) -> Table:
         published, paper_rows = {}, {}
         if any("motion/AP" in r["metrics"] for r in chosen.values()):
             cols = tuple(cols) + KIND_COLS
+    if any("JF" in r["metrics"] for r in chosen.values()):  # Ref-YouTube-VOS: J, F and J&F per expression
+        cols = tuple(cols) + ("J", "F", "JF")
     records = _records(sr, tracking_uri) if (sr.spec.baseline or sr.spec.pairs) else {}
     comparisons = compare_with_baseline(sr, records)
     pairs = compare_pairs(sr, records)

@@ -60,6 +60,9 @@ def _metrics_of(run: dict) -> dict[str, float]:
     for m in METRICS8:
         v = run["metrics"].get(f"test/{metric_key(m)}")
         out[m] = float(v) if v is not None else float("nan")
+    for m in ("J", "F", "JF"):  # Ref-YouTube-VOS runs
+        if f"test/{m}" in run["metrics"]:
+            out[m] = float(run["metrics"][f"test/{m}"])
     for kind in KINDS:
         for m in ("AP", "oIoU", "mIoU"):
             v = run["metrics"].get(f"test/{kind}/{m}")
