@@ -63,4 +63,4 @@ def test_two_machines_share_a_postgres_study_and_an_mlflow_server(tmp_path, serv
     assert len(set(children["tags.mlflow.parentRunId"])) == 1
     run_id = children["run_id"].iloc[0]
     arts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}
-    assert {"config.yaml", "checkpoints", "overlays"} <= arts  # served by the tracking server
+    assert {"config.yaml", "checkpoints", "images"} <= arts  # served by the tracking server (overlays: images/)

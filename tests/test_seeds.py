@@ -129,8 +129,8 @@ def test_an_edited_sweep_refuses_its_stale_trials_then_reruns_them(tmp_path, syn
     assert "changed since 2 of its trial(s) ran (Spatial, Temporal)" in err
     assert "train.epochs: 2 -> 1" in err and "--rerun-stale" in err and "Traceback" not in err
     assert len(_study(tmp_path / "out", "edited").trials) == 2
-    # the report never shows the old runs under the new file
-    assert main(["report", str(p), "--no-figures"]) == 0
+    # the report never shows the old runs under the new file (and, every row missing, exits 1)
+    assert main(["report", str(p), "--no-figures"]) == 1
     csv = pd.read_csv(tmp_path / "reports" / "edited" / "table3a_components.csv")
     csv = csv[csv["source"] == "lvas"].set_index("row")
     assert csv.loc["Spatial", "status"].startswith("missing (stale: the sweep file changed")

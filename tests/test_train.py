@@ -44,9 +44,10 @@ def test_train_eval_end_to_end_with_mlflow(synth, tmp_path, monkeypatch, capsys)
     assert not any(k.startswith("val/") for k in run.data.metrics)  # select: last holds out no validation split
     assert run.data.tags["select"] == "last" and run.data.tags["selected_epoch"] == "4"
     arts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}
-    assert {"config.yaml", "flops.json", "checkpoints", "overlays", "history.json", "test_metrics.json"} <= arts
-    overlays = mlflow.MlflowClient().list_artifacts(run_id, "overlays")
-    assert len(overlays) == 2
+    assert {"config.yaml", "flops.json", "checkpoints", "images", "history.json", "test_metrics.json"} <= arts
+    images = [a.path.split("/")[-1] for a in mlflow.MlflowClient().list_artifacts(run_id, "images")]
+    assert {name.split("+")[0] for name in images if name.endswith(".png")} == {"overlay_00", "overlay_01"}
+    assert all("+step+4+" in name for name in images if name.endswith(".png"))  # at the selected epoch
     # eval rebuilds the model from the checkpoint alone and reproduces the logged best metrics
     assert main(["eval", str(result.checkpoint), "--quiet", "--json", str(tmp_path / "m.json")]) == 0
     import json
