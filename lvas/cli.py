@@ -419,9 +419,6 @@ def quiet_libraries() -> None:
 
     for name in ("mlflow", "alembic", "optuna"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    import os
-
-    os.environ.setdefault("OPTUNA_LOGGING", "WARNING")
 
 
 def build_parser() -> argparse.ArgumentParser:
