@@ -185,3 +185,18 @@ def test_jhmdb_fixed_samples_and_trailing_frames_without_masks(tmp_path):
         ds2[0]
     with pytest.raises(DataError, match="vid_b/puppet_mask.mat: corrupt"):
         ds2[0]
+
+
+def test_video_ids_that_leave_the_root_are_refused(a2d, tmp_path):
+    """A crafted annotation or videoset cannot make lvas read a frame outside the dataset root."""
+    root, _ = a2d
+    ann = root / "text_annotations" / "a2d_annotation.txt"
+    ann.write_text(ann.read_text() + "../../outside,1,the man\n")
+    with pytest.raises(DataError, match=r"a2d_annotation.txt: video_id '../../outside' is not a plain file name"):
+        A2DSentences(root, "train", frames=2, size=32)
+    jroot = tmp_path / "jhmdb"
+    write_jhmdb(jroot)
+    jann = jroot / "jhmdb_annotation.txt"
+    jann.write_text(jann.read_text() + "..,a man\n")
+    with pytest.raises(DataError, match=r"jhmdb_annotation.txt: video_id '\.\.' is not a plain file name"):
+        JHMDBSentences(jroot)

@@ -165,3 +165,29 @@ def test_acga_trains_mixed_4f_only():
     trained = {n.split(".")[2] for n, p in model.temporal.named_parameters() if p.requires_grad}
     assert trained == {"Mixed_4f"}
     assert all(p.requires_grad for p in model.decoder.parameters())
+
+
+def test_lbdt_loss_is_the_release_formula_with_its_clamped_sigmoid():
+    """0.5 BCE(pos_weight 1.5) + 0.5 Dice, Dice on sigmoid clamped to [1e-4, 1 - 1e-4] (LBDT train.py)."""
+    from lvas.engine.losses import build_loss
+
+    cfg = load_config(ROOT / "experiments" / "lbdt4_paper.yaml")
+    loss = build_loss(cfg.train)
+    torch.manual_seed(0)
+    logits = torch.randn(2, 1, 6, 6) * 4
+    logits[0, 0, 0, :3] = torch.tensor([-30.0, 30.0, 12.0])  # beyond the clamp on both sides
+    target = (torch.rand(2, 1, 6, 6) > 0.6).float()
+    # by hand: the release's two terms
+    bce = F.binary_cross_entropy_with_logits(logits, target, pos_weight=torch.tensor(1.5))
+    p = torch.sigmoid(logits).clamp(1e-4, 1 - 1e-4).flatten(1)
+    g = target.flatten(1)
+    dice = (1 - (2 * (p * g).sum(1) + 1) / (p.sum(1) + g.sum(1) + 1)).mean()
+    x = logits.clone().requires_grad_(True)
+    value = loss({"logits": x, "aux": []}, target)
+    assert value.item() == pytest.approx((0.5 * bce + 0.5 * dice).item(), abs=1e-6)
+    # unclamped, the -30 logit would change the value; clamped pixels pass no Dice gradient
+    value.backward()
+    xb = logits.clone().requires_grad_(True)
+    (0.5 * F.binary_cross_entropy_with_logits(xb, target, pos_weight=torch.tensor(1.5))).backward()
+    assert torch.allclose(x.grad[0, 0, 0, :3], xb.grad[0, 0, 0, :3], atol=1e-9)  # only BCE moves them
+    assert not torch.allclose(x.grad[1], xb.grad[1])  # elsewhere Dice contributes

@@ -34,7 +34,7 @@ import torch
 from lvas.data.clips import clip_indices
 from lvas.models.inputs import input_spec
 from lvas.data.errors import DataError
-from lvas.data.samples import SampleDataset, collate, make_item, read_image  # noqa: F401  (re-exported)
+from lvas.data.samples import SampleDataset, collate, make_item, plain_name, read_image  # noqa: F401  (re-exported)
 from lvas.data.vocab import Vocabulary
 
 VIDEOSET_COLUMNS = ["vid", "label", "start_time", "end_time", "height", "width", "total_frames",
@@ -93,6 +93,8 @@ def read_videoset(path: Path) -> pd.DataFrame:
     if df.shape[1] != 9:
         raise DataError(path, f"expected 9 columns ({', '.join(VIDEOSET_COLUMNS)}), found {df.shape[1]}")
     df.columns = VIDEOSET_COLUMNS
+    for vid in df["vid"]:
+        plain_name(vid, "video id", path)
     bad = ~df["subset"].isin([0, 1])
     if bad.any():
         raise DataError(path, f"row {int(bad.idxmax()) + 1}: subset must be 0 (train) or 1 (test)")
@@ -127,6 +129,8 @@ def read_queries(path: Path) -> tuple[pd.DataFrame, list[str]]:
             notes.append(f"{path}: row {i + 2}: instance_id {raw!r} read as {m.group(1)}")
         ids.append(int(m.group(1)))
     df["instance_id"] = ids
+    for vid in df["video_id"]:
+        plain_name(vid, "video_id", path)
     if "kind" not in df:
         df["kind"] = ""
     before = len(df)

@@ -24,7 +24,7 @@ import torch
 from lvas.data.clips import clip_indices
 from lvas.models.inputs import input_spec
 from lvas.data.errors import DataError
-from lvas.data.samples import SampleDataset, make_item, read_image
+from lvas.data.samples import SampleDataset, make_item, plain_name, read_image
 from lvas.data.vocab import Vocabulary
 
 SHIPPED_SAMPLES = Path(__file__).with_name("jhmdb_samples.csv")
@@ -40,6 +40,8 @@ def read_annotations(path: Path) -> pd.DataFrame:
         raise DataError(path, f"cannot be parsed as CSV: {e}") from None
     if not {"video_id", "query"} <= set(df.columns):
         raise DataError(path, f"header must name video_id,query; found {list(df.columns)}")
+    for vid in df["video_id"]:
+        plain_name(vid, "video_id", path)
     return df[["video_id", "query"]]
 
 

@@ -16,6 +16,15 @@ from lvas.data.errors import DataError
 from lvas.models.inputs import InputSpec
 
 
+def plain_name(name: Any, what: str, path: Path) -> str:
+    """A video id or frame name read from an annotation file, refused (DataError naming ``path``)
+    unless it is one plain path part: a crafted file cannot make lvas read outside the dataset root."""
+    s = str(name)
+    if not s or s in (".", "..") or "/" in s or "\\" in s or any(ord(c) < 32 for c in s):
+        raise DataError(path, f"{what} {s!r} is not a plain file name")
+    return s
+
+
 def read_image(path: Path, hint: str = "") -> torch.Tensor:
     """(3, H, W) uint8 RGB from a JPEG/PNG (Pillow); a missing or undecodable file raises DataError."""
     from PIL import Image, UnidentifiedImageError

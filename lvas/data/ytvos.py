@@ -43,21 +43,12 @@ import torch
 
 from lvas.data.clips import clip_indices
 from lvas.data.errors import DataError
-from lvas.data.samples import SampleDataset, make_item, read_image
+from lvas.data.samples import SampleDataset, make_item, plain_name, read_image
 from lvas.data.vocab import Vocabulary
 from lvas.models.inputs import input_spec
 
 SPLITS = {"train": "train", "heldout": "train", "valid": "valid", "test": "test"}
 HELDOUT_FRACTION = 0.1
-
-
-def _plain(name: Any, what: str, path: Path) -> str:
-    """A video id or frame name from an annotation file, refused unless it is one plain path part
-    (so a crafted file cannot make lvas read outside the dataset root)."""
-    s = str(name)
-    if not s or s in (".", "..") or "/" in s or "\\" in s or any(ord(c) < 32 for c in s):
-        raise DataError(path, f"{what} {s!r} is not a plain file name")
-    return s
 
 
 def read_meta_expressions(path: Path, need_objects: bool) -> pd.DataFrame:
@@ -74,14 +65,14 @@ def read_meta_expressions(path: Path, need_objects: bool) -> pd.DataFrame:
         raise DataError(path, '"videos" must map video ids to {expressions, frames}')
     rows = []
     for vid, v in sorted(videos.items()):
-        vid = _plain(vid, "video id", path)
+        vid = plain_name(vid, "video id", path)
         if not isinstance(v, dict) or not isinstance(v.get("expressions"), dict) or not isinstance(v.get("frames"), list):
             raise DataError(path, f"video {vid}: expected {{\"expressions\": {{...}}, \"frames\": [...]}}")
-        frames = [_plain(f, f"video {vid}: frame", path) for f in v["frames"]]
+        frames = [plain_name(f, f"video {vid}: frame", path) for f in v["frames"]]
         if not frames:
             raise DataError(path, f"video {vid}: no frames listed")
         for eid, e in sorted(v["expressions"].items(), key=lambda kv: (len(kv[0]), kv[0])):
-            eid = _plain(eid, f"video {vid}: expression id", path)
+            eid = plain_name(eid, f"video {vid}: expression id", path)
             if not isinstance(e, dict) or not isinstance(e.get("exp"), str):
                 raise DataError(path, f"video {vid}, expression {eid}: expected {{\"exp\": TEXT, ...}}")
             obj = e.get("obj_id")

@@ -7,8 +7,9 @@
   each at its own resolution (ACGA ``main.py``: ``loss_res1 + loss_res2 + loss_res3``, i.e.
   ``aux_weight: 1.0``, ``pos_weight`` 1.5).
 * ``lbdt`` — 0.5 x weighted BCE + 0.5 x Dice on the full-resolution logits (LBDT ``train.py``;
-  Dice ``1 - (2 sum(p g) + 1) / (sum p + sum g + 1)`` per sample, averaged). One known difference:
-  the release clamps p = sigmoid to [1e-4, 1 - 1e-4] inside its Dice; lvas does not (yet).
+  Dice ``1 - (2 sum(p g) + 1) / (sum p + sum g + 1)`` per sample, averaged, with p = sigmoid clamped
+  to [1e-4, 1 - 1e-4] as the release's ``_sigmoid`` does -- so a pixel beyond the clamp gives Dice
+  no gradient).
 
 Auxiliary targets are the mask area-averaged to the head's grid (a soft target).
 """
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from lvas.registry import LOSSES
 
 Loss = Callable[[dict, torch.Tensor], torch.Tensor]
+LBDT_DICE_CLAMP = 1e-4  # LBDT train.py: _sigmoid = clamp(sigmoid(x), 1e-4, 1 - 1e-4)
 
 
 def _bce(logits: torch.Tensor, target: torch.Tensor, pos_weight: float) -> torch.Tensor:
@@ -32,9 +34,13 @@ def _bce(logits: torch.Tensor, target: torch.Tensor, pos_weight: float) -> torch
     return F.binary_cross_entropy_with_logits(logits.float(), target, pos_weight=pw)
 
 
-def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """1 - (2 sum(p g) + 1) / (sum p + sum g + 1) per sample, averaged; p = sigmoid(logits)."""
-    p = torch.sigmoid(logits.float()).flatten(1)
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, clamp: float = 0.0) -> torch.Tensor:
+    """1 - (2 sum(p g) + 1) / (sum p + sum g + 1) per sample, averaged; p = sigmoid(logits), clamped
+    to [clamp, 1 - clamp] (``torch.clamp``: no gradient where it clamps) when ``clamp`` > 0."""
+    p = torch.sigmoid(logits.float())
+    if clamp:
+        p = p.clamp(min=clamp, max=1 - clamp)
+    p = p.flatten(1)
     g = target.flatten(1)
     return (1 - (2 * (p * g).sum(1) + 1) / (p.sum(1) + g.sum(1) + 1)).mean()
 
@@ -73,7 +79,7 @@ def lbdt_loss(pos_weight: float = 1.5, aux_weight: float = 0.0) -> Loss:
 
     def loss(outputs: dict, target: torch.Tensor) -> torch.Tensor:
         logits = outputs["logits"]
-        return 0.5 * _bce(logits, target, pos_weight) + 0.5 * dice_loss(logits, target)
+        return 0.5 * _bce(logits, target, pos_weight) + 0.5 * dice_loss(logits, target, clamp=LBDT_DICE_CLAMP)
 
     return loss
 
