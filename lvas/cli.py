@@ -68,11 +68,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.family:
         chosen = {k: r for k, r in families.items() if args.family in (k, r.family)}
         if not chosen:
-            import difflib
+            from lvas.errors import did_you_mean
 
-            close = difflib.get_close_matches(args.family, list(families), n=1)
             raise ConfigError(f"family {args.family!r} is not known; families: {', '.join(families)}"
-                              + (f". Did you mean {close[0]!r}?" if close else ""))
+                              + did_you_mean(args.family, families))
         families = chosen
     width = max(len(e.name) for reg in families.values() for e in reg)
     for key, reg in families.items():
@@ -312,13 +311,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from lvas.sweep.runner import SweepOptions, dry_run_table, run_sweep, run_worker
-    from lvas.sweep.spec import load_sweep
-
     import json
-    import os
 
-    from lvas.sweep.runner import OVERRIDES_ENV
+    from lvas.sweep.runner import OVERRIDES_ENV, STORAGE_ENV, SweepOptions, dry_run_table, run_sweep, run_worker
+    from lvas.sweep.spec import load_sweep
 
     overrides = list(args.overrides)
     if args.worker:  # the coordinator's command-line overrides, passed in the environment
@@ -332,8 +328,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             print(f"{len(table)} trial(s)" + (f" (adaptive: up to {len(spec.points()) * spec.seeds.max})"
                                               if spec.seeds.adaptive else ""))
         return 0
-    from lvas.sweep.runner import STORAGE_ENV
-
     opts = SweepOptions(storage=args.storage or os.environ.get(STORAGE_ENV) or None, tracking_uri=args.tracking_uri, out=args.out,
                         retry_failed=args.retry_failed, stale_after=args.stale_after, progress=not args.quiet,
                         gpus=[g for g in args.gpus.split(",") if g] if args.gpus else None,

@@ -25,6 +25,8 @@ from typing import Any, Literal, Sequence
 
 import yaml
 
+from lvas.errors import did_you_mean
+
 
 class ConfigError(ValueError):
     """A configuration is invalid; the message names the key path."""
@@ -352,11 +354,8 @@ def _from_mapping(cls: type, data: dict, prefix: str) -> Any:
     for key in data:
         if key not in fields:
             path = f"{prefix}.{key}" if prefix else str(key)
-            import difflib
-
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"{path}: unknown key; allowed keys here: {', '.join(fields)}.{hint}")
+            raise ConfigError(f"{path}: unknown key; allowed keys here: {', '.join(fields)}"
+                              f"{did_you_mean(key, fields) or '.'}")
     kwargs = {}
     for name, f in fields.items():
         path = f"{prefix}.{name}" if prefix else name

@@ -23,6 +23,7 @@ Protocols (registered in ``PROTOCOLS``; how a prediction on the S x S input beco
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -229,10 +230,11 @@ def boundary_map(mask: np.ndarray) -> np.ndarray:
     return b
 
 
+@functools.lru_cache(maxsize=8)
 def _disk(radius: int) -> np.ndarray:
-    """Disk structuring element of ``radius``: offsets with dy² + dx² <= radius²."""
+    """Disk structuring element (uint8, as cv2 takes it) of ``radius``: offsets with dy² + dx² <= radius²."""
     r = np.arange(-radius, radius + 1)
-    return (r[:, None] ** 2 + r[None, :] ** 2) <= radius ** 2
+    return ((r[:, None] ** 2 + r[None, :] ** 2) <= radius ** 2).astype(np.uint8)
 
 
 def boundary_f(pred: np.ndarray, gt: np.ndarray, tolerance: float = BOUNDARY_TOLERANCE) -> float:
@@ -252,7 +254,7 @@ def boundary_f(pred: np.ndarray, gt: np.ndarray, tolerance: float = BOUNDARY_TOL
     if n_p == 0 or n_g == 0:
         precision, recall = (1.0 if n_p == 0 else 0.0), (1.0 if n_g == 0 else 0.0)
     else:
-        disk = _disk(radius).astype(np.uint8)
+        disk = _disk(radius)
         precision = float((pb & (cv2.dilate(gb.astype(np.uint8), disk) > 0)).sum() / n_p)
         recall = float((gb & (cv2.dilate(pb.astype(np.uint8), disk) > 0)).sum() / n_g)
     return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)

@@ -19,9 +19,10 @@ Contract:
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
+
+from lvas.errors import did_you_mean
 
 
 class RegistryError(Exception):
@@ -85,11 +86,8 @@ class Registry:
 
     def unknown_message(self, name: object) -> str:
         names = self.names()
-        msg = f"unknown {self.family} {name!r}; registered: {', '.join(names) or '(none)'}"
-        close = difflib.get_close_matches(str(name), names, n=1, cutoff=0.4)
-        if close:
-            msg += f". Did you mean {close[0]!r}?"
-        return msg
+        return (f"unknown {self.family} {name!r}; registered: {', '.join(names) or '(none)'}"
+                + did_you_mean(name, names, cutoff=0.4))
 
     def build(self, name: str, **kwargs: Any) -> Any:
         """Build the component ``name`` with keyword arguments."""

@@ -68,7 +68,7 @@ def dataset_digest(index, name: str, split: str, root: str) -> dict[str, Any]:
     files give the same digest on any machine."""
     import hashlib
 
-    return {"name": f"{name}/{split}", "split": split, "root": str(root), "samples": len(index),
+    return {"name": f"{name}/{split}", "root": str(root), "samples": len(index),
             "digest": hashlib.sha1(index.to_csv(index=False).encode()).hexdigest()[:12]}
 
 

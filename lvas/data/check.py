@@ -151,9 +151,8 @@ def check_ytvos(root: str | Path, frames: int = 2) -> CheckReport:
     """Validate a Ref-YouTube-VOS layout: every listed frame's JPEG (and, in ``train``, its annotation
     PNG) exists; annotations are palette images holding their expressions' object ids somewhere."""
     import numpy as np
-    from PIL import Image
 
-    from lvas.data.ytvos import heldout_videos, read_meta_expressions
+    from lvas.data.ytvos import heldout_videos, read_annotation_ids, read_meta_expressions
 
     root = Path(root)
     rep = CheckReport("ytvos", root)
@@ -189,15 +188,11 @@ def check_ytvos(root: str | Path, frames: int = 2) -> CheckReport:
                     continue
                 png = root / folder / "Annotations" / r.video / f"{name}.png"
                 try:
-                    with Image.open(png) as im:
-                        if im.mode not in ("P", "L"):
-                            rep.problems.append(f"{png}: mode {im.mode}, expected a palette (P) image of object ids")
-                            continue
-                        seen_ids.setdefault(r.video, set()).update(int(v) for v in np.unique(np.asarray(im)))
-                except FileNotFoundError:
-                    rep.problems.append(f"{png}: missing annotation PNG")
-                except OSError as e:
-                    rep.problems.append(f"{png}: corrupt annotation PNG ({e})")
+                    ids = read_annotation_ids(png)
+                except DataError as e:  # missing, corrupt or not a palette image, named
+                    rep.problems.append(str(e))
+                    continue
+                seen_ids.setdefault(r.video, set()).update(int(v) for v in np.unique(ids))
         if folder == "train":
             for r in table.itertuples(index=False):
                 if r.video in seen_ids and r.obj_id not in seen_ids[r.video]:

@@ -89,8 +89,9 @@ def heldout_videos(videos: list[str], fraction: float = HELDOUT_FRACTION) -> lis
     return sorted(sorted(videos, key=lambda v: hashlib.sha1(v.encode()).hexdigest())[:n])
 
 
-def read_object_mask(path: Path, obj_id: int) -> np.ndarray:
-    """(H, W) bool: the pixels of object ``obj_id`` in a palette (or grey) annotation PNG."""
+def read_annotation_ids(path: Path) -> np.ndarray:
+    """(H, W) object ids of a palette (or grey) annotation PNG; a missing, corrupt or RGB file raises
+    DataError naming it."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -102,7 +103,12 @@ def read_object_mask(path: Path, obj_id: int) -> np.ndarray:
         raise DataError(path, "missing annotation PNG") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise DataError(path, f"corrupt annotation PNG ({e})") from None
-    return arr == obj_id
+    return arr
+
+
+def read_object_mask(path: Path, obj_id: int) -> np.ndarray:
+    """(H, W) bool: the pixels of object ``obj_id`` in an annotation PNG."""
+    return read_annotation_ids(path) == obj_id
 
 
 def _object_frames(meta: Path, ann_dir: Path, table: pd.DataFrame) -> dict[tuple[str, int], set[str]]:
@@ -151,20 +157,16 @@ class RefYouTubeVOS(SampleDataset):
         if self.folder == "train":
             held = set(heldout_videos(sorted(set(table["video"]))))
             table = table[table["video"].isin(held) == (split == "heldout")].reset_index(drop=True)
-        self.table = table
         self.frame_lists = {r.video: r.frames for r in table.itertuples(index=False)}
-        rows = []
-        if split == "train":
-            present = _object_frames(self.root / "train" / "meta.json", self.annotations, table)
-            for r in table.itertuples(index=False):
-                have = present.get((r.video, r.obj_id), set())
-                rows += [(r.video, r.expression, r.query, r.obj_id, i + 1, f)
-                         for i, f in enumerate(r.frames) if f in have]
-        else:
-            for r in table.itertuples(index=False):
-                rows += [(r.video, r.expression, r.query, r.obj_id, i + 1, f) for i, f in enumerate(r.frames)]
+        # training: the frames where the object is annotated; evaluation: every listed frame
+        present = _object_frames(self.root / "train" / "meta.json", self.annotations, table) if split == "train" else None
+        rows = [(r.video, r.expression, r.query, r.obj_id, i + 1, f) for r in table.itertuples(index=False)
+                for i, f in enumerate(r.frames) if present is None or f in present.get((r.video, r.obj_id), ())]
         self.index = pd.DataFrame(rows, columns=["video", "expression", "query", "obj_id", "frame", "frame_name"])
-        self.vocab = vocab if vocab is not None else self.build_vocab(self.root, tokenizer)
+        if vocab is None:  # the training queries: already read when this is the training split
+            vocab = (Vocabulary.build(table["query"], tokenizer=tokenizer) if split == "train"
+                     else self.build_vocab(self.root, tokenizer))
+        self.vocab = vocab
         self.notes: list[str] = []
 
     @staticmethod

@@ -46,7 +46,7 @@ def write_submission(model: torch.nn.Module, loader: DataLoader, out: str | Path
     """
     device = device or next(model.parameters()).device
     model.eval()
-    videos, expressions, n = set(), set(), 0
+    expressions, n = set(), 0
 
     def write(tmp: Path) -> None:
         nonlocal n
@@ -61,9 +61,8 @@ def write_submission(model: torch.nn.Module, loader: DataLoader, out: str | Path
                     lb = Letterbox(tuple(meta["orig"]), tuple(meta["resized"]), lg.shape[-1])
                     pred, _ = masks_for_protocol(lg, gt, lb, protocol)
                     zf.writestr(entry_name(meta), mask_png(pred.numpy()))
-                    videos.add(meta["video"])
                     expressions.add((meta["video"], meta["expression"]))
                     n += 1
 
     replace_atomic(out, write)
-    return {"masks": n, "videos": len(videos), "expressions": len(expressions)}
+    return {"masks": n, "videos": len({v for v, _ in expressions}), "expressions": len(expressions)}

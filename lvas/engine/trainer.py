@@ -282,7 +282,7 @@ def fit(cfg: ExperimentConfig, model: torch.nn.Module, run_dir: Path, train_set,
 
 def is_counter(key: str) -> bool:
     """Sample counts (``val/n``, ``train_skipped``, ...): tags, not metrics -- they would bury the curves."""
-    return key.endswith("_skipped") or key == "n" or key.endswith("/n") or key == "expressions" or key.endswith("/expressions")
+    return key.endswith("_skipped") or key.rsplit("/", 1)[-1] in ("n", "expressions")
 
 
 def log_epoch(tracker, record: dict[str, Any], prefix: str = "") -> None:
@@ -691,8 +691,6 @@ def train_experiment(cfg: ExperimentConfig, run_dir: str | Path | None = None, *
                 log_overlays(tracker, chosen_model, test_set, cfg, cfg.tracking.overlays, run_dir / "overlays",
                              step=int(result.selected.get("epoch", 0) or 0))
         return result, tracker.run_id
-
-
 
 
 @contextlib.contextmanager

@@ -33,7 +33,7 @@ from lvas.models.base import StagedEncoder, StageSpec
 from lvas.models.coords import COORD_CHANNELS, with_coords
 from lvas.models.model import Language
 from lvas.models.temporal import I3DEncoder, Tiny3DEncoder
-from lvas.models.text import _embedding
+from lvas.models.text import SharedTextEncoder
 from lvas.registry import DECODERS, TEMPORAL_ENCODERS, TEXT_ENCODERS
 
 
@@ -48,7 +48,7 @@ def i3d_mixed4f(pretrained: str = "none") -> I3DEncoder:
 
 
 @TEXT_ENCODERS.register("conv1d")
-class Conv1dTextEncoder(nn.Module):
+class Conv1dTextEncoder(SharedTextEncoder):
     """Word vectors -> Conv1d(k = 3, same width) -> Tanh (ACGA); sentence = max over all positions."""
 
     shared_sentence = True
@@ -56,25 +56,18 @@ class Conv1dTextEncoder(nn.Module):
     def __init__(self, vocab_size: int, embed_dim: int = 300, hidden: int = 300,
                  branches: Sequence[str] = ("temporal",), embeddings: np.ndarray | None = None,
                  frozen_embedding: bool = True, max_words: int = 20) -> None:
-        super().__init__()
-        self.branches = tuple(branches)
-        self.embedding = _embedding(vocab_size, embed_dim, embeddings, frozen_embedding)
+        super().__init__(vocab_size, embed_dim, branches, embeddings, frozen_embedding)
         self.conv = nn.Conv1d(embed_dim, embed_dim, 3, padding=1)
         self.out_channels = embed_dim  # ``hidden`` is unused: the release keeps the word width
-
-    @staticmethod
-    def branch_keys(branch: str) -> tuple[str, ...]:
-        return ("embedding.", "conv.")
 
     @staticmethod
     def sentence(words: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, N, E) -> (B, E): the max over all N positions (the release pools padding too)."""
         return words.amax(1)
 
-    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """tokens, mask: (B, N). Returns branch -> (B, N, E)."""
-        words = torch.tanh(self.conv(self.embedding(tokens).transpose(1, 2))).transpose(1, 2)
-        return {b: words for b in self.branches}
+    def words(self, embedded: torch.Tensor) -> torch.Tensor:
+        """(B, N, E) -> (B, N, E): Conv1d (k = 3) over the words, Tanh."""
+        return torch.tanh(self.conv(embedded.transpose(1, 2))).transpose(1, 2)
 
 
 def _normal_init(m: nn.Module) -> None:

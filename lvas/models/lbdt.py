@@ -36,7 +36,7 @@ from torch import nn
 from lvas.models.base import StageSpec
 from lvas.models.model import Language
 from lvas.models.spatial import ResNet50Encoder, Tiny2DEncoder
-from lvas.models.text import _embedding
+from lvas.models.text import SharedTextEncoder
 from lvas.registry import BRIDGES, DECODERS, FUSIONS, TEMPORAL_ENCODERS, TEXT_ENCODERS
 
 # --------------------------------------------------------------------------- frame difference
@@ -78,7 +78,7 @@ class DiffTinyEncoder(FrameDifference, Tiny2DEncoder):
 
 
 @TEXT_ENCODERS.register("lstm")
-class LSTMTextEncoder(nn.Module):
+class LSTMTextEncoder(SharedTextEncoder):
     """Word vectors + one LSTM shared by both streams (LBDT); sentence = sum over all positions."""
 
     shared_sentence = True
@@ -86,25 +86,18 @@ class LSTMTextEncoder(nn.Module):
     def __init__(self, vocab_size: int, embed_dim: int = 300, hidden: int = 512,
                  branches: Sequence[str] = ("spatial", "temporal"), embeddings: np.ndarray | None = None,
                  frozen_embedding: bool = True, max_words: int = 25) -> None:
-        super().__init__()
-        self.branches = tuple(branches)
-        self.embedding = _embedding(vocab_size, embed_dim, embeddings, frozen_embedding)
+        super().__init__(vocab_size, embed_dim, branches, embeddings, frozen_embedding)
         self.lstm = nn.LSTM(embed_dim, hidden, num_layers=1, batch_first=True)
         self.out_channels = hidden
-
-    @staticmethod
-    def branch_keys(branch: str) -> tuple[str, ...]:
-        return ("embedding.", "lstm.")
 
     @staticmethod
     def sentence(words: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, N, C) -> (B, C): the sum over all N positions (the release sums padding outputs too)."""
         return words.sum(1)
 
-    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """tokens, mask: (B, N). Returns branch -> (B, N, C), the same tensor for every branch."""
-        words = self.lstm(self.embedding(tokens))[0]
-        return {b: words for b in self.branches}
+    def words(self, embedded: torch.Tensor) -> torch.Tensor:
+        """(B, N, E) -> (B, N, C): the LSTM's outputs at every position."""
+        return self.lstm(embedded)[0]
 
 
 # --------------------------------------------------------------------------- positional encodings

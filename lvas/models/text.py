@@ -155,8 +155,34 @@ class GRUTextEncoder(nn.Module):
         return out
 
 
+class SharedTextEncoder(nn.Module):
+    """Base of the text encoders whose one set of word features serves every branch (CSTM's
+    release, LBDT, ACGA): the word table, the branches, every parameter claimed by every branch,
+    and a ``forward`` that hands :meth:`words` to each branch. A subclass adds its layers after
+    ``super().__init__`` and defines ``words`` (and ``sentence``)."""
+
+    def __init__(self, vocab_size: int, embed_dim: int, branches: Sequence[str], embeddings: np.ndarray | None,
+                 frozen_embedding: bool) -> None:
+        super().__init__()
+        self.branches = tuple(branches)
+        self.embedding = _embedding(vocab_size, embed_dim, embeddings, frozen_embedding)
+
+    def branch_keys(self, branch: str) -> tuple[str, ...]:
+        """Everything is shared: every branch claims every sub-module's keys."""
+        return tuple(f"{name}." for name, _ in self.named_children())
+
+    def words(self, embedded: torch.Tensor) -> torch.Tensor:
+        """(B, N, E) word vectors -> (B, N, C) word features."""
+        raise NotImplementedError
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """tokens, mask: (B, N). Returns branch -> (B, N, C), the same tensor for every branch."""
+        words = self.words(self.embedding(tokens))
+        return {b: words for b in self.branches}
+
+
 @TEXT_ENCODERS.register("gru_released")
-class ReleasedGRUTextEncoder(nn.Module):
+class ReleasedGRUTextEncoder(SharedTextEncoder):
     """The released CSTM text encoder: one GRU without bias + LayerNorm + Tanh, shared by both branches.
 
     It runs over all N positions (padding included) and keeps their outputs, as the release does.
@@ -166,27 +192,19 @@ class ReleasedGRUTextEncoder(nn.Module):
     def __init__(self, vocab_size: int, embed_dim: int = 300, hidden: int = 512,
                  branches: Sequence[str] = ("spatial", "temporal"), embeddings: np.ndarray | None = None,
                  frozen_embedding: bool = True, max_words: int = 20) -> None:
-        super().__init__()
-        self.branches = tuple(branches)
-        self.embedding = _embedding(vocab_size, embed_dim, embeddings, frozen_embedding)
+        super().__init__(vocab_size, embed_dim, branches, embeddings, frozen_embedding)
         self.gru = nn.GRU(embed_dim, hidden, bias=False, batch_first=True)
         self.norm = nn.Sequential(nn.LayerNorm(hidden), nn.Tanh())
         self.out_channels = hidden
-
-    @staticmethod
-    def branch_keys(branch: str) -> tuple[str, ...]:
-        """Everything is shared: both branches claim every key."""
-        return ("embedding.", "gru.", "norm.")
 
     @staticmethod
     def sentence(words: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, N, C) -> (B, C): the mean over real words."""
         return sentence_vector(words, mask)
 
-    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """tokens, mask: (B, N). Returns branch -> (B, N, C_L), the same tensor for every branch."""
-        words = self.norm(self.gru(self.embedding(tokens))[0])
-        return {b: words for b in self.branches}
+    def words(self, embedded: torch.Tensor) -> torch.Tensor:
+        """(B, N, E) -> (B, N, C_L): GRU over all positions, LayerNorm, Tanh."""
+        return self.norm(self.gru(embedded)[0])
 
 
 def sentence_vector(words: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

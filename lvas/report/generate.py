@@ -36,7 +36,7 @@ def report_sweep(spec: SweepSpec, tracking_uri: str, out_root: str | Path = "rep
 
         with quiet_mlflow():
             MlflowClient(tracking_uri).log_artifacts(sr.parent_run_id, str(out), "report")
-        summarise_to_parent(spec, tracking_uri)
+        summarise_to_parent(spec, tracking_uri, sr)
     return {"tables": tables, "figures": figs, "missing": [k for k in sr.rows if k not in sr.chosen()],
             "rows": len(sr.rows)}
 

@@ -34,19 +34,23 @@ def summary_rows(sr: SweepRuns) -> list[dict[str, Any]]:
     return out
 
 
+def ranked(sr: SweepRuns) -> list[tuple[str, dict]]:
+    """Finished rows, best first by the sweep's metric and goal."""
+    sign = 1 if sr.spec.goal == "maximize" else -1
+    return sorted(sr.chosen().items(), key=lambda kv: -sign * kv[1]["metrics"][sr.spec.metric])
+
+
 def headline(sr: SweepRuns) -> str:
     """``Best row: X (AP 65.8 ± 17.7 over 3 seeds), +3.3 AP over Y.`` or why there is none."""
-    m, done = sr.spec.metric, sr.chosen()
-    if not done:
+    m, order = sr.spec.metric, ranked(sr)
+    if not order:
         return "No row has finished yet."
-    sign = 1 if sr.spec.goal == "maximize" else -1
-    ranked = sorted(done.items(), key=lambda kv: -sign * kv[1]["metrics"][m])
-    best, row = ranked[0]
+    best, row = order[0]
     text = f"Best row: **{best}** ({m} {row['intervals'][m].text()} over {len(row['runs'])} seed(s))"
-    if len(ranked) > 1:
-        second, other = ranked[1]
+    if len(order) > 1:
+        second, other = order[1]
         text += f", {row['metrics'][m] - other['metrics'][m]:+.1f} {m} over **{second}**"
-    missing = [k for k in sr.rows if k not in done]
+    missing = [k for k in sr.rows if k not in sr.chosen()]
     return text + "." + (f" Missing: {', '.join(missing)}." if missing else "") + \
         " Means over seeds on the test split; `lvas report` gives intervals and paired tests."
 
@@ -59,13 +63,14 @@ def markdown(rows: list[dict[str, Any]], metric: str) -> str:
     return "\n".join(lines)
 
 
-def summarise_to_parent(spec: SweepSpec, tracking_uri: str) -> dict[str, Any] | None:
-    """Log the per-row summary to the sweep's parent run; returns what was logged (None: no parent)."""
+def summarise_to_parent(spec: SweepSpec, tracking_uri: str, sr: SweepRuns | None = None) -> dict[str, Any] | None:
+    """Log the per-row summary to the sweep's parent run; returns what was logged (None: no parent).
+    ``sr``: the sweep's runs when the caller has collected them already (``lvas report``)."""
     from mlflow import MlflowClient
 
     from lvas.tracking import quiet_mlflow
 
-    sr = collect(spec, tracking_uri)
+    sr = sr if sr is not None else collect(spec, tracking_uri)
     if sr.parent_run_id is None:
         return None
     rows = summary_rows(sr)
@@ -79,9 +84,9 @@ def summarise_to_parent(spec: SweepSpec, tracking_uri: str) -> dict[str, Any] | 
                 client.log_metric(sr.parent_run_id, f"{metric_key(m)}/{metric_safe(name)}", float(row["metrics"][m]))
         about = (spec.description + "\n\n") if spec.description else ""
         client.set_tag(sr.parent_run_id, NOTE_TAG, about + head + "\n\n" + markdown(rows, spec.metric))
-        best = head.split("**")[1] if "**" in head else ""
-        if best:
-            client.set_tag(sr.parent_run_id, "best_row", best)
+        order = ranked(sr)
+        if order:
+            client.set_tag(sr.parent_run_id, "best_row", order[0][0])
     return {"rows": rows, "headline": head}
 
 

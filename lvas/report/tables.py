@@ -124,7 +124,7 @@ def write_table(df: pd.DataFrame, out_dir: str | Path, stem: str, caption: str =
     paths = [out / f"{stem}.md", out / f"{stem}.tex", out / f"{stem}.csv"]
     paths[0].write_text("\n".join(md) + "\n")
     comments = "\n".join(x for x in (notes, same, "MLflow runs:" if run_lines else "", *run_lines) if x)
-    tex = to_latex(df[keep], caption, best, digits, candidates, None if numbers is None else numbers, label=stem,
+    tex = to_latex(df[keep], caption, best, digits, candidates, numbers, label=stem,
                    comments=comments)
     paths[1].write_text(tex)
     (csv if csv is not None else df).to_csv(paths[2], index=False)

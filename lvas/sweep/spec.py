@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from lvas.config import ConfigError, ExperimentConfig, apply_values, from_dict, load_raw, name_problem, read_yaml
+from lvas.errors import did_you_mean
 
 METHODS = ("grid", "random", "bayes")
 DISTRIBUTIONS = ("uniform", "log_uniform_values", "int_uniform", "q_uniform")
@@ -264,14 +265,6 @@ def _err(path: Path, key: str, msg: str) -> ConfigError:
     return ConfigError(f"{path}: {key}: {msg}")
 
 
-def _did_you_mean(word: str, choices) -> str:
-    """``". Did you mean 'x'?"`` for the closest choice, or nothing."""
-    import difflib
-
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f". Did you mean {close[0]!r}?" if close else ""
-
-
 def _command_line(path: Path, texts: Sequence[str], variants: list[Variant], params: dict, seeds: Any) -> dict[str, Any]:
     """Command-line overrides as {dotted key: value}; keys the sweep varies are refused."""
     from lvas.config import parse_override
@@ -302,7 +295,7 @@ def _parameter(path: Path, name: str, spec: Any) -> Parameter:
     unknown = set(spec) - allowed
     if unknown:
         k = sorted(map(str, unknown))[0]
-        raise _err(path, f"{key}.{k}", f"unknown key; allowed: {', '.join(sorted(allowed))}{_did_you_mean(k, allowed)}")
+        raise _err(path, f"{key}.{k}", f"unknown key; allowed: {', '.join(sorted(allowed))}{did_you_mean(k, allowed)}")
     if "values" in spec:
         if not isinstance(spec["values"], list) or not spec["values"]:
             raise _err(path, f"{key}.values", "expected a non-empty list")
@@ -314,7 +307,7 @@ def _parameter(path: Path, name: str, spec: Any) -> Parameter:
         raise _err(path, key, "expected one of values, value or distribution")
     if dist not in DISTRIBUTIONS:
         raise _err(path, f"{key}.distribution", f"{dist!r} is not known; expected one of {', '.join(DISTRIBUTIONS)}"
-                   + _did_you_mean(str(dist), DISTRIBUTIONS))
+                   + did_you_mean(str(dist), DISTRIBUTIONS))
     for bound in ("min", "max"):
         if not isinstance(spec.get(bound), (int, float)) or isinstance(spec.get(bound), bool):
             raise _err(path, f"{key}.{bound}", f"a number is required for distribution {dist}")
@@ -344,7 +337,7 @@ def load_sweep(path: str | Path, cli_overrides: Sequence[str] = ()) -> SweepSpec
     unknown = set(raw) - set(TOP_KEYS)
     if unknown:
         k = sorted(unknown)[0]
-        raise _err(path, k, f"unknown key; allowed: {', '.join(TOP_KEYS)}{_did_you_mean(k, TOP_KEYS)}")
+        raise _err(path, k, f"unknown key; allowed: {', '.join(TOP_KEYS)}{did_you_mean(k, TOP_KEYS)}")
     for k in ("name", "base", "metric"):
         if k not in raw:
             raise _err(path, k, "required key is missing")
@@ -359,14 +352,14 @@ def load_sweep(path: str | Path, cli_overrides: Sequence[str] = ()) -> SweepSpec
         raise _err(path, "metric", "expected {name: <metric>, goal: maximize|minimize}")
     if metric["name"] not in METRICS:
         raise _err(path, "metric.name", f"{metric['name']!r} is not known; expected one of {', '.join(METRICS)}"
-                   + _did_you_mean(str(metric["name"]), METRICS))
+                   + did_you_mean(str(metric["name"]), METRICS))
     goal = metric.get("goal", "maximize")
     if goal not in ("maximize", "minimize"):
         raise _err(path, "metric.goal", f"{goal!r}: expected maximize or minimize")
     method = raw.get("method", "grid")
     if method not in METHODS:
         raise _err(path, "method", f"{method!r} is not known; expected one of {', '.join(METHODS)}"
-                   + _did_you_mean(str(method), METHODS))
+                   + did_you_mean(str(method), METHODS))
     params_raw = raw.get("parameters") or {}
     if not isinstance(params_raw, dict):
         raise _err(path, "parameters", "expected a mapping of key.path -> spec")
@@ -381,7 +374,7 @@ def load_sweep(path: str | Path, cli_overrides: Sequence[str] = ()) -> SweepSpec
         if isinstance(v, dict) and set(v) - {"label", "overrides", "base"}:
             k = sorted(map(str, set(v) - {"label", "overrides", "base"}))[0]
             raise _err(path, f"{key}.{k}", "unknown key; allowed: label, overrides, base"
-                       + _did_you_mean(k, ("label", "overrides", "base")))
+                       + did_you_mean(k, ("label", "overrides", "base")))
         if not isinstance(v, dict) or "label" not in v:
             raise _err(path, key, "expected {label: ..., overrides: {key.path: value}, base: EXPERIMENT.yaml (optional)}")
         vbase = None
@@ -420,18 +413,18 @@ def load_sweep(path: str | Path, cli_overrides: Sequence[str] = ()) -> SweepSpec
         if extra:
             k = sorted(extra)[0]
             raise _err(path, f"early_terminate.{k}", "unknown key; allowed: type, min_iter, max_iter, eta"
-                       + _did_you_mean(k, ("type", "min_iter", "max_iter", "eta")))
+                       + did_you_mean(k, ("type", "min_iter", "max_iter", "eta")))
     report, baseline, pairs = raw.get("report", "none"), None, []
     if isinstance(report, dict):
         extra = set(report) - {"table", "baseline", "pairs"}
         if extra:
             k = sorted(extra)[0]
             raise _err(path, f"report.{k}", "unknown key; allowed: table, baseline, pairs"
-                       + _did_you_mean(k, ("table", "baseline", "pairs")))
+                       + did_you_mean(k, ("table", "baseline", "pairs")))
         report, baseline, pairs = report.get("table", "none"), report.get("baseline"), report.get("pairs") or []
         if baseline is not None and str(baseline) not in labels:
             raise _err(path, "report.baseline", f"{baseline!r} is not a variant label; labels: {', '.join(labels)}"
-                       + _did_you_mean(str(baseline), labels))
+                       + did_you_mean(str(baseline), labels))
         if not isinstance(pairs, list) or not all(isinstance(x, list) and len(x) == 2 for x in pairs):
             raise _err(path, "report.pairs", "expected a list of [row, other row] label pairs")
         for i, pair in enumerate(pairs):
@@ -440,7 +433,7 @@ def load_sweep(path: str | Path, cli_overrides: Sequence[str] = ()) -> SweepSpec
                     raise _err(path, f"report.pairs[{i}]", f"{lab!r} is not a variant label; labels: {', '.join(labels)}")
     if report not in REPORTS:
         raise _err(path, "report", f"{report!r} is not known; expected one of {', '.join(REPORTS)}"
-                   + _did_you_mean(str(report), REPORTS))
+                   + did_you_mean(str(report), REPORTS))
     seeds = _seed_plan(path, raw.get("seeds"))
     if seeds.adaptive and (method != "grid" or baseline is None):
         raise _err(path, "seeds", "adaptive seeds compare rows with a baseline row: they need method: grid and "
