@@ -1,5 +1,6 @@
 """Seeds as an axis, adaptive seeds, top-k re-runs, sweeps that notice their file changed, and the
-statistics of the report (intervals, paired permutation test)."""
+statistics of the report (intervals; the secondary test over samples — the test over seeds is in
+test_significance.py)."""
 
 import itertools
 import json
@@ -79,7 +80,7 @@ def test_seed_and_report_keys_are_validated(tmp_path, synth, change, message):
 
 def test_every_point_runs_once_per_seed_and_the_report_aggregates_them(tmp_path, synth, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    p = write_sweep(tmp_path, synth, name="seeded", seeds=2,
+    p = write_sweep(tmp_path, synth, name="seeded", seeds=2, metric={"name": "mIoU"},  # AP is 0 at this size
                     report={"table": "table3a", "baseline": "Spatial", "pairs": [["Temporal", "Spatial"]]})
     assert main(["sweep", str(p), "--quiet", "--out", str(tmp_path / "out")]) == 0
     printed = capsys.readouterr().out
@@ -101,16 +102,33 @@ def test_every_point_runs_once_per_seed_and_the_report_aggregates_them(tmp_path,
         assert ours.loc[label, "n"] == 2
         assert ours.loc[label, "AP"] == pytest.approx(np.mean(values))  # the mean, not the best seed
         assert ours.loc[label, "AP std"] == pytest.approx(np.std(values, ddof=1))
-    # Δ vs the baseline row and a p-value from the per-sample records of the four runs
-    assert ours.loc["Spatial", "Δ AP vs baseline"] == 0.0
-    assert ours.loc["Temporal", "Δ AP vs baseline"] == pytest.approx(np.mean(test["Temporal"]) - np.mean(test["Spatial"]))
-    assert 0.0 < ours.loc["Temporal", "p"] <= 1.0
+    # Δ vs the baseline row and its p-value over seeds: the paired t-test of the two seeds' runs
+    from scipy.stats import ttest_rel
+
+    by_seed = {}
+    for t in tags:
+        m = json.loads((Path(t["run_dir"]) / "test_metrics.json").read_text())
+        by_seed.setdefault(t["variant"], {})[int(t["seed"])] = m["mIoU"]
+    tem, spa = [by_seed["Temporal"][s] for s in (0, 1)], [by_seed["Spatial"][s] for s in (0, 1)]
+    assert ours.loc["Spatial", "Δ mIoU vs baseline"] == 0.0
+    assert ours.loc["Temporal", "Δ mIoU vs baseline"] == pytest.approx(np.mean(tem) - np.mean(spa))
+    assert ours.loc["Temporal", "p (seeds)"] == pytest.approx(ttest_rel(tem, spa).pvalue, rel=1e-6)
+    assert 0.0 <= ours.loc["Temporal", "p_samples (networks fixed)"] <= 1.0  # the secondary test, CSV only
     md = (tmp_path / "reports" / "seeded" / "table3a_components.md").read_text()
-    assert "paired permutation test over test samples" in md
-    delta = np.mean(test["Temporal"]) - np.mean(test["Spatial"])
+    assert "paired t-test over seeds" in md and "p_samples" not in md.split("Every row")[0]
+    delta = np.mean(tem) - np.mean(spa)
     from lvas.report.build import p_text
 
-    assert f"`Temporal` − `Spatial`: Δ AP {delta:+.1f}, p {p_text(ours.loc['Temporal', 'p'], '= ')}" in md  # same test
+    assert f"`Temporal` − `Spatial`: Δ mIoU {stats.signed(delta)}" in md  # the pair uses the same test
+    # every run names its floating-point path, and the report names the machines its rows came from
+    import torch
+
+    from lvas.engine.resources import cpu_model
+
+    assert {t["fp.cpu"] for t in tags} == {cpu_model()} and {t["fp.torch"] for t in tags} == {torch.__version__}
+    assert all(t["fp.cpu_capability"] and t["fp.threads"].isdigit() and t["fp.device"] == "cpu" for t in tags)
+    assert f"Machines (what decides the floating-point path" in md and cpu_model() in md
+    assert f"p {p_text(ours.loc['Temporal', 'p (seeds)'], '= ')}" in md
 
 
 def test_an_edited_sweep_refuses_its_stale_trials_then_reruns_them(tmp_path, synth, monkeypatch, capsys):
@@ -185,7 +203,7 @@ def test_adaptive_seeds_are_added_while_rows_overlap(tmp_path, synth, monkeypatc
     assert len(_study(tmp_path / "out", "adapt").trials) == 6
 
 
-def test_adaptive_rule_adds_seeds_only_where_intervals_overlap(tmp_path, synth, monkeypatch):
+def test_adaptive_rule_adds_seeds_only_where_the_test_does_not_separate(tmp_path, synth, monkeypatch):
     from lvas.sweep.runner import SweepOptions, SweepRunner
 
     monkeypatch.chdir(tmp_path)
@@ -197,10 +215,14 @@ def test_adaptive_rule_adds_seeds_only_where_intervals_overlap(tmp_path, synth, 
     spec = load_sweep(p)
     runner = SweepRunner(spec, SweepOptions(out=str(tmp_path / "out"), tracking_uri=f"sqlite:///{tmp_path}/m.db"))
     runner.open_study()
-    scores = {"Spatial": {0: 50.0, 1: 52.0}, "Near": {0: 51.0, 1: 53.0}, "Far": {0: 90.0, 1: 90.5}}
+    # Near − Spatial by seed: +1.0, −0.5 (not separated); Far − Spatial: +40.0, +38.6 (p = 0.011 < 0.05 / 3 looks)
+    scores = {"Spatial": {0: 50.0, 1: 52.0}, "Near": {0: 51.0, 1: 51.5}, "Far": {0: 90.0, 1: 90.6}}
     monkeypatch.setattr(runner, "scores", lambda: {spec.trial_for(k, {}).point: {"scores": v} for k, v in scores.items()})
     added = sorted((t.label, t.seed) for t, _ in runner.adaptive_additions())
     assert added == [("Near", 2), ("Spatial", 2)]  # Far is separated from the baseline: no more seeds for it
+    # at α / looks: p = 0.025 separates at 0.05 but not at 0.05 / 3, so the row gets its next seed
+    scores["Far"] = {0: 90.0, 1: 89.0}
+    assert ("Far", 2) in [(t.label, t.seed) for t, _ in runner.adaptive_additions()]
 
 
 def test_a_search_reruns_its_top_k_points_over_seeds(tmp_path, synth, monkeypatch):
@@ -276,7 +298,7 @@ def test_paired_permutation_test_is_exact_on_small_sets():
     rng = np.random.default_rng(1)
     row = [_records(rng, 10, 0.75), _records(rng, 10, 0.8)]
     base = [_records(rng, 10, 0.6), _records(rng, 10, 0.55)]
-    c = stats.compare(row, base, "mIoU", "strict")
+    c = stats.compare_samples(row, base, "mIoU", "strict")
     a = np.mean([stats.per_sample([r["I"] for r in s], [r["U"] for r in s], "mIoU", "strict") for s in row], axis=0)
     b = np.mean([stats.per_sample([r["I"] for r in s], [r["U"] for r in s], "mIoU", "strict") for s in base], axis=0)
     assert c.delta == pytest.approx(a.mean() - b.mean())
@@ -288,14 +310,14 @@ def test_paired_test_separates_clear_differences_and_not_equal_rows():
     rng = np.random.default_rng(2)
     strong = [_records(rng, 200, 0.9) for _ in range(3)]
     weak = [_records(rng, 200, 0.4) for _ in range(3)]
-    c = stats.compare(strong, weak, "AP", "paper")
-    assert c.delta > 20 and c.p < 0.001 and c.significant
-    same = stats.compare(weak, weak, "AP", "paper")
-    assert same.delta == 0 and same.p == 1.0 and not same.significant
-    o = stats.compare(strong, weak, "oIoU", "paper")  # ratio of sums, through the sample-index statistic
+    c = stats.compare_samples(strong, weak, "AP", "paper")
+    assert c.delta > 20 and c.p < 0.001
+    same = stats.compare_samples(weak, weak, "AP", "paper")
+    assert same.delta == 0 and same.p == 1.0
+    o = stats.compare_samples(strong, weak, "oIoU", "paper")  # ratio of sums, through the sample-index statistic
     pooled = lambda runs: 100 * sum(r["I"] for s in runs for r in s) / sum(r["U"] for s in runs for r in s)  # noqa: E731
     assert o.delta == pytest.approx(pooled(strong) - pooled(weak)) and o.p < 0.001
-    assert stats.compare(strong, [weak[0][:-1]], "AP", "paper") is None  # not the same samples: no test
+    assert stats.compare_samples(strong, [weak[0][:-1]], "AP", "paper") is None  # not the same samples: no test
 
 
 def test_interval_is_student_t():

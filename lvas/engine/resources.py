@@ -16,6 +16,8 @@ seconds per epoch):
 from __future__ import annotations
 
 import os
+import platform
+import re
 from dataclasses import dataclass
 
 import torch
@@ -80,3 +82,30 @@ def apply(cfg, device: torch.device) -> Resources:
     if torch.get_num_threads() != res.threads:
         torch.set_num_threads(res.threads)
     return res
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def float_path(device: torch.device, threads: int) -> dict[str, str]:
+    """What decides a run's floating-point path, as ``fp.*`` tags: CPU model and the vector
+    instructions torch dispatches to, torch / oneDNN / CUDA / cuDNN versions, threads and device.
+    Two runs with equal tags reproduce to the last digit (on CPU); otherwise only within intervals."""
+    onednn = re.search(r"(?:oneDNN|MKL-DNN) (v[\d.]+)", torch.__config__.show())
+    tags = {"fp.cpu": cpu_model(), "fp.cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "fp.torch": torch.__version__, "fp.onednn": onednn.group(1) if onednn else "none",
+            "fp.threads": str(threads), "fp.device": device.type}
+    if device.type == "cuda":
+        tags.update({"fp.device": torch.cuda.get_device_name(device), "fp.cuda": str(torch.version.cuda),
+                     "fp.cudnn": str(torch.backends.cudnn.version())})
+    return tags
+

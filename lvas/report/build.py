@@ -6,6 +6,7 @@ and the difference. Missing variants (not run, failed, still running) appear as 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import math
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ import pandas as pd
 
 from lvas.report import paper
 from lvas.report.runs import METRICS8, SweepRuns, sample_records
-from lvas.report.stats import ALPHA, TEST_NAME, Comparison, compare
+from lvas.report.stats import ALPHA, SAMPLE_TEST_NAME, TEST_NAME, Comparison, compare, compare_samples, signed
 from lvas.report.tables import write_table
 
 SHORT = ("AP", "oIoU", "mIoU")
@@ -41,6 +42,11 @@ BEST = {m: "max" for m in METRICS8 + ("appearance/AP", "motion/AP", "appearance/
 
 PAPER_DATASET = {"table2": "jhmdb"}  # every other table is on A2D Sentences
 KIND_COLS = ("appearance/AP", "motion/AP", "appearance/mIoU", "motion/mIoU")
+
+
+def table_stem(spec) -> str:
+    """The file stem of a sweep's main table (``table3a_components``, ...)."""
+    return TABLES[spec.report if spec.report in TABLES else "hparams"][0]
 
 
 def comparable(sr: SweepRuns) -> bool:
@@ -89,14 +95,30 @@ def _records(sr: SweepRuns, tracking_uri: str | None) -> dict[str, list | None]:
     return out
 
 
+def seed_scores(row: dict, metric: str) -> dict:
+    """Seed -> that seed's run score on ``metric`` (the unit of the test over seeds)."""
+    return {p["seed"]: p["metrics"].get(metric) for p in row["runs"]}
+
+
+def alpha_of(sr: SweepRuns) -> float:
+    """The verdict's level: α, or α / looks for an adaptive seed plan (see lvas.report.stats)."""
+    return ALPHA / sr.spec.seeds.looks
+
+
 def _test(sr: SweepRuns, records: dict, a: str, b: str) -> Comparison | None:
-    if records.get(a) is None or records.get(b) is None:
+    """Row ``a`` against row ``b`` over seeds, with the secondary test over samples when records exist."""
+    chosen = sr.chosen()
+    if a not in chosen or b not in chosen:
         return None
-    return compare(records[a], records[b], sr.spec.metric, sr.chosen()[a].get("protocol") or "paper")
+    c = compare(seed_scores(chosen[a], sr.spec.metric), seed_scores(chosen[b], sr.spec.metric), alpha_of(sr))
+    if c is None or records.get(a) is None or records.get(b) is None:
+        return c
+    s = compare_samples(records[a], records[b], sr.spec.metric, chosen[a].get("protocol") or "paper")
+    return c if s is None else dataclasses.replace(c, p_samples=s.p)
 
 
 def compare_with_baseline(sr: SweepRuns, records: dict) -> dict[str, Comparison | None]:
-    """Row name -> paired test of the row against the sweep's baseline row (on the sweep metric)."""
+    """Row name -> test of the row against the sweep's baseline row (on the sweep metric)."""
     base_name = next((n for n, r in sr.chosen().items() if r["label"] == sr.spec.baseline), None)
     if base_name is None:
         return {}
@@ -104,9 +126,24 @@ def compare_with_baseline(sr: SweepRuns, records: dict) -> dict[str, Comparison 
 
 
 def compare_pairs(sr: SweepRuns, records: dict) -> list[tuple[str, str, Comparison | None]]:
-    """The sweep's ``report.pairs``: (row, other row, paired test of row against other; None when
-    either row is missing or has no per-sample records)."""
+    """The sweep's ``report.pairs``: (row, other row, test of row against other; None when either row
+    is missing or has fewer than two seeds)."""
     return [(a, b, _test(sr, records, a, b)) for a, b in sr.spec.pairs]
+
+
+def _delta_cells(metric: str, c: Comparison | None, is_baseline: bool) -> dict[str, tuple]:
+    """The Δ-vs-baseline columns of one row: column -> (CSV value, shown text); shown text None keeps a
+    column in the CSV only (the Δ interval's bounds, P(row > baseline), the secondary test over samples)."""
+    d, ci, p = f"Δ {metric} vs baseline", "95 % CI of Δ", "p (seeds)"
+    csv_only = ("Δ ci_lo", "Δ ci_hi", "P(row > baseline)", "p_samples (networks fixed)")
+    if is_baseline:
+        return {d: (0.0, "baseline"), ci: (math.nan, ""), p: (math.nan, ""), **{k: (math.nan, None) for k in csv_only}}
+    if c is None:
+        return {d: (math.nan, "–"), ci: (math.nan, "–"), p: (math.nan, "–"), **{k: (math.nan, None) for k in csv_only}}
+    mark = "" if c.significant else " (n.s.)"
+    values = (c.lo, c.hi, c.p_better, math.nan if c.p_samples is None else c.p_samples)
+    return {d: (c.delta, f"{signed(c.delta)}{mark}"), ci: (c.lo, c.interval_text()), p: (c.p, p_text(c.p)),
+            **{k: (v, None) for k, v in zip(csv_only, values)}}
 
 
 def build_table(sr: SweepRuns, tracking_uri: str | None = None) -> Table:
@@ -148,7 +185,8 @@ def build_table(sr: SweepRuns, tracking_uri: str | None = None) -> Table:
                 txt[c] = "–" if v != v else f"{v:.1f}"
         for k, v in (extra or {}).items():
             num[k] = v[0]
-            txt[k] = v[1]
+            if v[1] is not None:  # None: a CSV-only column
+                txt[k] = v[1]
         numbers.append(num)
         shown.append(txt)
         means.append(mean)
@@ -165,16 +203,7 @@ def build_table(sr: SweepRuns, tracking_uri: str | None = None) -> Table:
                      "best-val epoch": (_epochs(row, "best_val_epoch"), _epochs(row, "best_val_epoch"))}
             if sr.spec.baseline:
                 c = comparisons.get(name)
-                if row["label"] == sr.spec.baseline:
-                    extra[f"Δ {metric} vs baseline"] = (0.0, "baseline")
-                    extra["p"] = (math.nan, "")
-                elif c is None:
-                    extra[f"Δ {metric} vs baseline"] = (math.nan, "–")
-                    extra["p"] = (math.nan, "–")
-                else:
-                    mark = "" if c.significant else " (n.s.)"
-                    extra[f"Δ {metric} vs baseline"] = (c.delta, f"{c.delta:+.1f}{mark}")
-                    extra["p"] = (c.p, p_text(c.p))
+                extra.update(_delta_cells(metric, c, row["label"] == sr.spec.baseline))
             n = len(row["runs"])
             add(name, "lvas", row["metrics"], row["intervals"], n, extra)
             numbers[-1]["status"] = shown[-1]["status"] = "FINISHED"
@@ -222,19 +251,33 @@ def provenance(sr: SweepRuns, table: Table | None = None) -> str:
         "`best-val epoch` is where the validation metric peaked when a validation split was recorded (reported, "
         "never used to pick a test score). Metrics in percent; AP = mean of P@0.50:0.05:0.95.",
     ]
-    if sr.spec.baseline:
-        comps = table.comparisons if table is not None else {}
-        lines.append(f"`Δ {sr.spec.metric} vs baseline`: row mean − mean of the baseline row `{sr.spec.baseline}`; `p`: "
-                     f"{TEST_NAME}. **(n.s.)**: not significant at {ALPHA} — the data do not show the rows differ."
-                     + ("" if comps else " (No per-sample records were found for these runs, so no test was made.)"))
+    alpha = alpha_of(sr)
+    level = f"{alpha:g}" + (f" (α = {ALPHA} / {sr.spec.seeds.looks} looks of the adaptive seed plan)"
+                            if sr.spec.seeds.looks > 1 else "")
+    machines: dict[str, list[str]] = {}
+    for name, r in chosen.items():
+        for m in dict.fromkeys(p["machine"] for p in r["runs"]):
+            machines.setdefault(m, []).append(name)
+    if machines:
+        lines.append("Machines (what decides the floating-point path; runs reproduce to the last digit only on the "
+                     "same one, elsewhere within their intervals): " + "; ".join(
+                         f"{m}" + ("" if len(machines) == 1 else f" ({', '.join(rows)})") for m, rows in machines.items())
+                     + ".")
+    if sr.spec.baseline or (table is not None and table.pairs):
+        lines.append(f"`Δ {sr.spec.metric} vs baseline`: the row's mean − the baseline row `{sr.spec.baseline}`'s, over "
+                     f"seeds, with its `95 % CI of Δ`; `p (seeds)`: {TEST_NAME}. The unit is the training run, so the "
+                     f"verdict is about training the rows again, not about these particular networks. **(n.s.)**: "
+                     f"not separated at {level} — the data do not show the rows differ (with few seeds most small "
+                     f"differences are not shown). The CSV adds `P(row > baseline)` (share of paired seeds where the "
+                     f"row scored higher) and `p_samples (networks fixed)`, the {SAMPLE_TEST_NAME}.")
     if table is not None and table.pairs:
         items = []
         for a, b, c in table.pairs:
             if c is None:
-                items.append(f"`{a}` vs `{b}`: – (a row is missing or has no per-sample records)")
+                items.append(f"`{a}` vs `{b}`: – (a row is missing or has fewer than two seeds)")
             else:
-                items.append(f"`{a}` − `{b}`: Δ {sr.spec.metric} {c.delta:+.1f}, p {p_text(c.p, '= ')}"
-                             f"{'' if c.significant else ' (n.s.)'}")
+                items.append(f"`{a}` − `{b}`: Δ {sr.spec.metric} {signed(c.delta)} {c.interval_text()}, "
+                             f"p {p_text(c.p, '= ')}{'' if c.significant else ' (n.s.)'}")
         lines.append(f"Pairs (same test, {sr.spec.metric}): " + "; ".join(items) + ".")
     if any(r.get("label") and r["label"] in paper_labels(sr) for r in chosen.values()):
         lines.append("`paper` is the published figure for the same setting, `Δ lvas − paper` the difference of means.")
@@ -264,6 +307,11 @@ def write_sweep_tables(sr: SweepRuns, out_dir: Path, tracking_uri: str | None = 
         paths += write_table(cross, out_dir, f"{table.stem}_protocols",
                              f"{table.caption} — {sr.spec.name}: the same predictions under every protocol",
                              notes=PROTOCOL_NOTE)
+    else:  # an earlier report's every-protocol table would no longer match this one
+        for suffix in (".md", ".tex", ".csv"):
+            old = Path(out_dir) / f"{table.stem}_protocols{suffix}"
+            if old.is_file() or old.is_symlink():
+                old.unlink()
     return paths, table
 
 

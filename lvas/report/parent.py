@@ -7,7 +7,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from lvas.report.build import alpha_of, seed_scores
 from lvas.report.runs import METRICS8, SweepRuns, collect
+from lvas.report.stats import compare
 from lvas.sweep.spec import SweepSpec
 from lvas.tracking import NOTE_TAG, metric_key
 
@@ -50,9 +52,15 @@ def headline(sr: SweepRuns) -> str:
     if len(order) > 1:
         second, other = order[1]
         text += f", {row['metrics'][m] - other['metrics'][m]:+.1f} {m} over **{second}**"
+        c = compare(seed_scores(row, m), seed_scores(other, m), alpha_of(sr))
+        if c is None:
+            text += " (fewer than two seeds: untested)"
+        else:
+            text += (f" (95 % CI of Δ {c.interval_text()}, p = {c.p:.3f} over {c.seeds} seeds: "
+                     + ("separated" if c.significant else "**not separated**: a rerun may swap them") + ")")
     missing = [k for k in sr.rows if k not in sr.chosen()]
     return text + "." + (f" Missing: {', '.join(missing)}." if missing else "") + \
-        " Means over seeds on the test split; `lvas report` gives intervals and paired tests."
+        " Means over seeds on the test split; `lvas report` gives intervals and tests over seeds."
 
 
 def markdown(rows: list[dict[str, Any]], metric: str) -> str:

@@ -74,6 +74,13 @@ def _metrics_of(run: dict) -> dict[str, float]:
     return out
 
 
+def machine_text(tags: dict[str, str]) -> str:
+    """One line naming a run's floating-point path (its ``fp.*`` tags, lvas.engine.resources.float_path)."""
+    return (f"{tags.get('fp.cpu', '?')} ({tags.get('fp.cpu_capability', '?')}), {tags.get('fp.threads', '?')} "
+            f"thread(s), {tags.get('fp.device', '?')}, torch {tags.get('fp.torch', '?')}, oneDNN {tags.get('fp.onednn', '?')}"
+            + (f", cuDNN {tags['fp.cudnn']}" if tags.get("fp.cudnn") else ""))
+
+
 def row_name(label: str, params: dict) -> str:
     return label if not params else f"{label} " + ", ".join(f"{k}={v}" for k, v in params.items())
 
@@ -97,7 +104,7 @@ def collect(spec: SweepSpec, tracking_uri: str) -> SweepRuns:
 
     from lvas.tracking import open_store, quiet_mlflow
 
-    open_store(tracking_uri)
+    open_store(tracking_uri, create=False)
     with quiet_mlflow():
         client = MlflowClient(tracking_uri)
         exp = client.get_experiment_by_name(spec.name)
@@ -145,7 +152,8 @@ def _row(spec: SweepSpec, label: str, params: dict, children: list[dict]) -> dic
             "commit": t.get("git_commit"), "dirty": t.get("git_dirty"), "config_hash": t.get("config_hash"),
             "dataset": t.get("dataset"), "protocol": t.get("protocol"),
             "split": r["params"].get("data.test_split"), "mode": r["params"].get("model.mode"),
-            "cmam": r["params"].get("model.cmam.stages"), "end_time": r["end_time"]})
+            "cmam": r["params"].get("model.cmam.stages"), "end_time": r["end_time"],
+            "machine": machine_text(t) if "fp.cpu" in t else "not recorded"})
     names = sorted({k for p in per_seed for k in p["metrics"]})
     intervals: dict[str, Interval] = {k: interval([p["metrics"].get(k) for p in per_seed]) for k in names}
     first = per_seed[0]

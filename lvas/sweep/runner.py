@@ -617,8 +617,9 @@ class SweepRunner:
     def extend(self, wait: bool = False) -> bool:
         """Add trials the seed plan asks for once the running ones are done; True if any was added.
 
-        * Adaptive seeds: every row whose 95 % CI (Student t over seeds) overlaps the baseline row's
-          gets its next seed, and so does the baseline, up to ``max``.
+        * Adaptive seeds: every row the report's test over seeds (:func:`lvas.report.stats.compare`, at
+          α / looks) does not separate from the baseline row gets its next seed, and so does the
+          baseline, up to ``max``.
         * ``top_k`` (random / bayes): once ``run_cap`` points are searched, the k best by the
           validation score get every other seed.
         """
@@ -640,8 +641,9 @@ class SweepRunner:
         return any(t.state.name == "WAITING" for t in self._active())
 
     def adaptive_additions(self) -> list[tuple[Trial, str]]:
-        """The next seed of every row still overlapping the baseline (and the baseline's), see :meth:`extend`."""
-        from lvas.report.stats import interval
+        """The next seed of every row the report's test does not yet separate from the baseline (and the
+        baseline's), see :meth:`extend`."""
+        from lvas.report.stats import ALPHA, compare
 
         rows = self.scores()
         existing = {t.user_attrs.get("id") for t in self.latest_by_id().values()}
@@ -654,8 +656,8 @@ class SweepRunner:
             row = rows.get(self.spec.trial_for(label, params).point)
             if base is None or row is None:
                 continue
-            r1, r0 = interval(row["scores"].values()), interval(base["scores"].values())
-            if r1.n < 2 or r0.n < 2 or r1.hi < r0.lo or r0.hi < r1.lo:
+            c = compare(row["scores"], base["scores"], ALPHA / plan.looks)
+            if c is None or c.significant:
                 continue  # separated (or not yet two seeds)
             for lab in (label, self.spec.baseline):
                 nxt = next((s for s in plan.values if self.spec.trial_for(lab, params, s).id not in existing), None)

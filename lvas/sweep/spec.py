@@ -132,6 +132,12 @@ class SeedPlan:
     def max(self) -> int:
         return len(self.values)
 
+    @property
+    def looks(self) -> int:
+        """How often the plan may test a row: max − min + 1 for an adaptive plan (it looks after every
+        added seed), 1 for a fixed one. Its rows are tested at α / looks (see lvas.report.stats)."""
+        return self.max - self.min + 1 if self.adaptive else 1
+
 
 def _seed_plan(path: Path, raw: Any) -> SeedPlan:
     if raw is None:
