@@ -127,7 +127,11 @@ def cmd_data(args: argparse.Namespace) -> int:
         if args.dataset == "a2d":
             from lvas.data.a2d import prepare_frames
 
-            print(prepare_frames(args.root))
+            res = prepare_frames(args.root, progress=not args.quiet)
+            print(f"{res['extracted']} video(s) extracted, {res['skipped']} already done")
+            for name in res["refused"]:
+                print(f"lvas data prepare: skipped {name!r}: not a plain video id (nothing created or removed)",
+                      file=sys.stderr)
         else:
             from lvas.data.jhmdb import load_samples
 
@@ -354,7 +358,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     empty = []
     for p in paths:
         spec = load_sweep(p)
-        res = report_sweep(spec, uri, args.out, figures=not args.no_figures, samples=args.samples)
+        res = report_sweep(spec, uri, args.out, figures=not args.no_figures, samples=args.samples, force=args.force)
         print(f"{spec.name}: " + ", ".join(str(t) for t in res["tables"][:1])
               + f" (+ .tex .csv), {len(res['figures'])} figure(s)"
               + (f"; missing rows: {', '.join(res['missing'])}" if res["missing"] else ""))
@@ -522,6 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="reports", help="output folder of tables and figures")
     s.add_argument("--samples", type=at_least(0), default=4, help="samples in the qualitative figure")
     s.add_argument("--no-figures", action="store_true", help="tables only")
+    s.add_argument("--force", action="store_true",
+                   help="replace a table even when this store gives fewer finished rows than it holds")
     s.set_defaults(func=cmd_report)
 
     s = _add("data", help="make, prepare and check datasets")

@@ -25,7 +25,8 @@ from typing import Any, Literal, Sequence
 
 import yaml
 
-from lvas.errors import did_you_mean
+from lvas import yamlio
+from lvas.errors import did_you_mean, excerpt, redact, shown  # noqa: F401  (redact: part of this module's API)
 
 
 class ConfigError(ValueError):
@@ -301,12 +302,12 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"{path or '<root>'}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{path or '<root>'}: expected a mapping, got {shown(value)}")
         return _from_mapping(tp, value, path)
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
-            raise ConfigError(f"{path}: {value!r} is not allowed; expected one of {', '.join(map(repr, allowed))}")
+            raise ConfigError(f"{path}: {shown(value)} is not allowed; expected one of {', '.join(map(repr, allowed))}")
         return value
     if origin in (typing.Union, types.UnionType):
         errors = []
@@ -315,35 +316,35 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
                 return _convert(value, arg, path)
             except ConfigError as e:
                 errors.append(e)
-        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {shown(value)}")
     if origin is list:
         (inner,) = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+            raise ConfigError(f"{path}: expected {_type_name(tp)}, got {shown(value)}")
         return [_convert(v, inner, f"{path}[{i}]") for i, v in enumerate(value)]
     if tp is type(None):
         if value is not None:
-            raise ConfigError(f"{path}: expected null, got {value!r}")
+            raise ConfigError(f"{path}: expected null, got {shown(value)}")
         return None
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected true or false, got {value!r}")
+            raise ConfigError(f"{path}: expected true or false, got {shown(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+            raise ConfigError(f"{path}: expected an integer, got {shown(value)}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path}: expected a number, got {value!r}")
+            raise ConfigError(f"{path}: expected a number, got {shown(value)}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{path}: expected a string, got {value!r}")
+            raise ConfigError(f"{path}: expected a string, got {shown(value)}")
         return value
     if tp is dict or origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{path}: expected a mapping, got {shown(value)}")
         return dict(value)
     raise TypeError(f"unsupported config type {tp!r} at {path}")  # a bug in the schema
 
@@ -353,7 +354,7 @@ def _from_mapping(cls: type, data: dict, prefix: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in fields:
-            path = f"{prefix}.{key}" if prefix else str(key)
+            path = f"{prefix}.{shown(key, 60)[1:-1] if isinstance(key, str) else shown(key, 60)}" if prefix else shown(key, 60)
             raise ConfigError(f"{path}: unknown key; allowed keys here: {', '.join(fields)}"
                               f"{did_you_mean(key, fields) or '.'}")
     kwargs = {}
@@ -376,7 +377,7 @@ def _from_mapping(cls: type, data: dict, prefix: str) -> Any:
                 raise ConfigError(f"{path}: {reg.unknown_message(value)}")
         check = _CHECKS.get(path)
         if check is not None and not check[0](value):
-            raise ConfigError(f"{path}: {value!r} is not valid; expected {check[1]}")
+            raise ConfigError(f"{path}: {shown(value)} is not valid; expected {check[1]}")
         kwargs[name] = value
     return cls(**kwargs)
 
@@ -424,11 +425,6 @@ def saved_dict(cfg: Any) -> dict:
 def to_yaml(cfg: Any) -> str:
     """The config as YAML, credentials redacted (what ``config.yaml`` files hold)."""
     return yaml.safe_dump(saved_dict(cfg), sort_keys=False)
-
-
-def redact(text: str) -> str:
-    """``scheme://user:password@host`` -> ``scheme://user:***@host`` wherever it appears in ``text``."""
-    return re.sub(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*):[^@/\s]*@", r"\1:***@", text)
 
 
 def redact_data(value: Any) -> Any:
@@ -500,15 +496,27 @@ def deep_merge(base: dict, diff: dict) -> dict:
     return out
 
 
+MAX_BASE_CHAIN = 32  # base: files deep (a chain longer than any real config is an error, not a recursion)
+
+
 def read_yaml(path: str | Path) -> dict:
-    """A YAML mapping from ``path``; a missing or malformed file raises ConfigError naming it."""
+    """A YAML mapping from ``path``; a missing, unreadable, malformed or oversized file raises one
+    ConfigError naming it (see :mod:`lvas.yamlio` for the limits)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: config file not found")
     try:
-        data = yaml.safe_load(p.read_text())
+        with p.open("rb") as f:
+            raw = f.read(yamlio.MAX_BYTES * 64 + 1)
+        data = yamlio.load(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {e.start}); a config is a UTF-8 YAML file") from None
+    except yamlio.YAMLLimit as e:
+        raise ConfigError(f"{p}: {e}") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        raise ConfigError(f"{p}: not valid YAML: {excerpt(e, 300, secrets=False)}") from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read ({e.strerror})") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -521,6 +529,8 @@ def load_raw(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     p = Path(path).resolve()
     if p in _seen:
         raise ConfigError(f"{p}: circular base: {' -> '.join(map(str, _seen + (p,)))}")
+    if len(_seen) >= MAX_BASE_CHAIN:
+        raise ConfigError(f"{_seen[0]}: base: a chain of more than {MAX_BASE_CHAIN} files (at {p})")
     data = read_yaml(p)
     bases = data.pop("base", None)
     if bases is None:
@@ -537,16 +547,19 @@ def load_raw(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"a.b.c=value"`` -> (["a","b","c"], parsed YAML value)."""
+    shown = excerpt(text, 80, secrets=False)
     if "=" not in text:
-        raise ConfigError(f"override {text!r}: expected key.path=value")
+        raise ConfigError(f"override {shown}: expected key.path=value")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override {text!r}: empty key path")
+        raise ConfigError(f"override {shown}: empty key path")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yamlio.load(raw) if raw.strip() else ""
+    except yamlio.YAMLLimit as e:
+        raise ConfigError(f"{excerpt(key, 80, secrets=False)}: {e}") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"override {text!r}: value is not valid YAML: {e}") from None
+        raise ConfigError(f"override {shown}: value is not valid YAML: {excerpt(e, 200, secrets=False)}") from None
     if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
         value = float(value)  # YAML 1.1 reads 1e-5 (no dot) as a string
     return key.split("."), value

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import threading
 import time
@@ -138,23 +139,31 @@ def exclusive(path: str | Path) -> Iterator[None]:
 
 
 def tmp_path(path: str | Path) -> Path:
-    """Where to write ``path`` before renaming it into place: ``.<name>.tmp-<host>-<pid>``."""
+    """Where to write ``path`` before renaming it into place: ``.<name>.lvas-tmp-<host>-<pid>``."""
     path = Path(path)
-    return path.with_name(f".{path.name}.tmp-{HOST}-{os.getpid()}")
+    return path.with_name(f".{path.name}{TMP_MARK}{HOST}-{os.getpid()}")
+
+
+TMP_MARK = ".lvas-tmp-"
+_TMP_NAME = re.compile(r"\..+" + re.escape(TMP_MARK) + r"(?P<host>[^/]+)-(?P<pid>\d+)")
 
 
 def clean_tmp(folder: str | Path, older_than: float = 86400.0) -> list[Path]:
-    """Remove the temporary files of writes killed half-way under ``folder`` (recursively): those of
-    a dead process on this host, and any older than ``older_than`` seconds. Returns what was removed."""
+    """Remove the temporary files of lvas's own writes killed half-way under ``folder``
+    (recursively): files named exactly as :func:`tmp_path` names them (``.<name>.lvas-tmp-<host>-<pid>``)
+    whose process on this host is gone, or older than ``older_than`` seconds (another host's).
+    Nothing else is touched: a user's ``.x.tmp-1`` is not lvas's. Returns what was removed."""
     folder = Path(folder)
     removed = []
     if not folder.is_dir():
         return removed
-    for p in folder.rglob(".*.tmp-*"):
-        host, _, pid = p.name.rpartition(".tmp-")[2].rpartition("-")
+    for p in folder.rglob(f".*{TMP_MARK}*"):
+        m = _TMP_NAME.fullmatch(p.name)
+        if m is None or p.is_symlink():
+            continue
         try:
-            old = time.time() - p.stat().st_mtime > older_than
-            gone = host == HOST and pid.isdigit() and process_start(int(pid)) is None
+            gone = m["host"] == HOST and process_start(int(m["pid"])) is None
+            old = m["host"] != HOST and time.time() - p.stat().st_mtime > older_than
             if p.is_file() and (gone or old):
                 p.unlink()
                 removed.append(p)
@@ -167,8 +176,13 @@ def replace_atomic(path: str | Path, write: Callable[[Path], object]) -> Path:
     """``write(tmp)`` to a temporary file, then rename it to ``path``: a kill never leaves half a file."""
     path = Path(path)
     tmp = tmp_path(path)
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, a read-only folder, a signal: leave no temporary behind
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     return path
 
 

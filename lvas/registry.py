@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-from lvas.errors import did_you_mean
+from lvas.errors import did_you_mean, shown
 
 
 class RegistryError(Exception):
@@ -86,7 +86,7 @@ class Registry:
 
     def unknown_message(self, name: object) -> str:
         names = self.names()
-        return (f"unknown {self.family} {name!r}; registered: {', '.join(names) or '(none)'}"
+        return (f"unknown {self.family} {shown(name, 60)}; registered: {', '.join(names) or '(none)'}"
                 + did_you_mean(name, names, cutoff=0.4))
 
     def build(self, name: str, **kwargs: Any) -> Any:

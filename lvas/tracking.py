@@ -72,17 +72,24 @@ def dataset_digest(index, name: str, split: str, root: str) -> dict[str, Any]:
             "digest": hashlib.sha1(index.to_csv(index=False).encode()).hexdigest()[:12]}
 
 
-def _store_lock(uri: str) -> Path | None:
-    """The lock file guarding a local store's creation (SQLite file or file-store folder)."""
+def _store_path(uri: str) -> Path | None:
+    """The local store of ``uri`` (SQLite file or file-store folder); None for a server."""
     if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///"):] + ".lock")
+        return Path(uri[len("sqlite:///"):])
     if uri.startswith("file:") or "://" not in uri:
-        folder = Path(uri[len("file:"):] if uri.startswith("file:") else uri)
-        return folder.parent / f".{folder.name}.lock"
+        return Path(uri[len("file:"):] if uri.startswith("file:") else uri)
     return None
 
 
-def open_store(uri: str, orphans: bool = True) -> None:
+def _store_lock(uri: str) -> Path | None:
+    """The lock file guarding a local store's creation (SQLite file or file-store folder)."""
+    store = _store_path(uri)
+    if store is None:
+        return None
+    return store.with_name(store.name + ".lock") if uri.startswith("sqlite:///") else store.parent / f".{store.name}.lock"
+
+
+def open_store(uri: str, orphans: bool = True, create: bool = True) -> None:
     """Make the tracking store at ``uri`` ready for this process (once per process and URI).
 
     * A local store is created (and MLflow's schema migrated) under a file lock, so processes
@@ -90,6 +97,9 @@ def open_store(uri: str, orphans: bool = True) -> None:
     * Runs whose process is gone (:mod:`lvas.liveness`: a dead pid on this host, or no heartbeat
       for :data:`ORPHAN_AFTER` seconds from another host) are ended KILLED, with the reason in the
       tag ``lvas.end_reason``.
+
+    ``create=False`` (commands that only read: ``lvas report``, ``lvas eval RUN_ID``): a local store
+    that does not exist is an error, never created.
 
     Raises ConfigError naming the (redacted) URI when the store cannot be opened.
     """
@@ -99,6 +109,10 @@ def open_store(uri: str, orphans: bool = True) -> None:
     from lvas.liveness import file_lock
 
     lock = _store_lock(uri)
+    if not create and lock is not None and not _store_path(uri).exists():
+        raise ConfigError(f"tracking URI {redact(uri)}: no MLflow store there (this command only reads one, it never "
+                          f"creates it): is it the store the sweep or training used? (--tracking-uri, "
+                          f"MLFLOW_TRACKING_URI)")
     if lock is not None and not lock.parent.is_dir():
         raise ConfigError(f"tracking URI {redact(uri)}: the folder {lock.parent} does not exist")
     if lock is not None and not os.access(lock.parent, os.W_OK):
@@ -273,10 +287,13 @@ class Tracker:
         elif exc_type is KeyboardInterrupt:
             mlflow.end_run("KILLED")
         else:
-            text = "".join(traceback.format_exception(exc_type, exc, tb))
+            # what a data file said stays on this machine: the stored message is the error's public
+            # part (the file and the problem, lvas.errors.DataError), never an excerpt of the file
+            message = f"{exc_type.__name__}: {getattr(exc, 'public', exc)}"
+            text = "".join(traceback.format_tb(tb)) + message + "\n"
             with contextlib.suppress(Exception):
                 mlflow.log_text(text, "traceback.txt")
-                mlflow.set_tag("failure", f"{exc_type.__name__}: {exc}"[:5000])
+                mlflow.set_tag("failure", message[:5000])
             mlflow.end_run("FAILED")
 
     # -- logging ------------------------------------------------------------
@@ -376,29 +393,36 @@ def download_artifact(run_id: str, path: str, uri: str) -> Path:
     return Path(_client(uri).download_artifacts(run_id, path, dst))
 
 
-def reusable_run(uri: str, experiment: str, run_dir: Path, id_file: Path, resume: bool) -> str | None:
-    """The MLflow run a training in ``run_dir`` continues instead of starting a new one.
+def reusable_run(uri: str, experiment: str, run_dir: Path, id_file: Path, resume: bool) -> tuple[str | None, str | None]:
+    """The MLflow run a training in ``run_dir`` continues instead of starting a new one, and the run
+    it forks from (or None).
 
     The run named by ``id_file`` when resuming (whatever its status) or when it never finished (a
-    training killed before its first checkpoint); without that file (killed between creating the
-    run and writing it), the newest unfinished run of ``experiment`` tagged with this ``run_dir``.
-    None: start a new run.
+    training killed before its first checkpoint) — provided that run belongs to this folder (its
+    ``run_dir`` tag): a folder copied with ``cp -r`` names the original's run, which is never written
+    into; the copy continues in a new run (second value: the original's id). Without that file (killed
+    between creating the run and writing it), the newest unfinished run of ``experiment`` tagged with
+    this ``run_dir``. (None, ...): start a new run.
     """
     open_store(uri)
     client = _client(uri)
+    here = str(run_dir.resolve())
     if id_file.is_file():
         run_id = id_file.read_text().strip()
         try:
-            status = client.get_run(run_id).info.status
+            run = client.get_run(run_id)
         except Exception:  # noqa: BLE001 - the run was deleted or lives in another store
-            return None
-        return run_id if resume or status != "FINISHED" else None
+            return None, None
+        owner = run.data.tags.get("run_dir")
+        if owner is not None and owner != here:
+            return None, run_id
+        return (run_id if resume or run.info.status != "FINISHED" else None), None
     exp = client.get_experiment_by_name(experiment)
-    if exp is None or "'" in str(run_dir.resolve()):
-        return None
-    runs = client.search_runs([exp.experiment_id], f"tags.run_dir = '{str(run_dir.resolve())}' and "
+    if exp is None or "'" in here:
+        return None, None
+    runs = client.search_runs([exp.experiment_id], f"tags.run_dir = '{here}' and "
                               f"attributes.status != 'FINISHED'", order_by=["attributes.start_time DESC"], max_results=1)
-    return runs[0].info.run_id if runs else None
+    return (runs[0].info.run_id if runs else None), None
 
 
 @contextlib.contextmanager

@@ -109,10 +109,16 @@ def test_sweep_keys_get_did_you_mean(tmp_path, capsys):
 
 
 def test_report_fails_when_every_row_is_missing(tmp_path, capsys):
+    from lvas.tracking import open_store
+
     uri = f"sqlite:///{tmp_path / 'empty.db'}"
-    rc = main(["report", str(ROOT / "sweeps" / "quickstart.yaml"), "--tracking-uri", uri, "--out", str(tmp_path / "r"),
-               "--no-figures", "-q"])
-    assert rc == 1
+    args = ["report", str(ROOT / "sweeps" / "quickstart.yaml"), "--tracking-uri", uri, "--out", str(tmp_path / "r"),
+            "--no-figures", "-q"]
+    # a store that does not exist is named, and not created by a command that only reads
+    assert main(args) == 2
+    assert "no MLflow store there" in capsys.readouterr().err and not (tmp_path / "empty.db").exists()
+    open_store(uri)  # an existing store without the sweep's runs
+    assert main(args) == 1
     err = capsys.readouterr().err
     assert "every row is missing in quickstart" in err and str(tmp_path / "empty.db") in err
 

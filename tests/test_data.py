@@ -152,10 +152,10 @@ def test_prepare_extracts_mp4_frames_resumably(tmp_path):
     write_a2d(root, n_frames=6, frames_as="mp4")
     rep = check_a2d(root)
     assert any("no frames (run `lvas data prepare a2d ROOT`)" in p for p in rep.problems)
-    assert prepare_frames(root, progress=False) == {"extracted": 3, "skipped": 0}
+    assert prepare_frames(root, progress=False) == {"extracted": 3, "skipped": 0, "refused": []}
     frames = sorted((root / "Release/frames/v_train").glob("*.jpg"))
     assert [f.name for f in frames] == [f"{n:05d}.jpg" for n in range(1, 7)]
-    assert prepare_frames(root, progress=False) == {"extracted": 0, "skipped": 3}
+    assert prepare_frames(root, progress=False) == {"extracted": 0, "skipped": 3, "refused": []}
     item = A2DSentences(root, "train", frames=3, frame_stride=1, size=64)[0]
     got = [float(item["clip"][0, t, :48, :64].mean()) * 255 for t in range(3)]
     want = [level(n) for n in item["meta"]["frames"]]
@@ -192,11 +192,11 @@ def test_video_ids_that_leave_the_root_are_refused(a2d, tmp_path):
     root, _ = a2d
     ann = root / "text_annotations" / "a2d_annotation.txt"
     ann.write_text(ann.read_text() + "../../outside,1,the man\n")
-    with pytest.raises(DataError, match=r"a2d_annotation.txt: video_id '../../outside' is not a plain file name"):
+    with pytest.raises(DataError, match=r"a2d_annotation.txt: video_id is not a plain file name \(read: '../../outside'\)"):
         A2DSentences(root, "train", frames=2, size=32)
     jroot = tmp_path / "jhmdb"
     write_jhmdb(jroot)
     jann = jroot / "jhmdb_annotation.txt"
     jann.write_text(jann.read_text() + "..,a man\n")
-    with pytest.raises(DataError, match=r"jhmdb_annotation.txt: video_id '\.\.' is not a plain file name"):
+    with pytest.raises(DataError, match=r"jhmdb_annotation.txt: video_id is not a plain file name \(read: '\.\.'\)"):
         JHMDBSentences(jroot)

@@ -77,7 +77,7 @@ def check_complete(folder: Path, sweep: Path, uri: str) -> int:
         d = folder / "sweeps" / spec.name / "trials" / spec.folder(t)
         for f in ("test_metrics.json", "config.yaml", "model.pt", "history.json"):
             assert (d / f).is_file(), f"{t.name}: {f} missing"
-    assert not list((folder / "sweeps").rglob(".*.tmp-*")), "temporary files of killed writes were left"
+    assert not list((folder / "sweeps").rglob(".*.lvas-tmp-*")), "temporary files of killed writes were left"
     return len([t for t in runner.study.get_trials(deepcopy=False) if t.user_attrs.get("interrupted")])
 
 

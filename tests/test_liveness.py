@@ -78,17 +78,33 @@ def test_a_second_holder_of_a_folder_is_refused_and_a_dead_one_never_blocks(tmp_
 
 
 def test_temporaries_of_killed_writes_are_removed_and_live_ones_kept(tmp_path):
-    mine = tmp_path / f".model.pt.tmp-{HOST}-{os.getpid()}"
-    killed = tmp_path / "sub" / f".last.pt.tmp-{HOST}-{dead_pid()}"
-    other_host = tmp_path / ".x.tmp-otherhost-1"
-    for f in (mine, killed, other_host):
+    mine = tmp_path / f".model.pt.lvas-tmp-{HOST}-{os.getpid()}"
+    killed = tmp_path / "sub" / f".last.pt.lvas-tmp-{HOST}-{dead_pid()}"
+    other_host = tmp_path / ".x.lvas-tmp-otherhost-1"
+    # the user's own files that merely look temporary are never lvas's to remove
+    users = [tmp_path / f".notes.tmp-{HOST}-{dead_pid()}", tmp_path / ".draft.tmp-1", tmp_path / "x.lvas-tmp-a-1"]
+    for f in (mine, killed, other_host, *users):
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_text("half")
     assert tmp_file_for(tmp_path / "model.pt") == mine  # where lvas writes before renaming
     assert clean_tmp(tmp_path) == [killed]
     os.utime(other_host, (time.time() - 2 * 86400,) * 2)
+    for f in users:
+        os.utime(f, (time.time() - 2 * 86400,) * 2)
     assert clean_tmp(tmp_path) == [other_host]
-    assert mine.is_file()
+    assert mine.is_file() and all(f.is_file() for f in users)
+
+
+def test_a_failed_atomic_write_leaves_no_temporary(tmp_path):
+    from lvas.liveness import replace_atomic
+
+    def half(tmp):
+        tmp.write_text("half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        replace_atomic(tmp_path / "f.json", half)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_end_orphans_ends_dead_runs_only(tmp_path):

@@ -35,6 +35,14 @@ def _tags(spec, label: str, seed: int, **extra) -> dict:
 @pytest.fixture
 def store(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    return write_store(tmp_path)
+
+
+def write_store(tmp_path):
+    """A sweep file and an MLflow store with its runs (two seeds of two rows, one failed row):
+    (sweep path, tracking URI, parent run id)."""
+    import os
+
     sweep = tmp_path / "rep.yaml"
     sweep.write_text(yaml.safe_dump({
         "name": "rep", "base": str(ROOT / "experiments/cpu_small.yaml"), "metric": {"name": "AP"}, "method": "grid",
@@ -64,7 +72,7 @@ def store(tmp_path, monkeypatch):
     client = mlflow.MlflowClient()
     missing = mlflow.search_runs(experiment_names=["rep"], filter_string="tags.variant = 'Missing'")["run_id"][0]
     client.set_terminated(missing, "FAILED")
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
     return sweep, uri, parent.info.run_id
 
 

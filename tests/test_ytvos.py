@@ -70,7 +70,7 @@ def test_bad_files_are_named(ytvos, tmp_path):
     data = json.loads(meta.read_text())
     data["videos"]["../../etc"] = data["videos"].pop(sorted(data["videos"])[0])
     meta.write_text(json.dumps(data))
-    with pytest.raises(DataError, match=r"video id '\.\./\.\./etc' is not a plain file name") as e:
+    with pytest.raises(DataError, match=r"video id is not a plain file name \(read: '\.\./\.\./etc'\)") as e:
         RefYouTubeVOS(bad, "train")
     assert str(meta) in str(e.value)
     meta.write_text("{not json")

@@ -34,6 +34,7 @@ import torch
 from lvas.data.clips import clip_indices
 from lvas.models.inputs import input_spec
 from lvas.data.errors import DataError
+from lvas.errors import excerpt
 from lvas.data.samples import SampleDataset, collate, make_item, plain_name, read_image  # noqa: F401  (re-exported)
 from lvas.data.vocab import Vocabulary
 
@@ -89,7 +90,7 @@ def read_videoset(path: Path) -> pd.DataFrame:
     try:
         df = pd.read_csv(path, header=None, dtype={0: str})
     except Exception as e:  # noqa: BLE001
-        raise DataError(path, f"cannot be parsed as CSV: {e}") from None
+        raise DataError(path, "cannot be parsed as CSV", quoted=e) from None
     if df.shape[1] != 9:
         raise DataError(path, f"expected 9 columns ({', '.join(VIDEOSET_COLUMNS)}), found {df.shape[1]}")
     df.columns = VIDEOSET_COLUMNS
@@ -115,18 +116,19 @@ def read_queries(path: Path) -> tuple[pd.DataFrame, list[str]]:
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except Exception as e:  # noqa: BLE001
-        raise DataError(path, f"cannot be parsed as CSV: {e}") from None
+        raise DataError(path, "cannot be parsed as CSV", quoted=e) from None
     need = {"video_id", "instance_id", "query"}
     if not need <= set(df.columns):
-        raise DataError(path, f"header must name video_id,instance_id,query; found {list(df.columns)}")
+        raise DataError(path, f"header must name video_id,instance_id,query; found {len(df.columns)} other column(s)",
+                        quoted=",".join(map(str, df.columns)))
     notes = []
     ids = []
     for i, raw in enumerate(df["instance_id"]):
         m = _INSTANCE.match(raw)
         if m is None:
-            raise DataError(path, f"row {i + 2}: instance_id {raw!r} is not an integer")
+            raise DataError(path, f"row {i + 2}: instance_id is not an integer", quoted=raw)
         if m.group(0).strip() != raw.strip():
-            notes.append(f"{path}: row {i + 2}: instance_id {raw!r} read as {m.group(1)}")
+            notes.append(f"{path}: row {i + 2}: instance_id {excerpt(raw)} read as {m.group(1)}")
         ids.append(int(m.group(1)))
     df["instance_id"] = ids
     for vid in df["video_id"]:
@@ -293,11 +295,14 @@ class A2DSentences(SampleDataset):
 # --------------------------------------------------------------------------- prepare
 
 
-def prepare_frames(root: str | Path, quality: int = 95, progress: bool = True) -> dict[str, int]:
+def prepare_frames(root: str | Path, quality: int = 95, progress: bool = True) -> dict[str, Any]:
     """Extract ``Release/clips320H/*.mp4`` into ``Release/frames/<vid>/%05d.jpg`` with PyAV.
 
     Resumable: a video whose folder is complete (``.done`` marker) is skipped; a video is written
-    to a temporary folder and renamed, so an interrupted run leaves no half-extracted video.
+    to a temporary folder ``frames/.<vid>.partial`` and renamed, so an interrupted run leaves no
+    half-extracted video. A file whose name is not a plain video id (``...mp4`` would name
+    ``frames/..``) is refused before anything is created; a ``frames/<vid>`` folder that lvas did not
+    complete (no ``.done``) is never removed: the run stops and names it.
     """
     import shutil
 
@@ -309,26 +314,51 @@ def prepare_frames(root: str | Path, quality: int = 95, progress: bool = True) -
         raise DataError(lay.clips, "missing folder of .mp4 videos")
     videos = sorted(lay.clips.glob("*.mp4"))
     done = skipped = 0
+    refused: list[str] = []
     for mp4 in tqdm(videos, desc="extracting frames", unit="video", disable=not progress):
-        out = lay.frames / mp4.stem
+        vid = mp4.name[: -len(".mp4")]
+        try:
+            if vid.startswith("."):
+                raise DataError(mp4, "video id starts with '.'")
+            plain_name(vid, "video id", mp4)
+        except DataError:
+            refused.append(mp4.name)
+            continue
+        out = lay.frames / vid
         if (out / ".done").is_file():
             skipped += 1
             continue
-        tmp = lay.frames / f".{mp4.stem}.partial"
-        shutil.rmtree(tmp, ignore_errors=True)
+        if out.exists():
+            raise DataError(out, "exists but was not completed by lvas (no .done marker): move it away and rerun")
+        tmp = lay.frames / f".{vid}.partial"
+        if tmp.exists():  # an interrupted extraction of this video (lvas's own name for it)
+            shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
         try:
-            with av.open(str(mp4)) as container:
-                for n, frame in enumerate(container.decode(video=0), start=1):
-                    frame.to_image().save(tmp / f"{n:05d}.jpg", quality=quality)
-        except (av.error.FFmpegError, OSError) as e:
+            n = _extract(mp4, tmp, quality, av)
+            (tmp / ".done").write_text(str(n))
+            tmp.rename(out)
+        except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise DataError(mp4, f"cannot decode video ({e})") from None
-        (tmp / ".done").write_text(str(n))
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
+            raise
         done += 1
-    return {"extracted": done, "skipped": skipped}
+    return {"extracted": done, "skipped": skipped, "refused": refused}
+
+
+def _extract(mp4: Path, folder: Path, quality: int, av) -> int:
+    """Decode every frame of ``mp4`` into ``folder/%05d.jpg``; returns the count (DataError if none)."""
+    n = 0
+    try:
+        with av.open(str(mp4)) as container:
+            if not container.streams.video:
+                raise DataError(mp4, "has no video stream (audio only?)")
+            for n, frame in enumerate(container.decode(video=0), start=1):
+                frame.to_image().save(folder / f"{n:05d}.jpg", quality=quality)
+    except (av.error.FFmpegError, OSError, ValueError) as e:
+        raise DataError(mp4, "cannot decode video", quoted=e) from None
+    if n == 0:
+        raise DataError(mp4, "has no decodable frames")
+    return n
 
 
 def write_csv_rows(path: Path, header: list[str] | None, rows: list[list[Any]]) -> None:

@@ -37,9 +37,10 @@ def read_annotations(path: Path) -> pd.DataFrame:
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except Exception as e:  # noqa: BLE001
-        raise DataError(path, f"cannot be parsed as CSV: {e}") from None
+        raise DataError(path, "cannot be parsed as CSV", quoted=e) from None
     if not {"video_id", "query"} <= set(df.columns):
-        raise DataError(path, f"header must name video_id,query; found {list(df.columns)}")
+        raise DataError(path, f"header must name video_id,query; found {len(df.columns)} other column(s)",
+                        quoted=",".join(map(str, df.columns)))
     for vid in df["video_id"]:
         plain_name(vid, "video_id", path)
     return df[["video_id", "query"]]

@@ -21,7 +21,7 @@ def plain_name(name: Any, what: str, path: Path) -> str:
     unless it is one plain path part: a crafted file cannot make lvas read outside the dataset root."""
     s = str(name)
     if not s or s in (".", "..") or "/" in s or "\\" in s or any(ord(c) < 32 for c in s):
-        raise DataError(path, f"{what} {s!r} is not a plain file name")
+        raise DataError(path, f"{what} is not a plain file name", quoted=s)
     return s
 
 

@@ -120,7 +120,8 @@ def _object_frames(meta: Path, ann_dir: Path, table: pd.DataFrame) -> dict[tuple
             return {(vid, int(o)): {str(f) for f in spec["frames"]}
                     for vid, v in videos.items() for o, spec in v["objects"].items()}
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
-            raise DataError(meta, f'expected {{"videos": {{video: {{"objects": {{id: {{"frames": [...]}}}}}}}}}} ({e!r})') from None
+            raise DataError(meta, 'expected {"videos": {video: {"objects": {id: {"frames": [...]}}}}}',
+                            quoted=f"{type(e).__name__}: {e}") from None
     out = {}
     for r in table.itertuples(index=False):
         out[(r.video, r.obj_id)] = {f for f in r.frames if (ann_dir / r.video / f"{f}.png").is_file()}

@@ -18,6 +18,7 @@ import copy
 import json
 import os
 import random
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -633,11 +634,17 @@ def train_experiment(cfg: ExperimentConfig, run_dir: str | Path | None = None, *
         id_file = run_dir / "mlflow_run_id"
         uri = resolve_uri(tracking_uri, cfg.tracking.uri)
         exp_name = experiment or cfg.tracking.experiment or cfg.name
-        run_id = reusable_run(uri, exp_name, run_dir, id_file, resume) if track else None
+        run_id, forked = reusable_run(uri, exp_name, run_dir, id_file, resume) if track else (None, None)
+        if forked and progress:
+            print(f"note: {run_dir} was copied from the folder of MLflow run {forked}; that run is left as it is and "
+                  f"this folder's training goes on in a new run", file=sys.stderr, flush=True)
+        device = resolve_device(cfg.train.device)
         tags = {"config_hash": config_hash(cfg), "git_commit": git_commit(), "git_dirty": git_dirty(),
+                **resources.float_path(device, resources.plan(cfg, device).threads),
                 "protocol": cfg.train.protocol,
                 "dataset": cfg.data.dataset, "recipe": cfg.train.recipe, "run_dir": str(run_dir.resolve()),
-                **({NOTE_TAG: redact(description)} if description else {}), **(extra_tags or {})}
+                **({NOTE_TAG: redact(description)} if description else {}), **(extra_tags or {}),
+                **({"forked_from": forked} if forked else {})}
         tracker = Tracker(uri, exp_name, run_name=run_name or cfg.name, run_id=run_id, parent_run_id=parent_run_id,
                           tags=tags, system_metrics=cfg.tracking.system_metrics, active=track,
                           experiment_description=experiment_description)

@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from lvas.report.build import TABLES  # noqa: E402
+from lvas.liveness import replace_atomic  # noqa: E402
 from lvas.report.runs import SweepRuns, metric_history  # noqa: E402
 
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
@@ -50,7 +51,7 @@ def precision_curve(sr: SweepRuns, path: Path) -> Path | None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    replace_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
     return path
 
@@ -93,7 +94,7 @@ def ablation_bars(sr: SweepRuns, path: Path) -> Path | None:
     ns = sorted({len(r["runs"]) for r in chosen.values()})
     fig.suptitle(f"{sr.spec.name} ({sr.spec.report}); error bars: 95 % CI over n = {'/'.join(map(str, ns))} seeds")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    replace_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
     return path
 
@@ -146,7 +147,7 @@ def training_curves(sr: SweepRuns, path: Path, tracking_uri: str) -> Path | None
         ax.grid(alpha=0.3)
     axes[0, -1].legend(fontsize=6, ncol=2 if len(curves) > 3 else 1)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    replace_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
     return path
 
@@ -255,7 +256,7 @@ def figure4(sr: SweepRuns, path: Path, tracking_uri: str, n: int = 4) -> Path | 
     fig.legend(handles=[Patch(color=PRED_COLOUR, label="prediction"), Patch(color=GT_COLOUR, label="ground truth")],
                loc="lower center", ncol=2, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    fig.savefig(path, dpi=110)
+    replace_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
     return path
 
@@ -292,6 +293,6 @@ def figure5(sr: SweepRuns, path: Path, tracking_uri: str, n: int = 2) -> Path | 
         ax.legend(fontsize=7)
     fig.suptitle(f"CMAM word attention, mean over stages ({label})", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    replace_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
     return path

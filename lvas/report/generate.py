@@ -5,19 +5,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lvas.report.build import write_sweep_tables
+from lvas.config import ConfigError, redact
+from lvas.report.build import table_stem, write_sweep_tables
 from lvas.report.runs import collect
 from lvas.sweep.spec import SweepSpec
 
 
 def report_sweep(spec: SweepSpec, tracking_uri: str, out_root: str | Path = "reports",
-                 figures: bool = True, samples: int = 4) -> dict[str, list[Path]]:
-    """Write ``<out_root>/<sweep>/<table>.{md,tex,csv}`` and ``figures/*.png``; log them to the parent run."""
+                 figures: bool = True, samples: int = 4, force: bool = False) -> dict[str, list[Path]]:
+    """Write ``<out_root>/<sweep>/<table>.{md,tex,csv}`` and ``figures/*.png``; log them to the parent run.
+
+    A table that already holds more finished rows than this store gives (the wrong ``--tracking-uri``,
+    runs deleted) is not replaced unless ``force``: the ConfigError names the file and both counts.
+    Only the files written here are uploaded (a symlink or any other file planted in the folder is not).
+    """
     from lvas.report import figures as F
     from lvas.tracking import quiet_mlflow
 
     out = Path(out_root) / spec.name
     sr = collect(spec, tracking_uri)
+    before = finished_rows(out / f"{table_stem(spec)}.csv")
+    if len(sr.chosen()) < before and not force:
+        raise ConfigError(f"{out / table_stem(spec)}.csv: holds {before} finished row(s), the store "
+                          f"{redact(tracking_uri)} gives {len(sr.chosen())}: not replaced (is it the store the sweep "
+                          f"used? --force replaces it anyway)")
     tables, _ = write_sweep_tables(sr, out, tracking_uri)
     figs: list[Path] = []
     if figures:
@@ -35,10 +46,26 @@ def report_sweep(spec: SweepSpec, tracking_uri: str, out_root: str | Path = "rep
         from lvas.report.parent import summarise_to_parent
 
         with quiet_mlflow():
-            MlflowClient(tracking_uri).log_artifacts(sr.parent_run_id, str(out), "report")
+            client = MlflowClient(tracking_uri)
+            for path in [*tables, *figs]:
+                if path.is_file() and not path.is_symlink():
+                    client.log_artifact(sr.parent_run_id, str(path), str(Path("report") / path.parent.relative_to(out)))
         summarise_to_parent(spec, tracking_uri, sr)
     return {"tables": tables, "figures": figs, "missing": [k for k in sr.rows if k not in sr.chosen()],
             "rows": len(sr.rows)}
+
+
+def finished_rows(csv: Path) -> int:
+    """How many of our rows a table written earlier holds finished (0 when there is none, or unreadable)."""
+    import pandas as pd
+
+    if not csv.is_file() or csv.is_symlink():
+        return 0
+    try:
+        df = pd.read_csv(csv)
+        return int(((df["source"] == "lvas") & (df["status"] == "FINISHED")).sum())
+    except Exception:  # noqa: BLE001 - not a table of ours: nothing to protect
+        return 0
 
 
 def write_index(out_root: str | Path = "reports") -> Path:

@@ -12,10 +12,13 @@ table instead); the CSV keeps every column and the full run ids.
 from __future__ import annotations
 
 import re
+import unicodedata
 from pathlib import Path
 from typing import Mapping
 
 import pandas as pd
+
+from lvas.liveness import write_atomic
 
 _LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
                   "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}",
@@ -27,9 +30,33 @@ KEEP = ("row",)  # never folded into the constant-columns line
 
 
 def latex_escape(text: object) -> str:
-    """Escape LaTeX's special characters in a cell or header (a leading minus becomes ``$-$``)."""
+    """Escape LaTeX's special characters in a cell or header (a leading minus becomes ``$-$``); every
+    other character outside ASCII is written as its ASCII base letters (``é`` -> ``e``) or ``?``, so the
+    output is plain ASCII whatever a label holds."""
     text = _NEGATIVE.sub("−", str(text))
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+    return "".join(_LATEX_SPECIAL.get(ch, ch) if ch in _LATEX_SPECIAL or ch.isascii() else _ascii(ch) for ch in text)
+
+
+def _ascii(ch: str) -> str:
+    if ord(ch) < 32 or ch == "\x7f":
+        return " "
+    base = unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode()
+    return "".join(_LATEX_SPECIAL.get(c, c) for c in base) or "?"
+
+
+_PLAIN = {"±": "+/-", "Δ": "Delta", "−": "-", "–": "-", "—": "--", "×": "x", "≥": ">=", "≤": "<=", "·": ".",
+          "…": "...", "²": "^2", "α": "alpha"}
+
+
+def ascii_text(text: str) -> str:
+    """Plain ASCII for a ``%`` comment line of the .tex (no LaTeX escaping: comments are not typeset)."""
+    return "".join(ch if ch.isascii() else _PLAIN.get(ch) or unicodedata.normalize("NFKD", ch).encode(
+        "ascii", "ignore").decode() or "?" for ch in text)
+
+
+def markdown_cell(text: object) -> str:
+    """A Markdown table cell: ``|`` escaped and line breaks flattened, so a label cannot break the table."""
+    return re.sub(r"[\r\n]+", " ", str(text)).replace("|", "\\|")
 
 
 def _fmt(value: object, digits: int) -> str:
@@ -74,7 +101,7 @@ def to_latex(df: pd.DataFrame, caption: str = "", best: Mapping[str, str] | None
                 bold[col] = set(nums.index[nums == target])
     shown = df.map(lambda v: _fmt(v, digits))
     align = "".join("r" if _numeric(shown[c]) else "l" for c in df.columns)
-    lines = [f"% {line}" for line in comments.splitlines() if line.strip()]
+    lines = [f"% {ascii_text(line)}" for line in comments.splitlines() if line.strip()]
     lines += [r"% needs \usepackage{booktabs,graphicx}", r"\begin{table}[t]", r"\centering"]
     if caption:
         lines.append(rf"\caption{{{latex_escape(caption)}}}")
@@ -115,17 +142,18 @@ def write_table(df: pd.DataFrame, out_dir: str | Path, stem: str, caption: str =
     same = "Every row: " + "; ".join(f"{k} {v}" for k, v in constant.items()) + "." if constant else ""
     run_lines = [f"{row}: {ids}" for row, ids in (runs or {}).items() if ids]
     md = [f"**{caption}**", ""] if caption else []
-    md.append(shown[keep].to_markdown(index=False))
+    md.append(shown[keep].map(markdown_cell).rename(columns=markdown_cell).to_markdown(index=False))
     for extra in (same, notes):
         if extra:
             md += ["", extra]
     if run_lines:
         md += ["", "MLflow runs (per row, one per seed): " + "; ".join(f"`{r}`" for r in run_lines) + "."]
     paths = [out / f"{stem}.md", out / f"{stem}.tex", out / f"{stem}.csv"]
-    paths[0].write_text("\n".join(md) + "\n")
+    # written beside and renamed over: a planted symlink at one of these names is replaced, never followed
+    write_atomic(paths[0], "\n".join(md) + "\n")
     comments = "\n".join(x for x in (notes, same, "MLflow runs:" if run_lines else "", *run_lines) if x)
     tex = to_latex(df[keep], caption, best, digits, candidates, numbers, label=stem,
                    comments=comments)
-    paths[1].write_text(tex)
-    (csv if csv is not None else df).to_csv(paths[2], index=False)
+    write_atomic(paths[1], tex)
+    write_atomic(paths[2], (csv if csv is not None else df).to_csv(index=False))
     return paths
