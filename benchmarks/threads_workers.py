@@ -27,7 +27,7 @@ def one(label: str, threads: int, workers: int, epochs: int, sweep: str) -> dict
     import torch
 
     from lvas.engine import trainer as T
-    from lvas.sweep.spec import load_sweep
+    from lvas.sweepspec import load_sweep
 
     spec = load_sweep(sweep)
     trial = next(t for t in spec.grid() if t.label == label)

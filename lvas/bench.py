@@ -24,7 +24,7 @@ def bench_model(cfg, frames: int | None = None, size: int | None = None, batch: 
 
     frames = frames or cfg.data.frames
     size = size or cfg.data.size
-    from lvas.engine.trainer import resolve_device
+    from lvas.engine.setup import resolve_device
 
     dev = resolve_device(device or "auto")
     torch.manual_seed(0)
@@ -97,7 +97,7 @@ def bench_data(cfg, samples: int = 200, workers: int = 0) -> dict:
         count += 1
     dt = time.perf_counter() - t
     rate = (count - 1) / dt
-    return {"dataset": cfg.data.dataset, "root": cfg.data.root,
+    return {"dataset": cfg.data.dataset.name, "root": cfg.data.root,
             "clip": f"{cfg.data.frames}x{cfg.data.size}x{cfg.data.size}", "workers": workers,
             "clips": count - 1, "clips_per_s": round(rate, 1),
             "clips_per_s_per_worker": round(rate / max(1, workers), 1)}

@@ -1,13 +1,25 @@
 """Typed experiment configuration: YAML files as diffs on a base, validated before anything is built.
 
-An experiment YAML may name a ``base:`` (a path relative to itself, or a list of them); the
-file is deep-merged over its base, then command-line overrides ``key.path=value`` (values
-parsed as YAML) are applied, then the result is converted into :class:`ExperimentConfig`.
-Every unknown key, wrong type, out-of-range value or unknown component name raises one
-:class:`ConfigError` that names the key path and what was allowed.
+An experiment YAML may name a ``base:`` (a path relative to itself, or a list of them); the file is
+merged over its base, then command-line overrides ``key.path=value`` (values parsed as YAML) are
+applied, then the result is converted into :class:`ExperimentConfig`. Every unknown key, wrong type,
+out-of-range value or unknown component name raises one :class:`ConfigError` that names the key path
+and what was allowed.
 
-The resolved config is plain data (``to_dict``), hashed stably (``config_hash``) and
-stored with every run and checkpoint; ``from_dict`` rebuilds it.
+**Slots.** Where the config picks a component (``model.fusion``, ``model.decoder``, ``train.loss``,
+...), it holds a :class:`Component`: the entry's ``name``, the slot's own keys (e.g. ``stages`` of
+``model.cmam``) and the entry's settings, which the entry declares itself (:mod:`lvas.registry`).
+A slot is written as a name (``fusion: lgfs``) or a mapping (``fusion: {name: gated, temperature:
+2}``). This module names no method's settings: it only knows the slots.
+
+Merging a diff that names another component in a slot keeps the base's keys the new component also
+has (``spatial.name: r50`` keeps ``pretrained``) and drops the others (``decoder.name: released``
+drops ``eq9``'s ``refine``).
+
+The resolved config is plain data (:func:`to_dict`), hashed stably (:func:`config_hash`) and stored
+with every run and checkpoint; :func:`from_dict` rebuilds it (older lvas versions' configs are
+upgraded first, :mod:`lvas.config_upgrade`). :func:`result_hash` ignores keys at their default, so a
+key added later with a default does not make earlier runs stale.
 """
 
 from __future__ import annotations
@@ -17,409 +29,97 @@ import dataclasses
 import hashlib
 import json
 import re
-import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Sequence
 
 import yaml
 
 from lvas import yamlio
-from lvas.errors import did_you_mean, excerpt, redact, shown  # noqa: F401  (redact: part of this module's API)
+from lvas.config_upgrade import upgrade
+from lvas.convert import Component, _from_mapping, _parse_slot, _slot_mapping  # noqa: F401  (Component: API)
+from lvas.errors import ConfigError, excerpt, redact, shown  # noqa: F401  (ConfigError, redact: API)
+from lvas.registry import FAMILIES, RegistryError, import_plugins, plugin_imported
+from lvas.schema import (DEVICE_NAMES, DataConfig, ExperimentConfig, ModelConfig,  # noqa: F401  (API)
+                         TrackingConfig, TrainConfig, name_problem, safe_name)
+
+VERSION = 2  # saved configs carry it; earlier ones are upgraded (lvas.config_upgrade)
 
 
-class ConfigError(ValueError):
-    """A configuration is invalid; the message names the key path."""
+def from_dict(data: dict, cls: type = ExperimentConfig, run_imports: bool = True) -> Any:
+    """Validate plain data (upgraded from an earlier lvas when it is one) and return the typed config.
 
-
-def _component(family: str, default: str, help: str = "") -> Any:
-    return field(default=default, metadata={"registry": family, "help": help})
-
-
-# --------------------------------------------------------------------------- schema
-
-
-@dataclass
-class EncoderConfig:
-    """One visual encoder.
-
-    ``pretrained``: ``imagenet`` / ``kinetics400`` (the torchvision weights the encoder
-    knows), ``none`` (random init), or a path to a local checkpoint file. ``trainable``: parameter
-    name prefixes that are trained (e.g. ACGA's ``[stages.3.Mixed_4f.]``); [] trains all; frozen
-    BatchNorm layers keep their running statistics.
-    """
-
-    name: str
-    pretrained: str = "none"
-    trainable: list[str] = field(default_factory=list)  # [] = all; else only parameters under these prefixes
-
-
-@dataclass
-class SpatialEncoderConfig(EncoderConfig):
-    name: str = _component("spatial", "iv3")
-
-
-@dataclass
-class TemporalEncoderConfig(EncoderConfig):
-    name: str = _component("temporal", "i3d")
-
-
-@dataclass
-class TextConfig:
-    """Text encoder (``gru``: one embedding + GRU per visual encoder; ``gru_released``: the
-    release's single GRU + LayerNorm + Tanh). ``embedding``: ``learned`` (random init),
-    ``glove`` (GloVe init, trained), ``glove_frozen`` (a fixed GloVe table, as the release);
-    ``oov``: vectors of words GloVe lacks, ``random`` or ``zero`` (the release); ``tokenizer``:
-    ``words`` or ``released`` (punctuation kept as tokens, see lvas/data/vocab.py)."""
-
-    name: str = _component("text", "gru")
-    embedding: Literal["learned", "glove", "glove_frozen"] = "learned"
-    glove_path: str | None = None
-    oov: Literal["random", "zero"] = "random"
-    tokenizer: Literal["words", "released"] = "words"
-    vocab_size: int = 10000
-    embed_dim: int = 300
-    hidden: int = 512
-    max_words: int = 20
-
-
-@dataclass
-class CMAMConfig:
-    """Cross-Modal Adaptive Modulation after the listed encoder stages (1..5); [] = none.
-
-    ``name``: ``cmam_eq6`` (the paper's Eq. 1-6) or ``cmam_released`` (the released code's form);
-    ``channels``: width of the attention keys."""
-
-    name: str = _component("cross_modal", "cmam_eq6")
-    stages: list[int] = field(default_factory=list)
-    channels: int = 256
-
-
-@dataclass
-class BridgeConfig:
-    """Modules that exchange information between the two streams after the listed encoder stages
-    ([] = none). ``lbdt``: LBDT's language-bridged duplex transfer (``layers`` x ``heads``
-    attention at ``channels`` wide)."""
-
-    name: str = _component("bridge", "lbdt")
-    stages: list[int] = field(default_factory=list)
-    channels: int = 512
-    layers: int = 4
-    heads: int = 8
-
-
-@dataclass
-class DecoderConfig:
-    """Decoder: ``eq9`` (CSTM's Eq. 9), ``released`` (the released CSTM code's heads), ``lbdt``
-    (LBDT's per-stream FPN, one fusion, conv tower) or ``acga`` (ACGA's co-attention and three heads).
-
-    ``tile`` (eq9): whether a branch's projections see the coordinates and the sentence:
-    ``auto`` only without CMAM (paper §4.4), ``always`` or ``never``."""
-
-    name: str = _component("decoder", "eq9")
-    channels: int = 256
-    refine: bool = True
-    deep_supervision: bool = True
-    tile: Literal["auto", "always", "never"] = "auto"
-
-
-@dataclass
-class ModelConfig:
-    mode: Literal["spatial", "temporal", "both"] = "both"
-    spatial: SpatialEncoderConfig = field(default_factory=SpatialEncoderConfig)
-    temporal: TemporalEncoderConfig = field(default_factory=TemporalEncoderConfig)
-    text: TextConfig = field(default_factory=TextConfig)
-    cmam: CMAMConfig = field(default_factory=CMAMConfig)
-    bridge: BridgeConfig = field(default_factory=BridgeConfig)
-    fusion: str = _component("fusion", "lgfs")
-    decoder: DecoderConfig = field(default_factory=DecoderConfig)
-    input: str = _component("input", "stretch", "frame geometry, pixel normalisation, clip sampling")
-
-
-@dataclass
-class DataConfig:
-    """Dataset and clip geometry: ``frames`` frames every ``frame_stride`` around the target,
-    resized and padded to ``size`` x ``size``."""
-
-    dataset: str = _component("dataset", "synth")
-    root: str = "data/synth"
-    frames: int = 8
-    frame_stride: int = 2
-    size: int = 320
-    train_split: str = "train"
-    test_split: str = "test"
-    val_fraction: float = 0.1
-    skip_bad: bool = False
-    workers: int | Literal["auto"] = "auto"  # DataLoader processes; auto: see lvas.engine.resources
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation (paper §4.2: Adam, lr 5e-4, batch 8, 12 epochs, lr / 10 every 8 epochs).
-
-    ``recipe: two_stage`` trains the spatial and the temporal network separately (stage 1, each
-    for ``epochs``), then freezes both encoders and trains a fresh decoder for ``stage2_epochs``.
-
-    ``select``: which epoch becomes the model: ``last`` (default; the paper trains a fixed
-    schedule) or ``best_val`` (best ``monitor`` on ``data.val_fraction`` of the training videos,
-    held out from training). The test split is only read to score the selected model.
-    """
-
-    recipe: Literal["joint", "two_stage"] = "joint"
-    loss: str = _component("loss", "cstm", "training loss (lvas list loss)")
-    optimizer: Literal["adam", "adamw"] = "adam"
-    epochs: int = 12
-    batch_size: int = 8
-    drop_last: bool = False  # drop each epoch's last incomplete training batch (LBDT's release does)
-    lr: float = 5e-4
-    lr_step: int = 8
-    lr_milestones: list[int] = field(default_factory=list)  # epochs where lr *= lr_gamma; [] = every lr_step
-    lr_gamma: float = 0.1
-    weight_decay: float = 0.0
-    pos_weight: float = 1.5
-    aux_weight: float = 0.5
-    grad_clip: float = 10.0
-    stage2_epochs: int = 4
-    stage2_lr: float = 5e-4
-    stage1_cache: str | None = None
-    init_checkpoint: str | None = None
-    eval_only: bool = False
-    device: str = "auto"
-    threads: int | Literal["auto"] = "auto"  # torch CPU threads; auto: see lvas.engine.resources
-    amp: bool = True
-    channels_last: bool = True
-    limit_batches: int = 0
-    val_samples: int = 0
-    select: Literal["last", "best_val"] = "last"
-    monitor: str = "mIoU"
-    protocol: str = _component("protocol", "paper", "how predictions are scored (lvas list protocol)")
-    out_dir: str = "runs"
-
-
-@dataclass
-class TrackingConfig:
-    """MLflow: ``uri`` (default ``sqlite:///mlflow.db`` in the working directory; the
-    MLFLOW_TRACKING_URI environment variable and ``--tracking-uri`` take precedence)."""
-
-    uri: str | None = None
-    experiment: str | None = None
-    system_metrics: bool = True
-    log_checkpoint: bool = True
-    overlays: int = 4
-
-
-@dataclass
-class ExperimentConfig:
-    name: str = "experiment"
-    seed: int = 0
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
-
-
-def name_problem(name: str) -> str | None:
-    """Why ``name`` cannot name a run (it becomes a folder and an MLflow name), or None if it can:
-    no ``..`` or ``.`` path part, no leading ``/``, no backslash or control character, 1-200 characters."""
-    if not name or len(name) > 200:
-        return "expected 1 to 200 characters"
-    if any(ord(c) < 32 or c == "\\" for c in name) or name.startswith("/"):
-        return "expected no backslash, control character or leading /"
-    if any(part in (".", "..") for part in name.split("/")):
-        return "expected no '.' or '..' path part (a name must not lead outside its folder)"
-    return None
-
-
-def safe_name(name: str) -> str:
-    """A single folder name made of ``name``: anything but letters, digits and ``._+=@-`` becomes ``_``."""
-    out = re.sub(r"[^A-Za-z0-9._+=@-]", "_", name).lstrip(".")
-    return out[:200] or "_"
-
-
-DEVICE_NAMES = r"auto|cpu|mps|cuda(:\d+)?"  # what train.device (and lvas bench --device) accept
-
-# Extra checks beyond types: key path -> (predicate, what was expected).
-_CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
-    "name": (lambda v: name_problem(v) is None, "a name without '..' parts, backslashes or control characters"),
-    "model.cmam.stages": (
-        lambda v: all(1 <= s <= 5 for s in v) and len(set(v)) == len(v),
-        "distinct stage numbers in 1..5",
-    ),
-    "model.cmam.channels": (lambda v: v > 0, "a positive integer"),
-    "model.bridge.stages": (
-        lambda v: all(1 <= s <= 5 for s in v) and len(set(v)) == len(v),
-        "distinct stage numbers in 1..5",
-    ),
-    "model.bridge.channels": (lambda v: v > 0, "a positive integer"),
-    "model.bridge.layers": (lambda v: v > 0, "a positive integer"),
-    "model.bridge.heads": (lambda v: v > 0, "a positive integer"),
-    "train.lr_milestones": (lambda v: all(m > 0 for m in v) and list(v) == sorted(set(v)),
-                            "increasing positive epoch numbers"),
-    "model.decoder.channels": (lambda v: v > 0, "a positive integer"),
-    "model.text.max_words": (lambda v: v > 0, "a positive integer"),
-    "model.text.vocab_size": (lambda v: v > 1, "an integer > 1"),
-    "model.text.hidden": (lambda v: v > 0, "a positive integer"),
-    "model.text.embed_dim": (lambda v: v > 0, "a positive integer"),
-    "data.frames": (lambda v: v >= 1, "an integer >= 1"),
-    "data.size": (lambda v: v >= 32, "an integer >= 32"),
-    "data.frame_stride": (lambda v: v >= 1, "an integer >= 1"),
-    "data.workers": (lambda v: v == "auto" or v >= 0, "auto or an integer >= 0"),
-    "train.threads": (lambda v: v == "auto" or v >= 1, "auto or an integer >= 1"),
-    "data.val_fraction": (lambda v: 0 < v < 1, "a number between 0 and 1 (exclusive)"),
-    "train.epochs": (lambda v: v >= 1, "an integer >= 1"),
-    "train.batch_size": (lambda v: v >= 1, "an integer >= 1"),
-    "train.lr": (lambda v: v > 0, "a positive number"),
-    "train.lr_step": (lambda v: v >= 1, "an integer >= 1"),
-    "train.pos_weight": (lambda v: v > 0, "a positive number"),
-    "train.stage2_epochs": (lambda v: v >= 1, "an integer >= 1"),
-    "train.device": (lambda v: re.fullmatch(DEVICE_NAMES, v) is not None, "auto, cpu, mps, cuda or cuda:N"),
-    "train.monitor": (lambda v: v in ("AP", "oIoU", "mIoU", "P@0.5", "P@0.6", "P@0.7", "P@0.8", "P@0.9"),
-                      "one of AP, oIoU, mIoU, P@0.5 .. P@0.9"),
-}
-
-
-# --------------------------------------------------------------------------- conversion
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is list:
-        (inner,) = typing.get_args(tp)
-        return f"a list of {_type_name(inner)}"
-    if tp is type(None):
-        return "null"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _convert(value: Any, tp: Any, path: str) -> Any:
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path or '<root>'}: expected a mapping, got {shown(value)}")
-        return _from_mapping(tp, value, path)
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if value not in allowed:
-            raise ConfigError(f"{path}: {shown(value)} is not allowed; expected one of {', '.join(map(repr, allowed))}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        errors = []
-        for arg in typing.get_args(tp):
-            try:
-                return _convert(value, arg, path)
-            except ConfigError as e:
-                errors.append(e)
-        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {shown(value)}")
-    if origin is list:
-        (inner,) = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{path}: expected {_type_name(tp)}, got {shown(value)}")
-        return [_convert(v, inner, f"{path}[{i}]") for i, v in enumerate(value)]
-    if tp is type(None):
-        if value is not None:
-            raise ConfigError(f"{path}: expected null, got {shown(value)}")
-        return None
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected true or false, got {shown(value)}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path}: expected an integer, got {shown(value)}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path}: expected a number, got {shown(value)}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{path}: expected a string, got {shown(value)}")
-        return value
-    if tp is dict or origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a mapping, got {shown(value)}")
-        return dict(value)
-    raise TypeError(f"unsupported config type {tp!r} at {path}")  # a bug in the schema
-
-
-def _from_mapping(cls: type, data: dict, prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in fields:
-            path = f"{prefix}.{shown(key, 60)[1:-1] if isinstance(key, str) else shown(key, 60)}" if prefix else shown(key, 60)
-            raise ConfigError(f"{path}: unknown key; allowed keys here: {', '.join(fields)}"
-                              f"{did_you_mean(key, fields) or '.'}")
-    kwargs = {}
-    for name, f in fields.items():
-        path = f"{prefix}.{name}" if prefix else name
-        if name in data:
-            value = _convert(data[name], hints[name], path)
-        elif f.default is not dataclasses.MISSING:
-            value = copy.deepcopy(f.default)
-        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            value = f.default_factory()  # type: ignore[misc]
-        else:
-            raise ConfigError(f"{path}: required key is missing")
-        family = f.metadata.get("registry")
-        if family is not None:
-            from lvas.registry import all_families
-
-            reg = all_families()[family]
-            if value not in reg:
-                raise ConfigError(f"{path}: {reg.unknown_message(value)}")
-        check = _CHECKS.get(path)
-        if check is not None and not check[0](value):
-            raise ConfigError(f"{path}: {shown(value)} is not valid; expected {check[1]}")
-        kwargs[name] = value
-    return cls(**kwargs)
-
-
-def from_dict(data: dict, cls: type = ExperimentConfig) -> Any:
-    """Validate plain data and return the typed config."""
+    ``run_imports``: import the modules its ``imports`` names (a YAML the user wrote); False for a
+    config read back from a checkpoint or a record, whose plugins must already be imported (the user
+    names them: ``--import``), so that no file lvas reads runs code by itself."""
     if not isinstance(data, dict):
         raise ConfigError(f"<root>: expected a mapping, got {type(data).__name__}")
+    if cls is ExperimentConfig:
+        data = upgrade(data, VERSION, ExperimentConfig)
+        _import_plugins(data, run_imports)
     cfg = _from_mapping(cls, data, "")
     if isinstance(cfg, ExperimentConfig):
         _check_combinations(cfg)
     return cfg
 
 
-def _check_combinations(cfg: ExperimentConfig) -> None:
-    """Checks that involve more than one key."""
-    from lvas.metrics import get_protocol
-    from lvas.models.inputs import input_spec
-    from lvas.registry import TEMPORAL_ENCODERS
+def _import_plugins(data: dict, run: bool) -> None:
+    imports = data.get("imports") or []
+    if not isinstance(imports, list) or not all(isinstance(x, str) for x in imports):
+        raise ConfigError("imports: expected a list of module names or .py files")
+    if not run:
+        missing = [x for x in imports if not plugin_imported(x)]
+        if missing:
+            raise ConfigError(f"imports: this config was made with components from {', '.join(map(shown, missing))}; "
+                              f"lvas runs no code a stored config names: import them yourself (--import "
+                              f"{missing[0]})")
+        return
+    try:
+        import_plugins(imports)
+    except RegistryError as e:
+        raise ConfigError(str(e)) from None
 
-    if get_protocol(cfg.train.protocol).stretched and input_spec(cfg.model.input).geometry != "stretch":
-        raise ConfigError(f"train.protocol: {cfg.train.protocol!r} reproduces a released evaluation, whose frames are stretched "
-                          f"to S x S; model.input {cfg.model.input!r} letterboxes them: use model.input: stretch "
-                          f"or released, or train.protocol: strict")
+
+def _check_combinations(cfg: ExperimentConfig) -> None:
+    """Checks that involve more than one key (torch-free: the entries' declared attributes)."""
+    from lvas.inputs import input_spec
+
+    protocol = FAMILIES["protocol"].get(cfg.train.protocol.name)
+    if protocol.meta.get("stretched") and input_spec(cfg.model.input).geometry != "stretch":
+        raise ConfigError(f"train.protocol: {cfg.train.protocol.name!r} reproduces a released evaluation, whose frames "
+                          f"are stretched to S x S; model.input {cfg.model.input.name!r} letterboxes them: use "
+                          f"model.input: stretch or released, or train.protocol: strict")
+    for i, name in enumerate(cfg.data.evaluators):
+        if name not in FAMILIES["evaluator"]:
+            raise ConfigError(f"data.evaluators[{i}]: {FAMILIES['evaluator'].unknown_message(name)}")
     if cfg.model.bridge.stages and cfg.model.mode != "both":
         raise ConfigError(f"model.bridge.stages: a bridge exchanges between two streams; model.mode is "
                           f"{cfg.model.mode!r} (use model.mode: both, or model.bridge.stages: [])")
     if cfg.model.mode in ("temporal", "both"):
-        need = getattr(TEMPORAL_ENCODERS.get(cfg.model.temporal.name).builder, "min_frames", 1)
+        need = FAMILIES["temporal"].get(cfg.model.temporal.name).meta.get("min_frames", 1)
         if cfg.data.frames < need:
             raise ConfigError(f"data.frames: {cfg.data.frames} is too few for the {cfg.model.temporal.name} temporal "
                               f"encoder; it needs at least {need}")
 
 
-def to_dict(cfg: Any) -> dict:
-    """Plain nested dict (the form saved in runs and checkpoints)."""
-    return dataclasses.asdict(cfg)
+def to_dict(cfg: Any) -> Any:
+    """Plain nested data (the form saved in runs and checkpoints)."""
+    if isinstance(cfg, Component):
+        return {k: to_dict(v) for k, v in cfg.to_dict().items()}
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, (list, tuple)):
+        return [to_dict(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    return copy.deepcopy(cfg)
 
 
 def saved_dict(cfg: Any) -> dict:
-    """:func:`to_dict` with credentials redacted: the form written to files, checkpoints and MLflow."""
-    return redact_data(to_dict(cfg))
+    """:func:`to_dict` with credentials redacted and the schema version: the form written to files,
+    checkpoints and MLflow."""
+    data = redact_data(to_dict(cfg))
+    return {"lvas_config": VERSION, **data} if isinstance(cfg, ExperimentConfig) else data
 
 
 def to_yaml(cfg: Any) -> str:
@@ -440,13 +140,15 @@ def redact_data(value: Any) -> Any:
 
 def config_hash(cfg: Any, length: int = 12) -> str:
     """Stable short hash of the resolved config (independent of key order and YAML layout)."""
-    blob = json.dumps(saved_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg, sort_keys=True, separators=(",", ":"))
+    data = saved_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
 # Keys that say where or how fast a run goes, not what it computes: two configs that differ only
 # here give the same numbers, so a sweep does not call its finished trials stale over them.
-NOT_RESULT = ("name", "tracking", "data.workers", "train.threads", "train.stage1_cache", "train.out_dir")
+NOT_RESULT = ("name", "tracking", "lvas_config", "data.workers", "train.threads", "train.recipe.stage1_cache",
+              "train.out_dir")
 
 
 def flatten_dict(data: dict, prefix: str = "") -> dict[str, Any]:
@@ -461,10 +163,40 @@ def flatten_dict(data: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def defaults_for(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Flattened default of every key of ``cfg``: for a slot, its entry's defaults (so a setting at
+    its default is "not set" whichever component the slot names); the slot's name against the slot's
+    default name."""
+    out: dict[str, Any] = {}
+    base = ExperimentConfig()
+    flat = flatten_dict(to_dict(base))
+
+    def walk(node: Any, default: Any, prefix: str) -> None:
+        for f in dataclasses.fields(node):
+            value, dflt = getattr(node, f.name), getattr(default, f.name)
+            key = f"{prefix}{f.name}"
+            if isinstance(value, Component):
+                fresh = _parse_slot(value.name, value.family, value.name, f.metadata.get("keys"), key)
+                out.update(flatten_dict({f.name: to_dict(fresh)}, prefix))
+                out[f"{key}.name"] = dflt.name
+            elif dataclasses.is_dataclass(value):
+                walk(value, dflt, key + ".")
+
+    walk(cfg, base, "")
+    for k, v in flat.items():
+        out.setdefault(k, v)
+    return out
+
+
 def result_config(cfg: Any) -> dict[str, Any]:
-    """The flattened config minus :data:`NOT_RESULT`: everything that can change a run's numbers."""
-    flat = flatten_dict(to_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg)
-    return {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NOT_RESULT)}
+    """Everything that can change a run's numbers: the flattened config minus :data:`NOT_RESULT`
+    and minus the keys at their default value (a key a newer lvas adds, with its default, changes
+    nothing; a saved dict of an earlier lvas is upgraded first)."""
+    typed = cfg if isinstance(cfg, ExperimentConfig) else from_dict(cfg, run_imports=False)
+    flat = flatten_dict(to_dict(typed))
+    dflt = defaults_for(typed)
+    return {k: v for k, v in flat.items()
+            if not any(k == n or k.startswith(n + ".") for n in NOT_RESULT) and (k not in dflt or dflt[k] != v)}
 
 
 def result_hash(cfg: Any) -> str:
@@ -476,24 +208,61 @@ def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """``key: old -> new`` for every flattened key that differs (added / removed keys included)."""
     out = []
     for k in sorted(set(old) | set(new)):
-        a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
+        a, b = old.get(k, "<default>"), new.get(k, "<default>")
         if a != b:
             out.append(f"{k}: {json.dumps(a, default=str)} -> {json.dumps(b, default=str)}")
     return out
 
 
-# --------------------------------------------------------------------------- YAML + overrides
+# --------------------------------------------------------------------------- merging: bases and overrides
 
 
-def deep_merge(base: dict, diff: dict) -> dict:
-    """``diff`` over ``base``; mappings merge recursively, everything else replaces."""
+def _slot_fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _merge_slot(base: Any, diff: Any, f: dataclasses.Field, path: str) -> Any:
+    """``diff`` over ``base`` in a slot; naming another component keeps only the base keys it (or the
+    slot) also has."""
+    if not isinstance(base, (str, dict)) or not isinstance(diff, (str, dict)):
+        return copy.deepcopy(diff)
+    default = f.metadata["default"]
+    b, d = _slot_mapping(base, default, path), _slot_mapping(diff, default, path)
+    if isinstance(diff, dict) and "name" not in diff:
+        d.pop("name")
+    if "name" in d and d["name"] != b.get("name"):
+        reg = FAMILIES[f.metadata["slot"]]
+        keys = f.metadata["keys"]
+        keep = {x.name for x in dataclasses.fields(keys)} if keys else set()
+        if d["name"] in reg:
+            keep |= set(reg.get(d["name"]).settings())
+            b = {k: v for k, v in b.items() if k in keep}
+    return {**b, **copy.deepcopy(d)}
+
+
+def merge(base: dict, diff: dict, cls: type = ExperimentConfig, path: str = "") -> dict:
+    """``diff`` over ``base`` along the schema ``cls``: mappings merge recursively, slots as
+    :func:`_merge_slot`, ``imports`` accumulate, everything else is replaced."""
     out = copy.deepcopy(base)
+    fields = _slot_fields(cls) if cls is not None and dataclasses.is_dataclass(cls) else {}
     for k, v in diff.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = deep_merge(out[k], v)
+        f = fields.get(k)
+        key = f"{path}.{k}" if path else str(k)
+        if f is not None and f.metadata.get("slot") and k in out:
+            out[k] = _merge_slot(out[k], v, f, key)
+        elif k == "imports" and not path and isinstance(v, list) and isinstance(out.get(k), list):
+            out[k] = list(dict.fromkeys([*out[k], *v]))
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
+            sub = typing.get_type_hints(cls).get(k) if f is not None else None
+            out[k] = merge(out[k], v, sub if dataclasses.is_dataclass(sub) else None, key)
         else:
             out[k] = copy.deepcopy(v)
     return out
+
+
+def deep_merge(base: dict, diff: dict) -> dict:
+    """Schema-free recursive merge (sweep files and other plain mappings)."""
+    return merge(base, diff, None)
 
 
 MAX_BASE_CHAIN = 32  # base: files deep (a chain longer than any real config is an error, not a recursion)
@@ -524,6 +293,15 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
+def resolve_imports(data: dict, folder: Path) -> dict:
+    """``imports`` entries that are files, made absolute (relative to the YAML that names them)."""
+    imports = data.get("imports")
+    if isinstance(imports, list):
+        data["imports"] = [str((folder / x).resolve()) if isinstance(x, str) and (x.endswith(".py") or "/" in x)
+                           else x for x in imports]
+    return data
+
+
 def load_raw(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     """The file merged over its ``base:`` chain, as plain data (not yet validated)."""
     p = Path(path).resolve()
@@ -531,7 +309,8 @@ def load_raw(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
         raise ConfigError(f"{p}: circular base: {' -> '.join(map(str, _seen + (p,)))}")
     if len(_seen) >= MAX_BASE_CHAIN:
         raise ConfigError(f"{_seen[0]}: base: a chain of more than {MAX_BASE_CHAIN} files (at {p})")
-    data = read_yaml(p)
+    data = resolve_imports(read_yaml(p), p.parent)
+    _import_plugins(data, True)  # the user's components register before merging names them
     bases = data.pop("base", None)
     if bases is None:
         return data
@@ -541,31 +320,31 @@ def load_raw(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
         raise ConfigError(f"{p}: base: expected a path or a list of paths")
     merged: dict = {}
     for b in bases:
-        merged = deep_merge(merged, load_raw(p.parent / b, _seen + (p,)))
-    return deep_merge(merged, data)
+        merged = merge(merged, load_raw(p.parent / b, _seen + (p,)))
+    return merge(merged, data)
+
+
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"a.b.c=value"`` -> (["a","b","c"], parsed YAML value)."""
-    shown = excerpt(text, 80, secrets=False)
+    quoted = excerpt(text, 80, secrets=False)
     if "=" not in text:
-        raise ConfigError(f"override {shown}: expected key.path=value")
+        raise ConfigError(f"override {quoted}: expected key.path=value")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override {shown}: empty key path")
+        raise ConfigError(f"override {quoted}: empty key path")
     try:
         value = yamlio.load(raw) if raw.strip() else ""
     except yamlio.YAMLLimit as e:
         raise ConfigError(f"{excerpt(key, 80, secrets=False)}: {e}") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"override {shown}: value is not valid YAML: {excerpt(e, 200, secrets=False)}") from None
+        raise ConfigError(f"override {quoted}: value is not valid YAML: {excerpt(e, 200, secrets=False)}") from None
     if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
         value = float(value)  # YAML 1.1 reads 1e-5 (no dot) as a string
     return key.split("."), value
-
-
-_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
@@ -574,20 +353,28 @@ def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
 
 
 def apply_values(data: dict, items) -> dict:
-    """Apply (key parts or dotted key, value) pairs, values taken as they are."""
-    out = copy.deepcopy(data)
+    """Apply (key parts or dotted key, value) pairs in order, each merged as a one-key diff (so a
+    slot set to another component drops the settings of the old one)."""
+    out = data
     for parts, value in (items.items() if isinstance(items, dict) else items):
         if isinstance(parts, str):
             parts = parts.split(".")
         node = out
-        for i, part in enumerate(parts[:-1]):
-            nxt = node.get(part)
-            if nxt is None:
-                nxt = node[part] = {}
-            elif not isinstance(nxt, dict):
+        for i, part in enumerate(parts[:-1]):  # a scalar where a mapping is needed (not a slot name) is an error
+            nxt = node.get(part) if isinstance(node, dict) else None
+            if nxt is None or isinstance(nxt, dict):
+                node = nxt if nxt is not None else {}
+                continue
+            if not isinstance(nxt, str):
                 raise ConfigError(f"{'.'.join(parts[: i + 1])}: is not a mapping; cannot set {'.'.join(parts)}")
-            node = nxt
-        node[parts[-1]] = copy.deepcopy(value)
+            node = {}
+        diff: Any = value
+        for part in reversed(parts):
+            diff = {part: diff}
+        out = merge(out, diff)
+        if parts[0] == "imports":  # `imports=[my.py]` on the command line: relative to here, imported
+            out = resolve_imports(out, Path.cwd())  # now, so that later overrides may name its components
+            _import_plugins(out, True)
     return out
 
 
@@ -597,30 +384,56 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentCo
     return from_dict(data)
 
 
+def replace(cfg: ExperimentConfig, values: dict[str, Any]) -> ExperimentConfig:
+    """A copy of ``cfg`` with dotted ``values`` applied (merged as overrides) and validated again."""
+    return from_dict(apply_values(to_dict(cfg), values), run_imports=False)
+
+
 UNUSED = "(unused)"
 
 
-def unused_keys(cfg: ExperimentConfig) -> set[str]:
-    """Dotted keys whose values this config never reads, so a run does not show a base file's value
-    as if it were used (e.g. ``model.fusion`` of a one-stream model, ``model.cmam.*`` without stages)."""
+def slot_keys(cfg: ExperimentConfig) -> dict[str, Component]:
+    """Every slot of ``cfg`` by its dotted path (``model.fusion`` -> its Component)."""
+    out: dict[str, Component] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        for f in dataclasses.fields(node):
+            value = getattr(node, f.name)
+            if isinstance(value, Component):
+                out[prefix + f.name] = value
+            elif dataclasses.is_dataclass(value):
+                walk(value, f"{prefix}{f.name}.")
+
+    walk(cfg, "")
+    return out
+
+
+def unread_keys(cfg: ExperimentConfig, built: set[str]) -> set[str]:
+    """Dotted keys this config holds but a run does not read: every key of a slot not in ``built``
+    (the slots the run builds, which the model builder and the trainer report) and every slot key
+    declared :func:`used_if` whose condition fails."""
     flat = flatten_dict(to_dict(cfg))
-    m, t = cfg.model, cfg.train
-    prefixes: list[str] = []
-    if m.mode != "both":
-        prefixes += ["model.fusion", "model.bridge."]
-        prefixes.append("model.temporal." if m.mode == "spatial" else "model.spatial.")
-    if not m.cmam.stages:
-        prefixes += ["model.cmam.name", "model.cmam.channels"]
-    if not m.bridge.stages:
-        prefixes += ["model.bridge.name", "model.bridge.channels", "model.bridge.layers", "model.bridge.heads"]
-    if m.text.embedding == "learned":
-        prefixes += ["model.text.glove_path", "model.text.oov"]
-    if t.recipe != "two_stage":
-        prefixes += ["train.stage2_epochs", "train.stage2_lr", "train.stage1_cache"]
-    if t.lr_milestones:
-        prefixes.append("train.lr_step")
-    if t.optimizer == "adam" and not t.weight_decay:
-        prefixes.append("train.weight_decay")
-    if t.select != "best_val":
-        prefixes += ["train.monitor", "train.val_samples", "data.val_fraction"]
-    return {k for k in flat if any(k == p or (p.endswith(".") and k.startswith(p)) for p in prefixes)}
+    out = set()
+    for path, comp in slot_keys(cfg).items():
+        if path not in built:
+            out |= {k for k in flat if k == path or k.startswith(path + ".")}
+            continue
+        f = _field_at(path)
+        keys = f.metadata.get("keys") if f is not None else None
+        for kf in dataclasses.fields(keys) if keys else ():
+            cond = kf.metadata.get("used_if")
+            if cond is not None and not cond(comp):
+                out.add(f"{path}.{kf.name}")
+    return out
+
+
+def _field_at(path: str) -> dataclasses.Field | None:
+    cls: Any = ExperimentConfig
+    f = None
+    for part in path.split("."):
+        fields = _slot_fields(cls)
+        f = fields.get(part)
+        if f is None:
+            return None
+        cls = typing.get_type_hints(cls).get(part)
+    return f

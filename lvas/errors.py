@@ -63,6 +63,10 @@ def shown(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+class ConfigError(ValueError):
+    """A configuration is invalid; the message names the key path."""
+
+
 class DataError(Exception):
     """A missing or corrupt dataset file, or an inconsistency in it. ``str()`` names the path.
 

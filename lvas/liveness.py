@@ -116,17 +116,16 @@ def exclusive(path: str | Path) -> Iterator[None]:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fh = open(path, "a+")
+    path.touch(exist_ok=True)
+    # the lock is held on a read-only descriptor: no file stays open for writing while the work runs
+    # (a folder whose file system turns read-only must be able to, and its writers must fail cleanly)
+    fh = open(path)
     try:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            fh.seek(0)
             raise Busy(path, fh.read().strip()) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()} on {HOST}")
-        fh.flush()
+        path.write_text(f"pid {os.getpid()} on {HOST}")
         try:
             yield
         finally:
@@ -173,17 +172,43 @@ def clean_tmp(folder: str | Path, older_than: float = 86400.0) -> list[Path]:
 
 
 def replace_atomic(path: str | Path, write: Callable[[Path], object]) -> Path:
-    """``write(tmp)`` to a temporary file, then rename it to ``path``: a kill never leaves half a file."""
+    """``write(tmp)`` to a temporary file, then rename it to ``path``: a kill never leaves half a file.
+
+    A write that fails (a full disk, a read-only folder, a signal) leaves no temporary behind and
+    the file at ``path`` as it was; a failure to write is raised as an OSError naming ``path`` (torch's
+    writer reports a full disk as a RuntimeError)."""
     path = Path(path)
     tmp = tmp_path(path)
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:  # a full disk, a read-only folder, a signal: leave no temporary behind
+    except BaseException as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(e, OSError) and e.errno is not None:
+            raise OSError(e.errno, e.strerror, str(path)) from None
+        code = _write_errno(e, path) if isinstance(e, RuntimeError) else None
+        if code is not None:  # torch's zip writer: "file write failed", "unexpected pos ...", "open file failed"
+            raise OSError(code, os.strerror(code), str(path)) from None
         raise
     return path
+
+
+def _write_errno(e: RuntimeError, path: Path) -> int | None:
+    """The errno behind a RuntimeError from torch's file writer, or None when it is not a write failure."""
+    import errno
+    import shutil
+
+    text = str(e)
+    for code in (errno.EROFS, errno.ENOSPC, errno.EACCES, errno.EDQUOT):
+        if os.strerror(code) in text:
+            return code
+    try:
+        if shutil.disk_usage(path.parent).free < 16 * 2**20:
+            return errno.ENOSPC
+    except OSError:
+        pass
+    return errno.EIO if "writ" in text.lower() or "open file failed" in text else None
 
 
 def write_atomic(path: str | Path, text: str) -> Path:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
+import typing
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable
@@ -33,13 +34,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lvas.data.clips import Letterbox
-from lvas.registry import PROTOCOLS
+from lvas import catalogue
+from lvas.registry import EVALUATORS, PROTOCOLS
 
-THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
+THRESHOLDS = catalogue.THRESHOLDS
 AP_THRESHOLDS = tuple(np.round(np.arange(0.5, 0.951, 0.05), 2))
-METRIC_NAMES = tuple(f"P@{t}" for t in THRESHOLDS) + ("AP", "oIoU", "mIoU")
-VIDEO_METRIC_NAMES = ("J", "F", "JF")  # Ref-YouTube-VOS: per-expression DAVIS J, F and J&F (VideoJF)
+METRIC_NAMES = catalogue.SEGMENTATION
+VIDEO_METRIC_NAMES = catalogue.VIDEO  # Ref-YouTube-VOS: per-expression DAVIS J, F and J&F (VideoJF)
 
 
 def cv2_resize(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -68,6 +69,14 @@ def released_masks(logits: torch.Tensor, gt: torch.Tensor, orig: tuple[int, int]
     return pred.astype(bool), gt_rt == 1
 
 
+class Geometry(typing.Protocol):
+    """Where a frame sits in the S x S input (``lvas.data.clips.Letterbox``): its original (H, W)
+    ``orig`` and the (h, w) ``resized`` it was scaled to."""
+
+    orig: tuple[int, int]
+    resized: tuple[int, int]
+
+
 @dataclass(frozen=True)
 class Protocol:
     """One registered way of scoring: ``masks(logits, gt, lb)`` -> (prediction, ground truth), both
@@ -75,30 +84,30 @@ class Protocol:
     0); ``stretched``: True if it assumes frames stretched to S x S (no letterbox)."""
 
     name: str
-    masks: Callable[[torch.Tensor, torch.Tensor, Letterbox], tuple[torch.Tensor, torch.Tensor]]
+    masks: Callable[[torch.Tensor, torch.Tensor, Geometry], tuple[torch.Tensor, torch.Tensor]]
     smooth: float
     stretched: bool
 
 
-def _need_stretch(name: str, logits: torch.Tensor, lb: Letterbox) -> None:
+def _need_stretch(name: str, logits: torch.Tensor, lb: Geometry) -> None:
     if tuple(lb.resized) != tuple(logits.shape[-2:]):
         raise ValueError(f"protocol {name!r} reproduces a released evaluation, whose frames are stretched to "
                          f"S x S; this input was letterboxed (set model.input: stretch or released)")
 
 
-def _paper(logits: torch.Tensor, gt: torch.Tensor, lb: Letterbox) -> tuple[torch.Tensor, torch.Tensor]:
+def _paper(logits: torch.Tensor, gt: torch.Tensor, lb: Geometry) -> tuple[torch.Tensor, torch.Tensor]:
     _need_stretch("paper", logits, lb)
     pred, truth = released_masks(logits, gt, lb.orig)
     return torch.from_numpy(pred), torch.from_numpy(truth)
 
 
-def _strict(logits: torch.Tensor, gt: torch.Tensor, lb: Letterbox) -> tuple[torch.Tensor, torch.Tensor]:
+def _strict(logits: torch.Tensor, gt: torch.Tensor, lb: Geometry) -> tuple[torch.Tensor, torch.Tensor]:
     h, w = lb.resized
     up = F.interpolate(logits[None, None, :h, :w].float(), size=lb.orig, mode="bilinear", align_corners=False)
     return up[0, 0] > 0, gt.bool()  # sigmoid(x) > 0.5  <=>  x > 0
 
 
-def _lbdt(logits: torch.Tensor, gt: torch.Tensor, lb: Letterbox) -> tuple[torch.Tensor, torch.Tensor]:
+def _lbdt(logits: torch.Tensor, gt: torch.Tensor, lb: Geometry) -> tuple[torch.Tensor, torch.Tensor]:
     """LBDT's evaluation (``utils/metrics.py`` and ``ResizeAnnotation``): sigmoid > 0.5 on the S x S
     input; the ground truth resized to S x S (bilinear, align_corners) and every value > 0 set to 1;
     both nearest-upsampled (``F.interpolate``'s default) to the original size."""
@@ -118,12 +127,13 @@ PROTOCOLS.register("lbdt", "the released LBDT evaluation: sigmoid > 0.5, ground 
     Protocol("lbdt", _lbdt, 1e-6, True))
 
 
-def get_protocol(name: str) -> Protocol:
-    """The registered protocol ``name`` (an unknown name raises with the choices)."""
-    return PROTOCOLS.get(name).builder
+def get_protocol(name) -> Protocol:
+    """The registered protocol ``name`` (or the config's ``train.protocol``; an unknown name raises
+    with the choices)."""
+    return PROTOCOLS.get(getattr(name, "name", name)).builder
 
 
-def masks_for_protocol(logits: torch.Tensor, gt: torch.Tensor, lb: Letterbox, protocol_name: str
+def masks_for_protocol(logits: torch.Tensor, gt: torch.Tensor, lb: Geometry, protocol_name
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """Prediction and ground truth, both (H, W) bool at the original size, under ``protocol_name``.
 
@@ -133,7 +143,7 @@ def masks_for_protocol(logits: torch.Tensor, gt: torch.Tensor, lb: Letterbox, pr
         lb: the geometry that placed the frame in the input.
     """
     try:
-        entry = PROTOCOLS.get(protocol_name)
+        entry = PROTOCOLS.get(getattr(protocol_name, "name", protocol_name))
     except KeyError as e:
         raise ValueError(str(e)) from None
     return entry.builder.masks(logits, gt, lb)
@@ -282,3 +292,44 @@ class VideoJF:
             return {"J": float("nan"), "F": float("nan"), "J&F": float("nan"), "expressions": 0}
         j, f = 100.0 * per.mean(axis=0)
         return {"J": float(j), "F": float(f), "J&F": float((j + f) / 2), "expressions": len(per)}
+
+
+# --------------------------------------------------------------------------- evaluators
+# What a dataset's predictions are scored with. Each is built per protocol, sees every scored frame
+# (``process``: prediction and ground truth at the original size, the sample's meta) and gives its
+# metrics at the end (``compute``). A dataset names the evaluators it needs (its ``evaluators``).
+
+
+@EVALUATORS.register("segmentation")
+class SegmentationEvaluator:
+    """P@0.5..0.9, AP, overall and mean IoU (and per query kind) over the scored frames."""
+
+    def __init__(self, protocol: str) -> None:
+        self.acc = MetricAccumulator.for_protocol(protocol)
+
+    def process(self, pred: torch.Tensor, truth: torch.Tensor, meta: dict) -> dict:
+        """pred, truth: (H, W) bool. Returns the frame's record ``{I, U}``."""
+        inter, union = intersection_union(pred, truth)
+        self.acc.add(inter, union, meta.get("kind", ""))
+        return {"I": inter, "U": union}
+
+    def compute(self) -> dict[str, float]:
+        return self.acc.compute()
+
+
+@EVALUATORS.register("video_jf")
+class VideoJFEvaluator:
+    """DAVIS J, F and J&F per expression (``meta['video']/meta['expression']``), then averaged."""
+
+    def __init__(self, protocol: str) -> None:
+        self.jf = VideoJF()
+
+    def process(self, pred: torch.Tensor, truth: torch.Tensor, meta: dict) -> dict:
+        self.jf.add(f"{meta['video']}/{meta['expression']}", pred.numpy(), truth.numpy())
+        return {}
+
+    def compute(self) -> dict[str, float]:
+        if not self.jf.frames:
+            return {}
+        jf = self.jf.compute()
+        return {"J": jf["J"], "F": jf["F"], "JF": jf["J&F"], "expressions": jf["expressions"]}

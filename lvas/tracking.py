@@ -1,8 +1,8 @@
-"""Everything lvas says to MLflow goes through this module.
-
-Tracking URI precedence: ``--tracking-uri`` flag > ``MLFLOW_TRACKING_URI`` > ``tracking.uri`` in
-the config > ``sqlite:///mlflow.db`` in the working directory. A run ends FINISHED, or FAILED
-with its traceback logged as ``traceback.txt``.
+"""The MLflow store: which one (``--tracking-uri`` flag > ``MLFLOW_TRACKING_URI`` > ``tracking.uri``
+in the config > ``sqlite:///mlflow.db`` in the working directory), opening it (created under a lock,
+never by a command that only reads), ending its orphaned runs, finding a run to take up again,
+fetching an artifact, and waiting for a store another process holds locked (:func:`patiently`).
+One run is :class:`lvas.tracker.Tracker`.
 """
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import sys
 import tempfile
 import time
-import traceback
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
-from lvas.config import redact
+from lvas.config import ConfigError, redact
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 
@@ -33,6 +33,35 @@ KIND_TAG, KIND_TRAINING = "mlflow.experimentKind", "custom_model_development"
 NOTE_TAG = "mlflow.note.content"
 
 _OPENED: set[str] = set()
+STORE_WAIT = 300.0  # seconds a locked store is waited for (LVAS_STORE_WAIT)
+
+
+def _locked(e: BaseException) -> bool:
+    text = str(e).lower()
+    return "database is locked" in text or "database table is locked" in text or "database schema is locked" in text
+
+
+def patiently(call: Callable, *args, **kwargs):
+    """``call(*args, **kwargs)``, retried while the store is locked by another process, for at most
+    ``LVAS_STORE_WAIT`` seconds; then one ConfigError naming the cause."""
+    limit = float(os.environ.get("LVAS_STORE_WAIT", STORE_WAIT))
+    start, told, pause = time.time(), False, 0.2
+    while True:
+        try:
+            return call(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - sqlalchemy wraps sqlite's OperationalError in MLflow's own
+            if not _locked(e) or time.time() - start > limit:
+                if _locked(e):
+                    raise ConfigError(f"the MLflow store stayed locked by another process for {limit:.0f} s "
+                                      f"(LVAS_STORE_WAIT); nothing recorded is lost: rerun with --resume") from None
+                raise
+            if not told:
+                print(f"lvas: the MLflow store is locked by another process; waiting up to {limit:.0f} s",
+                      file=sys.stderr, flush=True)
+                told = True
+            time.sleep(pause)
+            pause = min(2.0, pause * 1.5)
+
 
 
 def describe_experiment(client, experiment_id: str, description: str = "") -> None:
@@ -105,7 +134,6 @@ def open_store(uri: str, orphans: bool = True, create: bool = True) -> None:
     """
     if uri in _OPENED:
         return
-    from lvas.config import ConfigError
     from lvas.liveness import file_lock
 
     lock = _store_lock(uri)
@@ -121,8 +149,7 @@ def open_store(uri: str, orphans: bool = True, create: bool = True) -> None:
         with quiet_mlflow(), (file_lock(lock) if lock is not None else contextlib.nullcontext()):
             from mlflow import MlflowClient
 
-            client = MlflowClient(uri)
-            client.search_experiments(max_results=1)
+            patiently(lambda: MlflowClient(uri).search_experiments(max_results=1))
     except ConfigError:
         raise
     except Exception as e:  # noqa: BLE001 - sqlalchemy / mlflow / network errors: one line for the user
@@ -211,167 +238,6 @@ def metric_key(name: str) -> str:
     return name.replace("@", "_at_")
 
 
-class Tracker:
-    """One MLflow run (a context manager); ``active`` is False for a tracker that logs nothing."""
-
-    def __init__(self, uri: str, experiment: str, run_name: str | None = None, run_id: str | None = None,
-                 parent_run_id: str | None = None, tags: dict[str, str] | None = None,
-                 system_metrics: bool = False, active: bool = True, experiment_description: str = "") -> None:
-        self.uri, self.experiment, self.run_name = uri, experiment, run_name
-        self.experiment_description = experiment_description
-        self.run_id = run_id
-        self.parent_run_id = parent_run_id
-        self.tags = tags or {}
-        self.system_metrics = system_metrics
-        self.active = active
-
-    def __enter__(self) -> "Tracker":
-        if not self.active:
-            return self
-        import mlflow
-
-        from lvas.liveness import Heartbeat
-
-        open_store(self.uri)
-        self._saved_env = os.environ.get("MLFLOW_TRACKING_URI")
-        mlflow.set_tracking_uri(self.uri)  # also exports MLFLOW_TRACKING_URI; restored on exit
-        exp = mlflow.set_experiment(self.experiment)
-        describe_experiment(_client(self.uri), exp.experiment_id, self.experiment_description)
-        # the tags that find the run again (run_dir) and judge it an orphan (process) are written with
-        # the run itself: a kill right after creating it leaves nothing unrecognisable behind
-        tags = {**self.tags, **owner_tags(), BEAT_TAG: f"{time.time():.0f}"}
-        kw: dict[str, Any] = {}
-        if self.run_id is not None:
-            kw["run_id"] = self.run_id
-        else:
-            kw["run_name"] = self.run_name
-            kw["tags"] = tags
-            if self.parent_run_id:
-                kw["parent_run_id"] = self.parent_run_id
-        if self.system_metrics:
-            try:
-                import psutil  # noqa: F401
-
-                kw["log_system_metrics"] = True
-            except ImportError:
-                pass
-        run = mlflow.start_run(**kw)
-        self.run_id = run.info.run_id
-        client, run_id = _client(self.uri), self.run_id
-        if "run_id" in kw:  # a run taken up again: now this process's, and no longer ended
-            mlflow.set_tags(tags)
-            with contextlib.suppress(Exception):
-                client.delete_tag(run_id, END_TAG)
-        self._beat = Heartbeat(lambda: client.set_tag(run_id, BEAT_TAG, f"{time.time():.0f}"), BEAT_EVERY)
-        self._beat.__enter__()
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if not self.active:
-            return False
-        import mlflow
-
-        self._beat.__exit__(None, None, None)
-        try:
-            self._end(mlflow, exc_type, exc, tb)
-        finally:
-            if self._saved_env is None:
-                os.environ.pop("MLFLOW_TRACKING_URI", None)
-            else:
-                os.environ["MLFLOW_TRACKING_URI"] = self._saved_env
-        return False
-
-    def _end(self, mlflow, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            mlflow.end_run("FINISHED")
-        elif exc_type is KeyboardInterrupt:
-            mlflow.end_run("KILLED")
-        else:
-            # what a data file said stays on this machine: the stored message is the error's public
-            # part (the file and the problem, lvas.errors.DataError), never an excerpt of the file
-            message = f"{exc_type.__name__}: {getattr(exc, 'public', exc)}"
-            text = "".join(traceback.format_tb(tb)) + message + "\n"
-            with contextlib.suppress(Exception):
-                mlflow.log_text(text, "traceback.txt")
-                mlflow.set_tag("failure", message[:5000])
-            mlflow.end_run("FAILED")
-
-    # -- logging ------------------------------------------------------------
-    def log_params(self, params: dict[str, Any]) -> None:
-        if self.active:
-            import mlflow
-
-            items = list(params.items())
-            for i in range(0, len(items), 90):
-                mlflow.log_params(dict(items[i: i + 90]))
-
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None, prefix: str = "") -> None:
-        if self.active:
-            import math
-
-            import mlflow
-
-            clean = {metric_key(prefix + k): float(v) for k, v in metrics.items()
-                     if isinstance(v, (int, float)) and not math.isnan(float(v))}
-            if clean:
-                mlflow.log_metrics(clean, step=step)
-
-    def logged_steps(self, key: str, prefix: str = "") -> set[int]:
-        """Steps at which this run already has metric ``prefix + key`` (empty when inactive)."""
-        if not self.active or self.run_id is None:
-            return set()
-        from mlflow import MlflowClient
-
-        return {m.step for m in MlflowClient(self.uri).get_metric_history(self.run_id, metric_key(prefix + key))}
-
-    def set_tags(self, tags: dict[str, str]) -> None:
-        if self.active:
-            import mlflow
-
-            mlflow.set_tags(tags)
-
-    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        if self.active:
-            import mlflow
-
-            mlflow.log_artifact(str(path), artifact_path)
-
-    def log_text(self, text: str, name: str) -> None:
-        if self.active:
-            import mlflow
-
-            mlflow.log_text(text, name)
-
-    def log_dict(self, data: dict, name: str) -> None:
-        if self.active:
-            import mlflow
-
-            mlflow.log_dict(data, name)
-
-    def log_dataset(self, digest: dict[str, Any], context: str) -> None:
-        """Record the samples the run read (:func:`dataset_digest`) as an MLflow dataset input, so
-        the UI's Datasets column names them (``context``: train, validation or test)."""
-        if self.active:
-            import warnings
-
-            import mlflow
-            from mlflow.data.dataset_source_registry import resolve_dataset_source
-            from mlflow.data.meta_dataset import MetaDataset
-
-            with warnings.catch_warnings():  # "resolve_dataset_source is experimental"
-                warnings.simplefilter("ignore")
-                source = resolve_dataset_source(str(Path(digest["root"]).resolve()))
-            ds = MetaDataset(source, name=digest["name"], digest=digest["digest"])
-            mlflow.log_input(ds, context=context, tags={"samples": str(digest["samples"])})
-
-    def log_image(self, image, key: str, step: int = 0) -> None:
-        """An image (numpy HxWx3 uint8 or PIL) under ``key``, browsable by step in the UI."""
-        if self.active:
-            import mlflow
-
-            mlflow.log_image(image, key=key, step=step)
-
-
 def owner_tags() -> dict[str, str]:
     """The run tags naming this process (host, pid, start time): how :func:`end_orphans` judges a run."""
     from lvas.liveness import identity
@@ -386,11 +252,19 @@ def _client(uri: str):
     return MlflowClient(uri)
 
 
-def download_artifact(run_id: str, path: str, uri: str) -> Path:
-    """Fetch one artifact of a run into a temporary folder."""
-    open_store(uri)
+@contextlib.contextmanager
+def downloaded(run_id: str, path: str, uri: str) -> Iterator[Path]:
+    """One artifact of a run, fetched into a temporary folder that is removed afterwards (also when
+    the download fails); the store must exist (it is never created here)."""
+    import shutil
+
+    open_store(uri, create=False)
     dst = tempfile.mkdtemp(prefix="lvas-")
-    return Path(_client(uri).download_artifacts(run_id, path, dst))
+    try:
+        with quiet_mlflow():
+            yield Path(_client(uri).download_artifacts(run_id, path, dst))
+    finally:
+        shutil.rmtree(dst, ignore_errors=True)
 
 
 def reusable_run(uri: str, experiment: str, run_dir: Path, id_file: Path, resume: bool) -> tuple[str | None, str | None]:

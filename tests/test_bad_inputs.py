@@ -181,12 +181,12 @@ def test_a_credential_never_reaches_a_saved_config_a_param_or_a_checkpoint(world
     from mlflow import MlflowClient
 
     from lvas.config import load_config, redact
-    from lvas.engine.trainer import train_experiment
+    from lvas.engine.trainer import TrackOptions, train_experiment
 
     assert redact("postgresql://ann:s3cr%40t@db:5432/x and http://bob:pw@h/") == "postgresql://ann:***@db:5432/x and http://bob:***@h/"
     cfg = load_config(world["exp"], ["tracking.uri=http://ann:hunter2@example.invalid:5000"])
     uri = f"sqlite:///{tmp_path / 'ml.db'}"
-    result, run_id = train_experiment(cfg, tmp_path / "run", tracking_uri=uri, progress=False)
+    result, run_id = train_experiment(cfg, tmp_path / "run", track=TrackOptions(uri), progress=False)
     texts = [(tmp_path / "run" / "config.yaml").read_text(), str(torch.load(result.checkpoint, weights_only=True)["config"]),
              str(MlflowClient(uri).get_run(run_id).data.params)]
     for text in texts:

@@ -62,16 +62,16 @@ def test_help_does_not_import_torch():
 
 
 def test_config_prints_the_resolved_config(capsys):
-    from lvas.config import load_config, to_dict
+    from lvas.config import load_config, saved_dict
 
     assert main(["config", str(ROOT / "experiments" / "lbdt_cpu.yaml"), "train.lr=0.01", "-q"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
-    want = to_dict(load_config(ROOT / "experiments" / "lbdt_cpu.yaml", ["train.lr=0.01"]))
+    want = saved_dict(load_config(ROOT / "experiments" / "lbdt_cpu.yaml", ["train.lr=0.01"]))
     assert printed == json.loads(json.dumps(want))  # base files resolved (lbdt4_paper.yaml), override applied
-    assert printed["train"]["lr"] == 0.01 and printed["model"]["fusion"] == "bca"
+    assert printed["train"]["lr"] == 0.01 and printed["model"]["fusion"] == {"name": "bca"}
     assert main(["config", str(ROOT / "experiments" / "lbdt_cpu.yaml"), "--flat"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert "train.optimizer=adamw" in lines and "model.bridge.layers=1" in lines
+    assert "train.optimizer.name=adamw" in lines and "model.bridge.layers=1" in lines
     assert main(["config", str(ROOT / "experiments" / "lbdt_cpu.yaml"), "model.fusoin=add"]) == 2
     assert "Did you mean 'fusion'?" in capsys.readouterr().err
 
@@ -89,7 +89,7 @@ def test_sweep_overrides_reach_every_trial_through_the_workers(synth, tmp_path, 
     assert main(["sweep", str(sweep), "--workers", "2", "--out", str(tmp_path / "out"), "--tracking-uri", uri, "-q",
                  "train.epochs=1", "model.decoder.channels=8"]) == 0
     configs = [yaml.safe_load(p.read_text()) for p in (tmp_path / "out").rglob("config.yaml")]
-    assert len(configs) == 2 and {c["model"]["fusion"] for c in configs} == {"add", "max"}
+    assert len(configs) == 2 and {c["model"]["fusion"]["name"] for c in configs} == {"add", "max"}
     assert all(c["train"]["epochs"] == 1 and c["model"]["decoder"]["channels"] == 8 for c in configs)
     assert main(["sweep", str(sweep), "model.fusion=lgfs", "--dry-run"]) == 2
     err = capsys.readouterr().err

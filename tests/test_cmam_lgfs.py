@@ -36,7 +36,7 @@ def cmam_by_the_equations(m: CMAM, v, words, mask):
 @pytest.mark.parametrize("dims", [2, 3])
 def test_cmam_matches_equations(dims):
     torch.manual_seed(0)
-    m = CMAM(visual_channels=6, text_channels=5, key_channels=4, dims=dims).double()
+    m = CMAM(visual_channels=6, text_channels=5, dims=dims, channels=4).double()
     v = torch.randn(2, 6, *((3,) if dims == 3 else ()), 4, 5, dtype=torch.float64)
     words = torch.randn(2, 7, 5, dtype=torch.float64)
     mask = torch.zeros(2, 7, dtype=torch.bool)
@@ -81,7 +81,7 @@ def test_decoder_eq9_top_down_sum():
     torch.manual_seed(0)
     specs = [StageSpec(3, 2**i) for i in range(1, 6)]
     dec = Decoder({"spatial": specs}, text_channels=2, channels=4, refine=False, deep_supervision=False,
-                  tile=("spatial",))
+                  tile="always")
     feats = [torch.randn(1, 3, 64 // 2**i, 64 // 2**i) for i in range(1, 6)]
     sentence = torch.randn(1, 2)
     captured = {}

@@ -35,12 +35,19 @@ def test_every_shipped_experiment_validates(path):
     ("model: {cmam: {stages: 5}}", "model.cmam.stages", "expected a list of int"),
     ("model: {decoder: {channels: 2.5}}", "model.decoder.channels", "expected an integer"),
     ("model: {decoder: {refine: 'yes'}}", "model.decoder.refine", "expected true or false"),
-    ("data: {frames: 0}", "data.frames", "expected an integer >= 1"),
+    ("data: {frames: 0}", "data.frames", "expected an integer from 1 to 4096"),
+    ("train: {batch_size: 10000000000000000000}", "train.batch_size", "out of range"),
+    ("seed: 1000000000000000000000000000000", "seed", "out of range"),
+    ("train: {optimizer: {name: adam, weight_decay: -0.1}}", "train.optimizer.weight_decay", "a number >= 0"),
+    ("model: {decoder: {name: released, refine: true}}", "model.decoder.refine",
+     "unknown key for decoder 'released'; allowed keys here: name, channels, deep_supervision"),
     ("{model: {temporal: {name: s3d}}, data: {frames: 4}}", "data.frames",
      "4 is too few for the s3d temporal encoder; it needs at least 5"),
     ("{model: {input: letterbox}, train: {protocol: paper}}", "train.protocol",
      "'paper' reproduces a released evaluation, whose frames are stretched"),
     ("model: [1, 2]", "model", "expected a mapping"),
+    ("data: {evaluators: [video_j]}", "data.evaluators[0]",
+     "unknown evaluator 'video_j'; registered: segmentation, video_jf. Did you mean 'video_jf'?"),
 ])
 def test_config_errors_name_the_key(tmp_path, text, where, expected):
     with pytest.raises(ConfigError) as e:
@@ -61,9 +68,10 @@ def test_base_merge_and_overrides(tmp_path):
     _write(tmp_path, "name: base\nmodel: {fusion: max, cmam: {stages: [5], channels: 16}}\n", "base.yaml")
     child = _write(tmp_path, "base: base.yaml\nname: child\nmodel: {cmam: {stages: [5, 4]}}\n")
     cfg = load_config(child)
-    assert (cfg.name, cfg.model.fusion, cfg.model.cmam.stages, cfg.model.cmam.channels) == ("child", "max", [5, 4], 16)
+    assert (cfg.name, cfg.model.fusion.name, cfg.model.cmam.stages, cfg.model.cmam.channels) == \
+        ("child", "max", [5, 4], 16)
     cfg = load_config(child, ["model.fusion=add", "model.cmam.stages=[1,2]", "data.size=64"])
-    assert (cfg.model.fusion, cfg.model.cmam.stages, cfg.data.size) == ("add", [1, 2], 64)
+    assert (cfg.model.fusion.name, cfg.model.cmam.stages, cfg.data.size) == ("add", [1, 2], 64)
     with pytest.raises(ConfigError, match="^model.decoder.widht: unknown key"):
         load_config(child, ["model.decoder.widht=3"])
     with pytest.raises(ConfigError, match="expected key.path=value"):
@@ -125,3 +133,51 @@ def test_missing_pretrained_weights_give_one_line(monkeypatch, tmp_path):
     assert "\n" not in msg and "resnet50-11ad3fa6.pth" in msg and str(tmp_path) in msg and "pretrained" in msg
     with pytest.raises(FileNotFoundError, match="weights/nowhere.pt not found"):
         SPATIAL_ENCODERS.build("r50", pretrained="weights/nowhere.pt")
+
+
+# Resolved configs written by lvas 0.1 (one global schema; `lvas config` at commit 16db9e4), and the
+# same experiments resolved by this version: an old checkpoint, trial record or YAML means the same
+# experiment after the upgrade, with the same result hash (so its runs still count).
+OLD_CONFIGS = {
+    "cstm_paper": ("cstm_paper.yaml", []),
+    "cstm_released": ("cstm_released.yaml", []),
+    "lbdt4_paper": ("lbdt4_paper.yaml", []),
+    "acga_paper": ("acga_paper.yaml", []),
+    "cpu_two_stage": ("cpu_small.yaml", ["train.recipe={name: two_stage, stage2_epochs: 3}",
+                                         "train.select={name: best_val, monitor: oIoU, val_fraction: 0.2}",
+                                         "train.scheduler={name: multistep, milestones: [4, 6]}",
+                                         "train.loss.pos_weight=2.0"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OLD_CONFIGS))
+def test_a_config_saved_by_lvas_0_1_is_the_same_experiment_after_the_upgrade(name):
+    import yaml
+
+    from lvas.config import result_hash
+
+    old = yaml.safe_load((ROOT / "tests" / "fixtures" / "config_0_1" / f"{name}.yaml").read_text())
+    assert "lvas_config" not in old and "pos_weight" in old["train"]  # the 0.1 layout
+    path, overrides = OLD_CONFIGS[name]
+    now = load_config(ROOT / "experiments" / path, overrides)
+    upgraded = from_dict(old, run_imports=False)
+    assert to_dict(upgraded) == to_dict(now)
+    assert result_hash(old) == result_hash(now) == result_hash(upgraded)
+
+
+def test_a_key_at_its_default_does_not_change_the_result_hash():
+    """A key a newer lvas adds arrives at its default: the records of earlier runs, which lack it, keep
+    their hash. The same key set away from its default is a different experiment."""
+    from lvas.config import result_hash, saved_dict
+
+    cfg = load_config(ROOT / "experiments" / "cpu_small.yaml")
+    full = saved_dict(cfg)
+    older = saved_dict(cfg)
+    del older["train"]["drop_last"], older["train"]["loss"]["aux_weight"], older["data"]["skip_bad"]
+    assert result_hash(older) == result_hash(full)
+    full["train"]["drop_last"] = True
+    assert result_hash(full) != result_hash(older)
+    # where only how fast or where a run goes differs, it is the same result
+    fast = saved_dict(cfg)
+    fast["train"]["threads"], fast["data"]["workers"], fast["name"] = 2, 1, "elsewhere"
+    assert result_hash(fast) == result_hash(cfg)

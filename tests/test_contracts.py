@@ -93,12 +93,21 @@ def test_hooks_feed_the_next_stage():
     assert not torch.equal(plain[4], hooked[4])
 
 
+# CPU-sized values of the settings components declare (each entry gets those it has)
+SMALL = {"text": {"hidden": 16}, "cmam": {"channels": 8}, "decoder": {"channels": 8}}
+SLOT_DEFAULT = {"text": ("text", "gru"), "cmam": ("cross_modal", "cmam_eq6"), "decoder": ("decoder", "eq9")}
+
+
 def _tiny_cfg(**model):
-    base = {"spatial": {"name": "tiny2d"}, "temporal": {"name": "tiny3d"},
-            "text": {"vocab_size": 12, "embed_dim": 8, "hidden": 16}, "cmam": {"channels": 8},
-            "decoder": {"channels": 8}}
+    from lvas.registry import FAMILIES
+
+    base = {"spatial": {"name": "tiny2d"}, "temporal": {"name": "tiny3d"}, "text": {"vocab_size": 12, "embed_dim": 8},
+            "cmam": {}, "decoder": {}}
     for k, v in model.items():
         base[k] = {**base[k], **v} if isinstance(v, dict) and k in base else v
+    for slot, (family, default) in SLOT_DEFAULT.items():
+        declared = FAMILIES[family].get(base[slot].get("name", default)).settings()
+        base[slot] = {**{k: v for k, v in SMALL[slot].items() if k in declared}, **base[slot]}
     return from_dict({"model": base, "data": {"frames": 4, "size": 64}})
 
 

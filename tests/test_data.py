@@ -43,7 +43,7 @@ def test_masks_round_trip_exactly_including_single_instance(a2d):
         item = ds[i]
         ids, ms = masks[(item["meta"]["video"], item["meta"]["frame"])]
         want = ms[ids.index(item["meta"]["instance"])]
-        assert np.array_equal(item["gt"].numpy(), want)
+        assert np.array_equal(item["gt"][0].numpy(), want)
         seen += 1
     assert seen == 3
     single = read_instance_mask(root / "text_annotations/a2d_annotation_with_instances/v_test/00001.h5", 0)
@@ -144,7 +144,7 @@ def test_check_lists_every_problem_with_its_file(a2d, capsys):
     assert any("instance 7 of query 'a ghost' is absent" in p for p in rep.problems)
     assert main(["data", "check", str(root), "--dataset", "a2d"]) == 1
     out = capsys.readouterr().out
-    assert "2 problem(s)" in out and "Traceback" not in out
+    assert "2 problem(s)" in out and "Traceback" not in out, out
 
 
 def test_prepare_extracts_mp4_frames_resumably(tmp_path):
@@ -173,7 +173,7 @@ def test_jhmdb_fixed_samples_and_trailing_frames_without_masks(tmp_path):
     for i in range(len(ds)):
         item = ds[i]
         vid, f = item["meta"]["video"], item["meta"]["frame"]
-        assert np.array_equal(item["gt"].numpy(), truth[vid][:, :, f - 1] > 0)
+        assert np.array_equal(item["gt"][0].numpy(), truth[vid][:, :, f - 1] > 0)
         assert frame_numbers(item["clip"], item["meta"]["resized"])[2] == f
     # the stored file wins over the rule: edit it and the samples follow
     ds.samples_path.write_text("video_id,frame\nvid_b,6\n")

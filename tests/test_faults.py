@@ -47,7 +47,7 @@ def all_runs(uri: str) -> list:
 def report_numbers(sweep: Path, uri: str, out: Path) -> pd.DataFrame:
     """The report's table without the columns naming runs (those differ by construction)."""
     from lvas.report.generate import report_sweep
-    from lvas.sweep.spec import load_sweep
+    from lvas.sweepspec import load_sweep
 
     res = report_sweep(load_sweep(sweep), uri, out, figures=False)
     csv = next(p for p in res["tables"] if p.suffix == ".csv")
@@ -59,11 +59,11 @@ def check_complete(folder: Path, sweep: Path, uri: str) -> int:
     """Every trial finished once, with its files; one FINISHED MLflow run each; nothing RUNNING.
     Returns how many trials were interrupted (killed while running) on the way."""
     from lvas.sweep.runner import SweepOptions, SweepRunner
-    from lvas.sweep.spec import load_sweep
+    from lvas.sweepspec import load_sweep
 
     spec = load_sweep(sweep)
     runner = SweepRunner(spec, SweepOptions(out=str(folder / "sweeps"), tracking_uri=uri, progress=False))
-    runner.open_study(sync=False)
+    runner.open_study(sync_file=False)
     latest = runner.latest_by_id()
     assert sorted(latest) == sorted(t.id for t in spec.grid())
     assert {t.state.name for t in latest.values()} == {"COMPLETE"}
@@ -78,7 +78,7 @@ def check_complete(folder: Path, sweep: Path, uri: str) -> int:
         for f in ("test_metrics.json", "config.yaml", "model.pt", "history.json"):
             assert (d / f).is_file(), f"{t.name}: {f} missing"
     assert not list((folder / "sweeps").rglob(".*.lvas-tmp-*")), "temporary files of killed writes were left"
-    return len([t for t in runner.study.get_trials(deepcopy=False) if t.user_attrs.get("interrupted")])
+    return len([t for t in runner.study.trials() if t.user_attrs.get("interrupted")])
 
 
 def wait_for_running_trial(out: Path, proc: subprocess.Popen, timeout: float = 300) -> None:

@@ -37,7 +37,7 @@ def test_a_trial_beats_from_a_thread_while_its_work_blocks(tmp_path, synth):
     import yaml
 
     from lvas.sweep.runner import SweepOptions, SweepRunner
-    from lvas.sweep.spec import load_sweep
+    from lvas.sweepspec import load_sweep
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
@@ -52,7 +52,7 @@ def test_a_trial_beats_from_a_thread_while_its_work_blocks(tmp_path, synth):
     trial.set_user_attr("heartbeat", 0.0)
     with Heartbeat(runner._beater(trial._trial_id), runner.beat_every):
         time.sleep(1.6)  # the "epoch": no callback, no heartbeat from this thread
-    frozen = runner.study._storage.get_trial(trial._trial_id)
+    frozen = runner.study.optuna._storage.get_trial(trial._trial_id)
     assert time.time() - frozen.user_attrs["heartbeat"] < 1.0
     assert frozen.state == optuna.trial.TrialState.RUNNING
 
@@ -148,7 +148,7 @@ def test_a_claimed_trial_names_its_owner_at_once_and_a_half_named_one_is_judged(
 
     from lvas.sweep import runner as runner_mod
     from lvas.sweep.runner import SweepOptions, SweepRunner
-    from lvas.sweep.spec import load_sweep
+    from lvas.sweepspec import load_sweep
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
@@ -159,7 +159,7 @@ def test_a_claimed_trial_names_its_owner_at_once_and_a_half_named_one_is_judged(
                                                     tracking_uri=f"sqlite:///{tmp_path / 'ml.db'}"))
     runner.open_study()
     trial = runner.claim()
-    frozen = runner.study._storage.get_trial(trial._trial_id)
+    frozen = runner.study.optuna._storage.get_trial(trial._trial_id)
     assert frozen.user_attrs["owner"] == {"host": HOST, "pid": os.getpid(), "start": process_start()}
     assert not runner._dead(frozen)
     gone = frozen.user_attrs | {"owner": {"host": HOST, "pid": dead_pid(), "start": None}}

@@ -131,9 +131,9 @@ def test_children_name_their_inputs_headline_and_unused_params(server, runs):
         assert any(k.startswith("system/") for k in keys)  # system metrics on
         params = {p["key"]: p["value"] for p in c["data"]["params"]}
         if tags["variant"] == "Spatial":
-            assert params["model.fusion"] == "(unused)" and params["model.temporal.name"] == "(unused)"
+            assert params["model.fusion.name"] == "(unused)" and params["model.temporal.name"] == "(unused)"
         else:
-            assert params["model.fusion"] == "add"
+            assert params["model.fusion.name"] == "add"
         assert tags["mlflow.note.content"].startswith(f"Row **{tags['variant']}**, seed ")
     # overlays: MLflow images, readable, the query written under the panels
     run_id = children[0]["info"]["run_id"]

@@ -116,7 +116,7 @@ def test_released_cmam_term_by_term():
     from lvas.models.coords import with_coords
 
     torch.manual_seed(0)
-    m = ReleasedCMAM(6, 5, key_channels=5, dims=2)
+    m = ReleasedCMAM(6, 5, dims=2, channels=5)
     for p in m.parameters():
         p.data.normal_(0, 0.3)
     m.eval()
@@ -132,7 +132,7 @@ def test_released_cmam_term_by_term():
         expected = v + u * (torch.sigmoid(l @ m.gate.weight.t() + m.gate.bias) - 0.5)[:, :, None, None]
         got = m(v, words, torch.ones(2, 7, dtype=torch.bool))
     assert torch.allclose(got, expected, atol=1e-5)
-    fresh = ReleasedCMAM(6, 5, key_channels=5)
+    fresh = ReleasedCMAM(6, 5, channels=5)
     assert torch.equal(fresh(v, words, torch.ones(2, 7, dtype=torch.bool)), v)  # zero-initialised gate
 
 

@@ -172,7 +172,7 @@ def test_lbdt_loss_is_the_release_formula_with_its_clamped_sigmoid():
     from lvas.engine.losses import build_loss
 
     cfg = load_config(ROOT / "experiments" / "lbdt4_paper.yaml")
-    loss = build_loss(cfg.train)
+    loss = build_loss(cfg)
     torch.manual_seed(0)
     logits = torch.randn(2, 1, 6, 6) * 4
     logits[0, 0, 0, :3] = torch.tensor([-30.0, 30.0, 12.0])  # beyond the clamp on both sides

@@ -11,7 +11,7 @@ import yaml
 
 from lvas.cli import main
 from lvas.report.tables import latex_escape
-from lvas.sweep.spec import load_sweep
+from lvas.sweepspec import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 LOGGED = {
@@ -144,7 +144,9 @@ def test_a_sweep_never_run_gives_missing_rows(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     spec = load_sweep(ROOT / "sweeps" / "table3b_fusion.yaml")
     from lvas.report.generate import report_sweep
+    from lvas.tracking import open_store
 
+    open_store(f"sqlite:///{tmp_path / 'empty.db'}")  # a store without this sweep's runs (report never creates one)
     res = report_sweep(spec, f"sqlite:///{tmp_path / 'empty.db'}", tmp_path / "reports")
     assert res["missing"] == ["Add", "Max", "LGFS"] and res["figures"] == []
     csv = pd.read_csv(tmp_path / "reports" / "table3b" / "table3b_fusion.csv")

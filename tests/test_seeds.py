@@ -16,8 +16,9 @@ import yaml
 from lvas.cli import main
 from lvas.config import ConfigError
 from lvas.metrics import MetricAccumulator
-from lvas.report import stats
-from lvas.sweep.spec import load_sweep
+from lvas import stats
+from lvas.report import sample_test
+from lvas.sweepspec import load_sweep
 from tests.test_sweep import TINY, write_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +56,7 @@ def test_seeds_multiply_the_grid_and_set_the_config_seed(tmp_path, synth, seeds,
 
 
 @pytest.mark.parametrize("change,message", [
-    ({"seeds": 0}, "seeds: 0: expected a count >= 1"),
+    ({"seeds": 0}, "seeds: 0: expected a count from 1 to 1000"),
     ({"seeds": [1, 1]}, "seeds: seeds must be distinct"),
     ({"seeds": {"min": 1, "max": 3}}, "seeds.min: 1: a confidence interval needs at least 2 seeds"),
     ({"seeds": {"min": 3, "max": 2}}, "seeds.max: 2 is below seeds.min (3)"),
@@ -244,7 +245,7 @@ def test_a_search_reruns_its_top_k_points_over_seeds(tmp_path, synth, monkeypatc
 
 
 def test_checkpoint_reference_picks_the_callers_seed(tmp_path, synth, monkeypatch):
-    from lvas.sweep.spec import resolve_checkpoint
+    from lvas.sweepspec import resolve_checkpoint
 
     monkeypatch.chdir(tmp_path)
     p = write_sweep(tmp_path, synth, name="src", seeds=[3, 5])
@@ -282,7 +283,7 @@ def test_per_sample_scores_average_to_the_metrics(protocol):
     m = acc.compute()
     inter, union = np.array([r["I"] for r in recs]), np.array([r["U"] for r in recs])
     for name in ("AP", "P@0.5", "P@0.9", "mIoU"):
-        assert stats.per_sample(inter, union, name, protocol).mean() == pytest.approx(m[name], abs=1e-9)
+        assert sample_test.per_sample(inter, union, name, protocol).mean() == pytest.approx(m[name], abs=1e-9)
 
 
 def _exact_p(a, b):
@@ -298,9 +299,9 @@ def test_paired_permutation_test_is_exact_on_small_sets():
     rng = np.random.default_rng(1)
     row = [_records(rng, 10, 0.75), _records(rng, 10, 0.8)]
     base = [_records(rng, 10, 0.6), _records(rng, 10, 0.55)]
-    c = stats.compare_samples(row, base, "mIoU", "strict")
-    a = np.mean([stats.per_sample([r["I"] for r in s], [r["U"] for r in s], "mIoU", "strict") for s in row], axis=0)
-    b = np.mean([stats.per_sample([r["I"] for r in s], [r["U"] for r in s], "mIoU", "strict") for s in base], axis=0)
+    c = sample_test.compare_samples(row, base, "mIoU", "strict")
+    a = np.mean([sample_test.per_sample([r["I"] for r in s], [r["U"] for r in s], "mIoU", "strict") for s in row], axis=0)
+    b = np.mean([sample_test.per_sample([r["I"] for r in s], [r["U"] for r in s], "mIoU", "strict") for s in base], axis=0)
     assert c.delta == pytest.approx(a.mean() - b.mean())
     assert c.p == pytest.approx(_exact_p(a, b))
     assert c.samples == 10
@@ -310,14 +311,14 @@ def test_paired_test_separates_clear_differences_and_not_equal_rows():
     rng = np.random.default_rng(2)
     strong = [_records(rng, 200, 0.9) for _ in range(3)]
     weak = [_records(rng, 200, 0.4) for _ in range(3)]
-    c = stats.compare_samples(strong, weak, "AP", "paper")
+    c = sample_test.compare_samples(strong, weak, "AP", "paper")
     assert c.delta > 20 and c.p < 0.001
-    same = stats.compare_samples(weak, weak, "AP", "paper")
+    same = sample_test.compare_samples(weak, weak, "AP", "paper")
     assert same.delta == 0 and same.p == 1.0
-    o = stats.compare_samples(strong, weak, "oIoU", "paper")  # ratio of sums, through the sample-index statistic
+    o = sample_test.compare_samples(strong, weak, "oIoU", "paper")  # ratio of sums, through the sample-index statistic
     pooled = lambda runs: 100 * sum(r["I"] for s in runs for r in s) / sum(r["U"] for s in runs for r in s)  # noqa: E731
     assert o.delta == pytest.approx(pooled(strong) - pooled(weak)) and o.p < 0.001
-    assert stats.compare_samples(strong, [weak[0][:-1]], "AP", "paper") is None  # not the same samples: no test
+    assert sample_test.compare_samples(strong, [weak[0][:-1]], "AP", "paper") is None  # not the same samples: no test
 
 
 def test_interval_is_student_t():

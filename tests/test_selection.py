@@ -8,7 +8,10 @@ import torch
 
 from lvas.config import ConfigError, load_config
 from lvas.engine.checkpoint import load_checkpoint
-from lvas.engine.trainer import assemble_stage2, make_datasets, stage1_config, train_experiment
+from lvas.engine.recipes import assemble_stage2, stage1_config
+from lvas.engine.selection import build_selector
+from lvas.engine.setup import make_splits
+from lvas.engine.trainer import TrackOptions, train_experiment
 from lvas.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +43,7 @@ def _record_loads(monkeypatch):
 def test_the_test_split_is_read_only_after_training(synth, tmp_path, monkeypatch, select):
     seen = _record_loads(monkeypatch)
     cfg = tiny_cfg(synth, f"train.select={select}", "train.epochs=3")
-    result, _ = train_experiment(cfg, tmp_path / "run", progress=False, track=False)
+    result, _ = train_experiment(cfg, tmp_path / "run", progress=False, track=TrackOptions(active=False))
     splits = [s for s, _ in seen]
     assert "test" in splits
     first_test = splits.index("test")
@@ -50,6 +53,7 @@ def test_the_test_split_is_read_only_after_training(synth, tmp_path, monkeypatch
         assert result.selected["epoch"] == 3 and not any(k.startswith("val/") for k in result.selected)
     else:
         held = json.loads((tmp_path / "run" / "val_videos.json").read_text())
+        assert held and set(held) <= {v for s, v in seen if s == "train"}  # validated on training videos
         history = result.history
         best_epoch = max(history, key=lambda h: h["val/mIoU"])["epoch"]
         assert result.selected["epoch"] == best_epoch
@@ -57,8 +61,9 @@ def test_the_test_split_is_read_only_after_training(synth, tmp_path, monkeypatch
 
 
 def test_validation_videos_are_held_out_of_training(synth):
-    cfg = tiny_cfg(synth, "train.select=best_val", "data.val_fraction=0.3")
-    train, val, test, _, held = make_datasets(cfg)
+    cfg = tiny_cfg(synth, "train.select={name: best_val, val_fraction: 0.3}")
+    s = make_splits(cfg, build_selector(cfg))
+    train, val, test, held = s.train, s.val, s.test, s.held
     full = train.dataset
     videos = full.videos()
     train_videos = {videos[i] for i in train.indices}
@@ -67,7 +72,8 @@ def test_validation_videos_are_held_out_of_training(synth):
     assert not train_videos & val_videos
     assert test.split == "test" and full.split == "train"
     # the choice does not depend on the seed (every seed of a row validates on the same videos)
-    assert make_datasets(tiny_cfg(synth, "train.select=best_val", "data.val_fraction=0.3", "seed=7"))[4] == held
+    again = tiny_cfg(synth, "train.select={name: best_val, val_fraction: 0.3}", "seed=7")
+    assert make_splits(again, build_selector(again)).held == held
 
 
 def test_stage2_branches_reproduce_their_stage1_networks_bit_for_bit(synth):
@@ -112,7 +118,7 @@ def test_a_shared_text_encoder_cannot_come_from_two_stage1_networks(synth):
 
 
 def test_searches_must_select_on_validation(tmp_path):
-    from lvas.sweep.spec import load_sweep
+    from lvas.sweepspec import load_sweep
 
     bad = tmp_path / "s.yaml"
     bad.write_text(f"name: s\nbase: {ROOT / 'experiments' / 'cpu_small.yaml'}\nmetric: {{name: AP}}\nmethod: random\n"

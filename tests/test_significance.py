@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from lvas.report import stats
+from lvas import stats
 from lvas.report.calibration import Regime, adaptive_false_positives, error_rates, seed_scores, simulate
 
 
@@ -79,7 +79,7 @@ def test_adaptive_seeds_keep_the_error_rate_only_with_the_looks_corrected():
 
 
 def test_the_verdict_level_follows_the_seed_plan(tmp_path, synth):
-    from lvas.sweep.spec import load_sweep
+    from lvas.sweepspec import load_sweep
     from tests.test_sweep import write_sweep
 
     fixed = load_sweep(write_sweep(tmp_path, synth, name="f", seeds=3))

@@ -15,7 +15,7 @@ import yaml
 from lvas.cli import main
 from lvas.engine.checkpoint import load_checkpoint
 from lvas.config import ConfigError
-from lvas.sweep.spec import load_sweep
+from lvas.sweepspec import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"data.frames": 4, "data.size": 48, "train.epochs": 2, "train.batch_size": 4, "data.workers": 0,
@@ -57,13 +57,13 @@ def test_validation_errors_name_the_key(tmp_path, synth, change, message):
 
 def test_grid_is_variants_times_parameter_values(tmp_path, synth, capsys):
     p = write_sweep(tmp_path, synth, parameters={"train.lr": {"values": [0.001, 0.01]},
-                                                 "train.pos_weight": {"value": 2.0}})
+                                                 "train.loss.pos_weight": {"value": 2.0}})
     spec = load_sweep(p)
     grid = spec.grid()
     assert [(t.label, t.params["train.lr"]) for t in grid] == [
         ("Spatial", 0.001), ("Spatial", 0.01), ("Temporal", 0.001), ("Temporal", 0.01)]
     cfg = spec.config_for(grid[3])
-    assert (cfg.model.mode, cfg.train.lr, cfg.train.pos_weight, cfg.data.size) == ("temporal", 0.01, 2.0, 48)
+    assert (cfg.model.mode, cfg.train.lr, cfg.train.loss.pos_weight, cfg.data.size) == ("temporal", 0.01, 2.0, 48)
     assert len({t.id for t in grid}) == 4 and len({spec.folder(t) for t in grid}) == 4
     assert main(["sweep", str(p), "--dry-run"]) == 0
     assert "4 trial(s)" in capsys.readouterr().out
@@ -167,13 +167,13 @@ def test_random_search_respects_run_cap(tmp_path, synth, monkeypatch):
     p = write_sweep(tmp_path, synth, name="rand", method="random", run_cap=3,
                     overrides={**TINY, "data.root": str(synth), "train.select": "best_val"},
                     parameters={"train.lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-2},
-                                "train.pos_weight": {"distribution": "q_uniform", "min": 1, "max": 2, "q": 0.5}},
+                                "train.loss.pos_weight": {"distribution": "q_uniform", "min": 1, "max": 2, "q": 0.5}},
                     early_terminate={"type": "median", "min_iter": 1})
     assert main(["sweep", str(p), "--quiet", "--out", str(tmp_path / "out")]) == 0
     study = _study(tmp_path / "out", "rand")
     assert len(study.trials) == 3
     for t in study.trials:
-        assert 1e-4 <= t.params["train.lr"] <= 1e-2 and t.params["train.pos_weight"] in (1.0, 1.5, 2.0)
+        assert 1e-4 <= t.params["train.lr"] <= 1e-2 and t.params["train.loss.pos_weight"] in (1.0, 1.5, 2.0)
         assert t.params["variant"] in ("Spatial", "Temporal")
     # the search was told each trial's validation score of its selected epoch, never a test score
     val_scores = [load_checkpoint(f)["selected"]["val/AP"] for f in (tmp_path / "out" / "rand").rglob("model.pt")]
@@ -214,11 +214,11 @@ def test_a_trial_on_two_processes_through_torchrun(tmp_path, synth, monkeypatch)
 
 def test_a_variant_may_start_from_another_methods_experiment():
     """sweeps/methods_synth.yaml: rows built from three YAML files, one registry, shared overrides on top."""
-    from lvas.sweep.spec import load_sweep
+    from lvas.sweepspec import load_sweep
 
     spec = load_sweep(ROOT / "sweeps" / "methods_synth.yaml")
     cfgs = {t.label: spec.config_for(t) for t in spec.grid() if t.seed == 0}
     assert {k: c.model.decoder.name for k, c in cfgs.items()} == {"CSTM": "eq9", "ACGA": "acga", "LBDT": "lbdt"}
-    assert {k: c.train.protocol for k, c in cfgs.items()} == {"CSTM": "paper", "ACGA": "paper", "LBDT": "lbdt"}
+    assert {k: c.train.protocol.name for k, c in cfgs.items()} == {"CSTM": "paper", "ACGA": "paper", "LBDT": "lbdt"}
     assert all(c.train.epochs == 8 and c.data.root == "data/synth" for c in cfgs.values())
     assert cfgs["LBDT"].model.bridge.stages == [4, 5] and cfgs["ACGA"].model.mode == "temporal"

@@ -52,4 +52,4 @@ def test_written_in_the_a2d_layout_and_loaded_by_the_a2d_loader(tmp_path):
     assert item["clip"].shape == (3, 8, 64, 64) and item["meta"]["frames"] == list(range(1, 9))
     assert item["meta"]["kind"] in ("appearance", "motion")
     clip = make_clip(0, int(item["meta"]["video"][5:]))
-    assert np.array_equal(item["gt"].numpy(), clip["masks"][4, item["meta"]["instance"]])
+    assert np.array_equal(item["gt"][0].numpy(), clip["masks"][4, item["meta"]["instance"]])

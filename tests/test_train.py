@@ -3,13 +3,16 @@
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 import torch
 
 from lvas.cli import main
 from lvas.config import load_config
 from lvas.engine.checkpoint import load_checkpoint
-from lvas.engine.trainer import TrainingDiverged, train_experiment
+from lvas.engine.trainer import TrackOptions, TrainingDiverged, train_experiment
+
+OFF = TrackOptions(active=False)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,16 +71,16 @@ def test_train_eval_end_to_end_with_mlflow(synth, tmp_path, monkeypatch, capsys)
 
 def test_resume_gives_the_same_result(synth, tmp_path):
     cfg = tiny_cfg(synth)
-    full, _ = train_experiment(cfg, tmp_path / "full", progress=False, track=False)
+    full, _ = train_experiment(cfg, tmp_path / "full", progress=False, track=OFF)
 
     def stop_after_two(epoch, metrics):
         if epoch == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_experiment(cfg, tmp_path / "cut", progress=False, track=False, epoch_callback=stop_after_two)
+        train_experiment(cfg, tmp_path / "cut", progress=False, track=OFF, epoch_callback=stop_after_two)
     assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 1  # 0-based: two epochs done
-    resumed, _ = train_experiment(cfg, tmp_path / "cut", resume=True, progress=False, track=False)
+    resumed, _ = train_experiment(cfg, tmp_path / "cut", resume=True, progress=False, track=OFF)
     a = load_checkpoint(full.last_checkpoint)["model"]
     b = load_checkpoint(resumed.last_checkpoint)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -85,10 +88,10 @@ def test_resume_gives_the_same_result(synth, tmp_path):
 
 
 def test_nan_loss_fails_cleanly(synth, tmp_path, monkeypatch, capsys):
-    import lvas.engine.trainer as trainer
+    import lvas.engine.loop as loop
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(trainer, "build_loss", lambda t: lambda out, target: torch.tensor(float("nan"), requires_grad=True))
+    monkeypatch.setattr(loop, "build_loss", lambda t: lambda out, target: torch.tensor(float("nan"), requires_grad=True))
     cfg = tiny_cfg(synth)
     with pytest.raises(TrainingDiverged, match="loss is nan at epoch 1, step 1"):
         train_experiment(cfg, tmp_path / "run", progress=False)
@@ -106,9 +109,9 @@ def test_nan_loss_fails_cleanly(synth, tmp_path, monkeypatch, capsys):
 
 
 def test_two_stage_recipe_freezes_the_stage1_encoders(synth, tmp_path):
-    cfg = tiny_cfg(synth, **{"train.recipe": "two_stage", "train.epochs": 1, "train.stage2_epochs": 1,
-                             "train.stage1_cache": str(tmp_path / "cache")})
-    result, _ = train_experiment(cfg, tmp_path / "run", progress=False, track=False)
+    cfg = tiny_cfg(synth, **{"train.recipe": f"{{name: two_stage, stage2_epochs: 1, stage1_cache: {tmp_path / 'cache'}}}",
+                             "train.epochs": 1})
+    result, _ = train_experiment(cfg, tmp_path / "run", progress=False, track=OFF)
     cached = sorted(p.name.split("-")[0] for p in (tmp_path / "cache").iterdir())
     assert cached == ["spatial", "temporal"]
     final = load_checkpoint(result.last_checkpoint)["model"]
@@ -118,15 +121,15 @@ def test_two_stage_recipe_freezes_the_stage1_encoders(synth, tmp_path):
             assert torch.equal(final[k], s1[k]), k
     assert any(not torch.equal(final[k], s1[k]) for k in s1 if k.startswith("decoder.proj.spatial"))
     # a second trial with the same stage-1 networks reuses them (no new cache entries)
-    cfg2 = tiny_cfg(synth, **{"train.recipe": "two_stage", "train.epochs": 1, "train.stage2_epochs": 1,
-                              "train.stage1_cache": str(tmp_path / "cache"), "model.fusion": "max"})
-    train_experiment(cfg2, tmp_path / "run2", progress=False, track=False)
+    cfg2 = tiny_cfg(synth, **{"train.recipe": f"{{name: two_stage, stage2_epochs: 1, stage1_cache: {tmp_path / 'cache'}}}",
+                              "train.epochs": 1, "model.fusion": "max"})
+    train_experiment(cfg2, tmp_path / "run2", progress=False, track=OFF)
     assert len(list((tmp_path / "cache").iterdir())) == 2
 
 
 def test_predict_writes_masks_and_overlays(synth, tmp_path):
     cfg = tiny_cfg(synth, **{"train.epochs": 1})
-    result, _ = train_experiment(cfg, tmp_path / "run", progress=False, track=False)
+    result, _ = train_experiment(cfg, tmp_path / "run", progress=False, track=OFF)
     frames = synth / "Release" / "frames" / "synth00000"
     assert main(["predict", str(result.checkpoint), "--video", str(frames), "--query", "the red circle",
                  "--out", str(tmp_path / "pred"), "--quiet", "--mp4"]) == 0
@@ -145,7 +148,7 @@ def test_predict_writes_masks_and_overlays(synth, tmp_path):
 def test_an_epoch_killed_between_checkpoint_and_log_is_logged_once(synth, tmp_path, monkeypatch):
     """The checkpoint is written before the epoch's metrics are logged; a run killed in between logs
     the missing epoch on resume, and never logs an epoch twice."""
-    from lvas.tracking import Tracker
+    from lvas.tracker import Tracker
 
     monkeypatch.chdir(tmp_path)
     cfg = tiny_cfg(synth, **{"train.epochs": 3, "tracking.overlays": 0})
@@ -165,3 +168,42 @@ def test_an_epoch_killed_between_checkpoint_and_log_is_logged_once(synth, tmp_pa
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     steps = sorted(m.step for m in mlflow.MlflowClient().get_metric_history(run_id, "train_loss"))
     assert steps == [1, 2, 3]
+
+
+@pytest.mark.parametrize("pipeline,protocol", [("released", "paper"), ("stretch", "strict")])
+def test_predict_on_a_video_equals_eval_on_the_same_frames(tmp_path, pipeline, protocol):
+    """``lvas predict`` builds each clip as the dataset does under the model's input pipeline (its
+    resize, its clip start) and binarises as the run's protocol does: its mask for an annotated frame
+    is the mask evaluation scores. Frames of 64 px, model input 48 px, clips of 4 every 2nd frame."""
+    from PIL import Image
+
+    from lvas.data import build_dataset, collate
+    from lvas.data.synthetic import generate
+    from lvas.engine.checkpoint import model_from_checkpoint
+    from lvas.engine.inference import forward, masks, scored_frames
+
+    root = tmp_path / "synth"
+    generate(root, videos=6, frames=8, size=64, progress=False)
+    cfg = tiny_cfg(root, **{"train.epochs": 1, "model.input": pipeline, "train.protocol": protocol,
+                            "data.frame_stride": 2, "tracking.overlays": 0})
+    result, _ = train_experiment(cfg, tmp_path / "run", progress=False, track=OFF)
+    cfg, model, vocab = model_from_checkpoint(load_checkpoint(result.checkpoint))
+    ds = build_dataset(cfg, "test", vocab)
+    checked = 0
+    for i in range(len(ds)):
+        item = ds[i]
+        batch = collate([item])
+        with torch.no_grad():
+            outputs = forward(model.eval(), batch, torch.device("cpu"))
+        ((logits, gt, meta),) = list(scored_frames(outputs, batch))
+        expected = masks(logits, gt, meta, cfg.train.protocol)[0].numpy()
+        video, query = meta["video"], meta["query"]
+        out = tmp_path / "pred" / f"{i}"
+        assert main(["predict", str(result.checkpoint), "--video", str(root / "Release" / "frames" / video),
+                     "--query", query, "--out", str(out), "--quiet"]) == 0
+        with Image.open(out / f"mask_{int(meta['frame']):05d}.png") as im:
+            got = np.asarray(im) > 0
+        assert got.shape == expected.shape == (64, 64)
+        assert (got == expected).all(), f"sample {i}: {(got != expected).sum()} pixels differ"
+        checked += 1
+    assert checked == len(ds) >= 2

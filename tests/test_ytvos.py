@@ -52,12 +52,12 @@ def test_an_item_reads_its_object_and_a_clip_steps_over_the_listed_frames(ytvos)
     item = ds[i]
     vid, name = item["meta"]["video"], item["meta"]["frame_name"]
     assert name == info["names"][2] and item["meta"]["expression"] == "1"
-    assert torch.equal(item["gt"], torch.from_numpy(info["truth"][(vid, name, 2)]))
+    assert torch.equal(item["gt"][0], torch.from_numpy(info["truth"][(vid, name, 2)]))
     assert item["meta"]["frames"] == [2, 3]  # the listed frame before (file 00005), then the target
     levels = item["clip"].mean(dim=(0, 2, 3)) * 255  # flat grey frames: level(k) of listed frame k
     assert torch.allclose(levels, torch.tensor([level(2), level(3)], dtype=torch.float32), atol=1.5)
     first = ds[int(rows.index[(rows["expression"] == "1") & (rows["frame"] == 1)][0])]
-    assert first["meta"]["frames"] == [1, 1] and not first["gt"].any()  # clamped; object absent there
+    assert first["meta"]["frames"] == [1, 1] and not first["gt"][0].any()  # clamped; object absent there
 
 
 def test_bad_files_are_named(ytvos, tmp_path):

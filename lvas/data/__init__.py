@@ -20,11 +20,20 @@ DATASETS.register("ytvos", "Ref-YouTube-VOS (meta_expressions.json, JPEGImages, 
 
 def build_dataset(cfg, split: str, vocab=None):
     """ExperimentConfig -> dataset of one split (the only place that reads ``cfg.data`` for it):
-    the dataset, its clip geometry, the query length cap and the input pipeline (``model.input``)."""
+    the dataset with its own settings, its clip geometry, the query length cap and the input
+    pipeline (``model.input``)."""
     d = cfg.data
-    return DATASETS.build(d.dataset, root=d.root, split=split, frames=d.frames, frame_stride=d.frame_stride,
-                          size=d.size, vocab=vocab, max_words=cfg.model.text.max_words, skip_bad=d.skip_bad,
-                          input=cfg.model.input, tokenizer=cfg.model.text.tokenizer)
+    ds = DATASETS.build(d.dataset.name, d.dataset.settings(), root=d.root, split=split, frames=d.frames,
+                        frame_stride=d.frame_stride, size=d.size, vocab=vocab, max_words=cfg.model.text.max_words,
+                        skip_bad=d.skip_bad, input=cfg.model.input, tokenizer=cfg.model.text.tokenizer)
+    if d.evaluators:  # the user's evaluators besides the dataset's own
+        ds.evaluators = tuple(dict.fromkeys((*evaluators_of(ds), *d.evaluators)))
+    return ds
+
+
+def evaluators_of(ds) -> tuple[str, ...]:
+    """The evaluators a dataset (or a Subset of one) asks for."""
+    return getattr(getattr(ds, "dataset", ds), "evaluators", ("segmentation",))
 
 
 def require_masks(ds, key: str = "data.test_split") -> None:

@@ -26,17 +26,18 @@ import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import torch
 from lvas.data.clips import clip_indices
-from lvas.models.inputs import input_spec
+from lvas.inputs import input_spec
 from lvas.data.errors import DataError
 from lvas.errors import excerpt
-from lvas.data.samples import SampleDataset, collate, make_item, plain_name, read_image  # noqa: F401  (re-exported)
-from lvas.data.vocab import Vocabulary
+from lvas.data.samples import (SampleDataset, check_pixels, collate, make_item, plain_name,  # noqa: F401  (re-exported)
+                               read_image, stack_frames)
+from lvas.data.vocab import Vocabulary, require_words
 
 VIDEOSET_COLUMNS = ["vid", "label", "start_time", "end_time", "height", "width", "total_frames",
                     "annotated_frames", "subset"]
@@ -133,6 +134,7 @@ def read_queries(path: Path) -> tuple[pd.DataFrame, list[str]]:
     df["instance_id"] = ids
     for vid in df["video_id"]:
         plain_name(vid, "video_id", path)
+    require_words(df["query"], path)
     if "kind" not in df:
         df["kind"] = ""
     before = len(df)
@@ -163,27 +165,45 @@ def _instance_h5(path: Path):
         raise DataError(path, f"corrupt or not an A2D instance .h5 ({e})") from None
 
 
-def _ids(f) -> list[int]:
-    return [int(round(float(v))) for v in np.asarray(f["instance"]).ravel()]
+def _ids(f, path: Path) -> list[int]:
+    if "instance" not in f or f["instance"].dtype.kind not in "biuf" or f["instance"].size > 10_000:
+        raise DataError(path, "'instance' must hold the annotated instance ids as numbers")
+    values = np.asarray(f["instance"]).ravel()
+    if not np.isfinite(values).all():
+        raise DataError(path, "'instance' holds a non-finite id")
+    return [int(round(float(v))) for v in values]
+
+
+def _mask_shape(f, path: Path) -> tuple[int, ...]:
+    """The reMask dataset's shape from its header, checked: numbers, (W, H) or (N, W, H), not oversized."""
+    if "reMask" not in f or not hasattr(f["reMask"], "dtype"):
+        raise DataError(path, "no 'reMask' dataset")
+    m = f["reMask"]
+    if m.dtype.kind not in "biuf" or m.ndim not in (2, 3):
+        raise DataError(path, f"'reMask' must be a 2-D or 3-D array of numbers (found {m.ndim}-D {m.dtype.kind!r})")
+    check_pixels(path, m.shape[-1], m.shape[-2], "mask")
+    return m.shape
 
 
 def read_instance_info(path: Path) -> tuple[list[int], tuple[int, int]]:
     """Instance ids annotated in one frame's .h5 and the (H, W) of its masks (masks not read)."""
     with _instance_h5(path) as f:
-        shape = f["reMask"].shape
-        return _ids(f), (shape[-1], shape[-2])
+        shape = _mask_shape(f, path)
+        return _ids(f, path), (shape[-1], shape[-2])
 
 
 def read_instance_ids(path: Path) -> list[int]:
     """Instance ids annotated in one frame's .h5."""
     with _instance_h5(path) as f:
-        return _ids(f)
+        return _ids(f, path)
 
 
 def read_instance_mask(path: Path, instance: int) -> np.ndarray:
-    """The (H, W) bool mask of ``instance`` in one frame's .h5 (MATLAB layout transposed back)."""
+    """The (H, W) bool mask of ``instance`` in one frame's .h5 (MATLAB layout transposed back); the
+    header is checked before anything is decompressed."""
     with _instance_h5(path) as f:
-        ids = _ids(f)
+        ids = _ids(f, path)
+        _mask_shape(f, path)
         masks = np.asarray(f["reMask"])
     if masks.ndim == 2:  # one instance: (W, H)
         masks = masks[None]
@@ -252,11 +272,14 @@ class A2DSentences(SampleDataset):
         max_words: query length cap.
         skip_bad: return None for a sample whose files are missing or corrupt (the collate
             function drops and counts it) instead of raising.
+        targets: ``target`` — the annotated frame alone (clip position T // 2); ``clip`` — also every
+            other annotated frame of the instance inside the clip (for models predicting several).
     """
 
     def __init__(self, root: str | Path, split: str = "train", frames: int = 8, frame_stride: int = 2,
                  size: int = 320, vocab: Vocabulary | None = None, max_words: int = 20,
-                 skip_bad: bool = False, input: str = "stretch", tokenizer: str = "words") -> None:
+                 skip_bad: bool = False, input: str = "stretch", tokenizer: str = "words", *,
+                 targets: Literal["target", "clip"] = "target") -> None:
         self.layout = A2DLayout(Path(root))
         self.split = split
         self.frames, self.frame_stride, self.size = frames, frame_stride, size
@@ -265,6 +288,10 @@ class A2DSentences(SampleDataset):
         self.input = input_spec(input)
         self.index, self.notes = build_index(root, split)
         self.vocab = vocab if vocab is not None else self.build_vocab(root, tokenizer)
+        self.targets = targets
+        self.annotated: dict[tuple[str, int], set[int]] = {}  # (video, instance) -> its annotated frames
+        for vid, frame, inst in zip(self.index["video"], self.index["frame"], self.index["instance"]):
+            self.annotated.setdefault((vid, int(inst)), set()).add(int(frame))
 
     @staticmethod
     def build_vocab(root: str | Path, tokenizer: str = "words") -> Vocabulary:
@@ -285,11 +312,17 @@ class A2DSentences(SampleDataset):
             raise DataError(self.layout.frame(vid, frame), f"annotated frame {frame} beyond the video's "
                             f"{int(row['n_frames'])} frames")
         idx = clip_indices(frame, int(row["n_frames"]), self.frames, self.frame_stride, self.input.clip_start)
-        imgs = torch.stack([read_jpeg(self.layout.frame(vid, j)) for j in idx])  # (T, 3, H, W) uint8
+        paths = [self.layout.frame(vid, j) for j in idx]
+        imgs = stack_frames([read_jpeg(p) for p in paths], paths)  # (T, 3, H, W) uint8
         gt = torch.from_numpy(read_instance_mask(self.layout.h5(vid, frame), int(row["instance"])))
         meta = {"video": vid, "frame": frame, "instance": int(row["instance"]), "kind": row["kind"], "frames": idx}
+        more = {}
+        if self.targets == "clip":  # every other annotated frame of this instance in the clip
+            inst = int(row["instance"])
+            more = {pos: (torch.from_numpy(read_instance_mask(self.layout.h5(vid, f), inst)), self.layout.h5(vid, f))
+                    for pos, f in enumerate(idx) if f in self.annotated[(vid, inst)] and pos != len(idx) // 2}
         return make_item(imgs, gt, self.layout.h5(vid, frame), self.size, self.vocab, row["query"],
-                         self.max_words, meta, self.input)
+                         self.max_words, meta, self.input, more)
 
 
 # --------------------------------------------------------------------------- prepare

@@ -32,7 +32,7 @@ class CheckReport:
 
 def check_a2d(root: str | Path, frames: int = 8, dataset: str = "a2d", decode: bool = True) -> CheckReport:
     """Validate an A2D Sentences layout (also the synthetic set's)."""
-    from lvas.data.a2d import A2DLayout, read_instance_info, read_jpeg, read_missed, read_queries, read_videoset
+    from lvas.data.a2d import A2DLayout, read_missed, read_queries, read_videoset
 
     lay = A2DLayout(Path(root))
     rep = CheckReport(dataset, lay.root)
@@ -65,49 +65,86 @@ def check_a2d(root: str | Path, frames: int = 8, dataset: str = "a2d", decode: b
     for vid, group in queries.groupby("video_id", sort=True):
         split = "train" if subset[vid] == 0 else "test"
         counts[f"queries ({split})"] += len(group)
-        inst_dir = lay.instances / vid
-        if not inst_dir.is_dir():
-            rep.problems.append(f"{inst_dir}: missing instance folder for a video with {len(group)} queries")
-            continue
-        fdir = lay.frames / vid
-        n_frames = len(list(fdir.glob("*.jpg"))) if fdir.is_dir() else 0
-        if n_frames == 0:
-            mp4 = lay.clips / f"{vid}.mp4"
-            rep.problems.append(f"{fdir}: no frames" + (" (run `lvas data prepare a2d ROOT`)" if mp4.is_file()
-                                                         else f" and no video {mp4}"))
-        elif n_frames < frames:
-            short += 1
-        per_frame, mask_shapes = {}, {}
-        for h5 in sorted(inst_dir.glob("*.h5")):
-            try:
-                per_frame[int(h5.stem)], mask_shapes[int(h5.stem)] = read_instance_info(h5)
-            except (DataError, ValueError) as e:
-                rep.problems.append(str(e) if isinstance(e, DataError) else f"{h5}: file name is not a frame number")
-        if not per_frame:
-            rep.problems.append(f"{inst_dir}: no annotated frames (.h5)")
-        for number in per_frame:
-            if n_frames and number > n_frames:
-                rep.problems.append(f"{lay.h5(vid, number)}: annotated frame {number} beyond the video's {n_frames} frames")
-            elif n_frames and decode:
-                try:
-                    img = read_jpeg(lay.frame(vid, number))
-                    mask_shape = mask_shapes[number]
-                    if mask_shape != tuple(img.shape[-2:]):
-                        rep.problems.append(f"{lay.h5(vid, number)}: mask {mask_shape} but frame {tuple(img.shape[-2:])}")
-                except DataError as e:
-                    rep.problems.append(str(e))
-        for q in group.itertuples(index=False):
-            n = sum(q.instance_id in ids for ids in per_frame.values())
-            if per_frame and n == 0:
-                rep.problems.append(f"{inst_dir}: instance {q.instance_id} of query {q.query!r} is absent "
-                                    f"from every annotated frame")
-            counts[f"samples ({split})"] += n
-            if q.kind:
-                counts[f"samples ({split}, {q.kind})"] += n
+        short += _check_a2d_video(lay, vid, group, split, counts, rep, frames, decode)
     if short:
         rep.notes.append(f"{short} video(s) shorter than a {frames}-frame clip: indices are clamped at the ends")
     rep.counts = dict(sorted(counts.items()))
+    rep.problems = list(dict.fromkeys(rep.problems))  # a frame both unreadable and annotated: once
     return rep
+
+
+def _check_a2d_video(lay, vid: str, group, split: str, counts: Counter, rep: CheckReport, frames: int,
+                     decode: bool) -> bool:
+    """Check one video's frames, masks and queries (problems into ``rep``, samples into ``counts``);
+    True when it is shorter than a clip."""
+    inst_dir = lay.instances / vid
+    if not inst_dir.is_dir():
+        rep.problems.append(f"{inst_dir}: missing instance folder for a video with {len(group)} queries")
+        return False
+    fdir = lay.frames / vid
+    n_frames = len(list(fdir.glob("*.jpg"))) if fdir.is_dir() else 0
+    if n_frames == 0:
+        mp4 = lay.clips / f"{vid}.mp4"
+        rep.problems.append(f"{fdir}: no frames" + (" (run `lvas data prepare a2d ROOT`)" if mp4.is_file()
+                                                     else f" and no video {mp4}"))
+    if n_frames and decode:
+        rep.problems += frame_size_problems(sorted(fdir.glob("*.jpg")))
+    per_frame = _check_a2d_masks(lay, vid, inst_dir, n_frames, rep, decode)
+    for q in group.itertuples(index=False):
+        n = sum(q.instance_id in ids for ids in per_frame.values())
+        if per_frame and n == 0:
+            rep.problems.append(f"{inst_dir}: instance {q.instance_id} of query {q.query!r} is absent "
+                                f"from every annotated frame")
+        counts[f"samples ({split})"] += n
+        if q.kind:
+            counts[f"samples ({split}, {q.kind})"] += n
+    return 0 < n_frames < frames
+
+
+def _check_a2d_masks(lay, vid: str, inst_dir: Path, n_frames: int, rep: CheckReport, decode: bool) -> dict:
+    """Annotated frame number -> instance ids of one video; a mask beyond the video, of another size
+    than its frame, or unreadable is a problem."""
+    from lvas.data.a2d import read_instance_info, read_jpeg
+
+    per_frame, mask_shapes = {}, {}
+    for h5 in sorted(inst_dir.glob("*.h5")):
+        try:
+            per_frame[int(h5.stem)], mask_shapes[int(h5.stem)] = read_instance_info(h5)
+        except (DataError, ValueError) as e:
+            rep.problems.append(str(e) if isinstance(e, DataError) else f"{h5}: file name is not a frame number")
+    if not per_frame:
+        rep.problems.append(f"{inst_dir}: no annotated frames (.h5)")
+    for number in per_frame:
+        if n_frames and number > n_frames:
+            rep.problems.append(f"{lay.h5(vid, number)}: annotated frame {number} beyond the video's {n_frames} frames")
+        elif n_frames and decode:
+            try:
+                shape = tuple(read_jpeg(lay.frame(vid, number)).shape[-2:])
+                if mask_shapes[number] != shape:
+                    rep.problems.append(f"{lay.h5(vid, number)}: mask {mask_shapes[number]} but frame {shape}")
+            except DataError as e:
+                rep.problems.append(str(e))
+    return per_frame
+
+
+def frame_size_problems(paths: list[Path]) -> list[str]:
+    """One problem per frame whose header is unreadable, oversized, or of another size than the video's
+    first frame (training stacks a clip's frames: they must agree); headers only, nothing decoded."""
+    from lvas.data.samples import check_pixels, image_size
+
+    problems, first = [], None
+    for p in paths:
+        try:
+            size = image_size(p)
+            check_pixels(p, *size)
+        except DataError as e:
+            problems.append(str(e))
+            continue
+        if first is None:
+            first = size
+        elif size != first:
+            problems.append(f"{p}: frame of {size[1]}x{size[0]} pixels; this video's frames are {first[1]}x{first[0]}")
+    return problems
 
 
 def check_jhmdb(root: str | Path, frames: int = 8) -> CheckReport:
@@ -131,10 +168,12 @@ def check_jhmdb(root: str | Path, frames: int = 8) -> CheckReport:
             rep.problems.append(f"{root / 'Rename_Images'}: no folder for annotated video {vid}")
             continue
         action, fdir = dirs[vid]
-        n_png = len(list(fdir.glob("*.png")))
+        pngs = sorted(fdir.glob("*.png"))
+        n_png = len(pngs)
         if n_png == 0:
             rep.problems.append(f"{fdir}: no frames")
             continue
+        rep.problems += frame_size_problems(pngs)
         try:
             masks = read_part_mask(root / "puppet_mask" / action / vid / "puppet_mask.mat")
         except DataError as e:
@@ -180,10 +219,10 @@ def check_ytvos(root: str | Path, frames: int = 2) -> CheckReport:
         for r in table.drop_duplicates("video").itertuples(index=False):
             if len(r.frames) < frames:
                 counts[f"{folder}: videos shorter than a clip"] += 1
+            jpgs = [root / folder / "JPEGImages" / r.video / f"{name}.jpg" for name in r.frames]
+            rep.problems += [f"{jpg}: missing frame" for jpg in jpgs if not jpg.is_file()]
+            rep.problems += frame_size_problems([jpg for jpg in jpgs if jpg.is_file()])
             for name in r.frames:
-                jpg = root / folder / "JPEGImages" / r.video / f"{name}.jpg"
-                if not jpg.is_file():
-                    rep.problems.append(f"{jpg}: missing frame")
                 if folder != "train":
                     continue
                 png = root / folder / "Annotations" / r.video / f"{name}.png"

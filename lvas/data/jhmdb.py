@@ -22,10 +22,10 @@ import pandas as pd
 import torch
 
 from lvas.data.clips import clip_indices
-from lvas.models.inputs import input_spec
+from lvas.inputs import input_spec
 from lvas.data.errors import DataError
-from lvas.data.samples import SampleDataset, make_item, plain_name, read_image
-from lvas.data.vocab import Vocabulary
+from lvas.data.samples import SampleDataset, check_pixels, make_item, plain_name, read_image, stack_frames
+from lvas.data.vocab import Vocabulary, require_words
 
 SHIPPED_SAMPLES = Path(__file__).with_name("jhmdb_samples.csv")
 SAMPLES_NAME = "jhmdb_samples.csv"
@@ -43,6 +43,7 @@ def read_annotations(path: Path) -> pd.DataFrame:
                         quoted=",".join(map(str, df.columns)))
     for vid in df["video_id"]:
         plain_name(vid, "video_id", path)
+    require_words(df["query"], path)
     return df[["video_id", "query"]]
 
 
@@ -53,11 +54,17 @@ def read_part_mask(path: Path) -> np.ndarray:
     if not path.is_file():
         raise DataError(path, "missing puppet mask (.mat)")
     try:
-        m = scipy.io.loadmat(str(path))["part_mask"]
+        declared = {name: shape for name, shape, _ in scipy.io.whosmat(str(path))}
+        shape = declared.get("part_mask", ())
+        if len(shape) >= 2:  # sized from the header before anything is read
+            check_pixels(path, shape[0], shape[1] * (shape[2] if len(shape) > 2 else 1), "part_mask")
+        m = scipy.io.loadmat(str(path), variable_names=["part_mask"])["part_mask"]
+    except DataError:
+        raise
     except KeyError:
         raise DataError(path, "no 'part_mask' variable") from None
     except Exception as e:  # noqa: BLE001 - scipy raises several types for corrupt files
-        raise DataError(path, f"corrupt .mat file ({e})") from None
+        raise DataError(path, "corrupt .mat file", quoted=e) from None
     if m.ndim == 2:
         m = m[:, :, None]
     if m.ndim != 3:
@@ -140,7 +147,8 @@ class JHMDBSentences(SampleDataset):
         action, fdir = self.dirs[vid]
         n_png = len(list(fdir.glob("*.png")))
         idx = clip_indices(frame, n_png, self.frames, self.frame_stride, self.input.clip_start)
-        imgs = torch.stack([read_image(fdir / f"{j:05d}.png") for j in idx])
+        paths = [fdir / f"{j:05d}.png" for j in idx]
+        imgs = stack_frames([read_image(p) for p in paths], paths)
         mat_path = self.root / "puppet_mask" / action / vid / "puppet_mask.mat"
         masks = read_part_mask(mat_path)
         if frame > masks.shape[2]:

@@ -173,8 +173,14 @@ def write_instance_h5(path: Path, ids: list[int], masks: np.ndarray) -> None:
 
 
 def generate(out: str | Path, videos: int = 400, frames: int = 8, size: int = 64, seed: int = 0,
-             progress: bool = True) -> dict[str, int]:
-    """Write the synthetic set under ``out`` in the A2D Sentences layout."""
+             progress: bool = True, annotate: str = "target") -> dict[str, int]:
+    """Write the synthetic set under ``out`` in the A2D Sentences layout.
+
+    ``annotate``: ``target`` writes the masks of each clip's target frame (one sample per query, as
+    the default set), ``all`` of every frame (a sample per query and frame; for models predicting
+    several frames of a clip, with ``data.dataset: {name: synth, targets: clip}``)."""
+    if annotate not in ("target", "all"):
+        raise ValueError(f"annotate: {annotate!r}: expected 'target' or 'all'")
     from PIL import Image
     from tqdm import tqdm
 
@@ -189,15 +195,16 @@ def generate(out: str | Path, videos: int = 400, frames: int = 8, size: int = 64
         clip = make_clip(seed, i, frames, size)
         vid = f"synth{i:05d}"
         subset = 1 if i % 5 == 4 else 0
-        target = clip["target"] + 1  # 1-based frame number
-        vs_rows.append([vid, ACTIONS.index(clip["actors"][0].action), 0, 0, size, size, frames, 1, subset])
+        vs_rows.append([vid, ACTIONS.index(clip["actors"][0].action), 0, 0, size, size, frames,
+                        frames if annotate == "all" else 1, subset])
         fdir = lay.frames / vid
         fdir.mkdir(parents=True, exist_ok=True)
         for t in range(frames):
             Image.fromarray(clip["frames"][t]).save(fdir / f"{t + 1:05d}.jpg", quality=95)
         (lay.instances / vid).mkdir(parents=True, exist_ok=True)
         n = len(clip["actors"])
-        write_instance_h5(lay.h5(vid, target), list(range(n)), clip["masks"][clip["target"]])
+        for t in (range(frames) if annotate == "all" else [clip["target"]]):
+            write_instance_h5(lay.h5(vid, t + 1), list(range(n)), clip["masks"][t])
         for inst, query, kind in clip["queries"]:
             q_rows.append([vid, inst, query, kind])
             counts[kind] += 1

@@ -36,6 +36,18 @@ def tokenize_released(text: str) -> list[str]:
 TOKENIZERS = {"words": tokenize, "released": tokenize_released}
 
 
+def require_words(queries: Iterable[str], path, first_row: int = 2) -> None:
+    """Every query must name something: one with no word (empty, or punctuation only) cannot be
+    encoded (its sentence vector would average nothing). Raises DataError naming the file, how many
+    and the first row."""
+    from lvas.errors import DataError
+
+    bad = [i for i, q in enumerate(queries) if not tokenize(str(q))]
+    if bad:
+        raise DataError(path, f"{len(bad)} quer{'y has' if len(bad) == 1 else 'ies have'} no words (the first at row "
+                              f"{bad[0] + first_row}): a query names the actor to segment")
+
+
 class Vocabulary:
     """Word <-> index map with ``<pad>`` = 0 and ``<unk>`` = 1."""
 

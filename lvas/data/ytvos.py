@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 import math
 from pathlib import Path
 from typing import Any
@@ -43,9 +44,9 @@ import torch
 
 from lvas.data.clips import clip_indices
 from lvas.data.errors import DataError
-from lvas.data.samples import SampleDataset, make_item, plain_name, read_image
-from lvas.data.vocab import Vocabulary
-from lvas.models.inputs import input_spec
+from lvas.data.samples import SampleDataset, check_pixels, make_item, plain_name, read_image, stack_frames
+from lvas.data.vocab import Vocabulary, require_words
+from lvas.inputs import input_spec
 
 SPLITS = {"train": "train", "heldout": "train", "valid": "valid", "test": "test"}
 HELDOUT_FRACTION = 0.1
@@ -79,7 +80,9 @@ def read_meta_expressions(path: Path, need_objects: bool) -> pd.DataFrame:
             if need_objects and obj is None:
                 raise DataError(path, f"video {vid}, expression {eid}: no obj_id (needed for masks)")
             rows.append((vid, eid, e["exp"], None if obj is None else int(obj), frames))
-    return pd.DataFrame(rows, columns=["video", "expression", "query", "obj_id", "frames"])
+    table = pd.DataFrame(rows, columns=["video", "expression", "query", "obj_id", "frames"])
+    require_words(table["query"], path, first_row=1)
+    return table
 
 
 def heldout_videos(videos: list[str], fraction: float = HELDOUT_FRACTION) -> list[str]:
@@ -95,14 +98,17 @@ def read_annotation_ids(path: Path) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            if im.mode not in ("P", "L"):
-                raise DataError(path, f"annotation PNG in mode {im.mode}; expected a palette (P) image of object ids")
-            arr = np.asarray(im)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if im.mode not in ("P", "L"):
+                    raise DataError(path, f"annotation PNG in mode {im.mode}; expected a palette (P) image of object ids")
+                check_pixels(path, im.size[1], im.size[0], "annotation")
+                arr = np.asarray(im)
     except FileNotFoundError:
         raise DataError(path, "missing annotation PNG") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise DataError(path, f"corrupt annotation PNG ({e})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
+        raise DataError(path, "corrupt annotation PNG", quoted=e) from None
     return arr
 
 
@@ -130,13 +136,16 @@ def _object_frames(meta: Path, ann_dir: Path, table: pd.DataFrame) -> dict[tuple
 
 class RefYouTubeVOS(SampleDataset):
     """Ref-YouTube-VOS samples as model inputs; items as :class:`lvas.data.a2d.A2DSentences` with
-    ``meta`` adding ``expression`` (id) and ``frame_name``.
+    ``meta`` adding ``expression`` (id) and ``frame_name``; scored per frame and as DAVIS J&F per
+    expression.
 
     Args:
         root: dataset folder (holding ``meta_expressions/``, ``train/``, ``valid/``).
         split: ``train``, ``heldout``, ``valid`` or ``test`` (see the module docstring).
         frames, frame_stride, size, vocab, max_words, skip_bad, input, tokenizer: as A2D Sentences.
     """
+
+    evaluators = ("segmentation", "video_jf")
 
     def __init__(self, root: str | Path, split: str = "train", frames: int = 2, frame_stride: int = 1,
                  size: int = 320, vocab: Vocabulary | None = None, max_words: int = 20,
@@ -182,7 +191,8 @@ class RefYouTubeVOS(SampleDataset):
         vid, frame = str(row["video"]), int(row["frame"])
         names = self.frame_lists[vid]
         idx = clip_indices(frame, len(names), self.frames, self.frame_stride, self.input.clip_start)
-        imgs = torch.stack([read_image(self.images / vid / f"{names[j - 1]}.jpg") for j in idx])
+        paths = [self.images / vid / f"{names[j - 1]}.jpg" for j in idx]
+        imgs = stack_frames([read_image(p) for p in paths], paths)
         png = self.annotations / vid / f"{row['frame_name']}.png"
         if self.has_masks:
             gt = torch.from_numpy(read_object_mask(png, int(row["obj_id"])))

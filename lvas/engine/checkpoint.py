@@ -3,6 +3,7 @@ that evaluation rebuilds the model from the checkpoint alone."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,37 @@ def save_checkpoint(path: str | Path, *, cfg: ExperimentConfig, model: torch.nn.
     return replace_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
+MAX_CHECKPOINT_GB = 16.0  # a checkpoint unpacking to more is refused from its zip directory (LVAS_MAX_CHECKPOINT_GB)
+
+
+def check_unpacked_size(path: Path) -> None:
+    """A ``torch.save`` zip declares every member's size in its central directory: refuse one that would
+    unpack to more than ``LVAS_MAX_CHECKPOINT_GB`` (default 16), or to more than 64 x its size on disk
+    (torch stores tensors uncompressed; a deflated payload of gigabytes is a bomb), before reading it."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return  # the legacy (tar) format: read as it is
+    try:
+        with zipfile.ZipFile(path) as zf:
+            total = sum(i.file_size for i in zf.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise DataError(path, "not a readable checkpoint (broken zip directory)", quoted=e) from None
+    limit = float(os.environ.get("LVAS_MAX_CHECKPOINT_GB", MAX_CHECKPOINT_GB)) * 2**30
+    if total > limit or total > 64 * max(path.stat().st_size, 1 << 20):
+        raise DataError(path, f"refused: the checkpoint unpacks to {total / 2**30:.1f} GiB from "
+                              f"{path.stat().st_size / 2**20:.1f} MiB on disk (at most {limit / 2**30:.0f} GiB and 64 x "
+                              f"its size; LVAS_MAX_CHECKPOINT_GB raises the first)")
+
+
 def read_torch_file(path: str | Path) -> Any:
     """A ``torch.save`` file read with ``weights_only=True``: tensors and plain Python types only, so
-    a crafted file cannot run code. Anything else raises a DataError naming the file."""
+    a crafted file cannot run code; one that would unpack to an unreasonable size is refused first.
+    Anything else raises a DataError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "checkpoint not found")
+    check_unpacked_size(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - pickle errors, truncated files, forbidden globals
@@ -75,7 +101,7 @@ def model_from_checkpoint(state: dict[str, Any], path: str | Path = "checkpoint"
     from lvas.models import build_model
 
     try:
-        cfg = from_dict(state["config"])
+        cfg = from_dict(state["config"], run_imports=False)
     except ConfigError as e:
         raise DataError(Path(path), f"its stored config is not valid for this lvas ({e})") from None
     vocab = Vocabulary(state["vocab"][2:], cfg.model.text.tokenizer)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from lvas.registry import LOSSES
+from lvas.settings import NonNegativeFloat, PositiveFloat
 
 Loss = Callable[[dict, torch.Tensor], torch.Tensor]
 LBDT_DICE_CLAMP = 1e-4  # LBDT train.py: _sigmoid = clamp(sigmoid(x), 1e-4, 1 - 1e-4)
@@ -46,7 +47,7 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, clamp: float = 0.0) ->
 
 
 @LOSSES.register("cstm")
-def cstm_loss(pos_weight: float = 1.5, aux_weight: float = 0.5) -> Loss:
+def cstm_loss(*, pos_weight: PositiveFloat = 1.5, aux_weight: NonNegativeFloat = 0.5) -> Loss:
     """Weighted BCE on the logits + aux_weight x mean weighted BCE of the auxiliary heads (CSTM)."""
 
     def loss(outputs: dict, target: torch.Tensor) -> torch.Tensor:
@@ -61,7 +62,7 @@ def cstm_loss(pos_weight: float = 1.5, aux_weight: float = 0.5) -> Loss:
 
 
 @LOSSES.register("acga")
-def acga_loss(pos_weight: float = 1.5, aux_weight: float = 1.0) -> Loss:
+def acga_loss(*, pos_weight: PositiveFloat = 1.5, aux_weight: NonNegativeFloat = 1.0) -> Loss:
     """Weighted BCE of the logits + aux_weight x the sum over the other heads (ACGA: all weight 1)."""
 
     def loss(outputs: dict, target: torch.Tensor) -> torch.Tensor:
@@ -74,7 +75,7 @@ def acga_loss(pos_weight: float = 1.5, aux_weight: float = 1.0) -> Loss:
 
 
 @LOSSES.register("lbdt")
-def lbdt_loss(pos_weight: float = 1.5, aux_weight: float = 0.0) -> Loss:
+def lbdt_loss(*, pos_weight: PositiveFloat = 1.5) -> Loss:
     """0.5 x weighted BCE + 0.5 x Dice on the full-resolution logits (LBDT; auxiliary heads unused)."""
 
     def loss(outputs: dict, target: torch.Tensor) -> torch.Tensor:
@@ -84,6 +85,7 @@ def lbdt_loss(pos_weight: float = 1.5, aux_weight: float = 0.0) -> Loss:
     return loss
 
 
-def build_loss(train_cfg) -> Loss:
-    """The loss named by ``train.loss`` with ``train.pos_weight`` and ``train.aux_weight``."""
-    return LOSSES.build(train_cfg.loss, pos_weight=train_cfg.pos_weight, aux_weight=train_cfg.aux_weight)
+def build_loss(cfg) -> Loss:
+    """The loss ``train.loss`` names, with its own settings."""
+    loss = cfg.train.loss
+    return LOSSES.build(loss.name, loss.settings())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -10,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 from lvas.data.clips import Letterbox, clip_indices
-from lvas.models.inputs import input_spec
+from lvas.inputs import input_spec
 from lvas.data.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -72,82 +73,125 @@ def iter_frames(path: str | Path, max_pixels: int = 40_000_000) -> Iterator[np.n
         raise DataError(p, "video has no frames")
 
 
+@dataclass(frozen=True)
+class PredictOptions:
+    """How ``lvas predict`` runs and what it writes (the command's options)."""
+
+    batch_size: int = 4  # clips per forward pass
+    fps: int = 8  # of the overlays
+    mp4: bool = False  # also overlay.mp4 at the original size
+    max_pixels: int = 40_000_000  # a larger frame is refused from its header
+    gif_side: int = 480  # the GIF's longer side at most
+    progress: bool = True
+
+
+def model_frames(video: str | Path, cfg, opts: PredictOptions) -> tuple[list[torch.Tensor], Letterbox]:
+    """Every frame of ``video`` resized as the dataset resizes under ``model.input``: (3, S, S) uint8
+    each, and the geometry that maps a prediction back to the original size."""
+    from lvas.data.samples import resize_frames
+
+    spec = input_spec(cfg.model.input)
+    small, lb = [], None
+    for frame in tqdm(iter_frames(video, opts.max_pixels), desc="read", unit="frame", disable=not opts.progress):
+        if lb is None:
+            lb = Letterbox.fit(frame.shape[:2], cfg.data.size, spec.geometry)
+        small.append(resize_frames(torch.from_numpy(frame.copy()).permute(2, 0, 1)[None], lb, spec)[0])
+    return small, lb
+
+
+def _clip(small: list[torch.Tensor], t: int, cfg) -> torch.Tensor:
+    """(3, T, S, S) float: the clip whose target is frame ``t`` (0-based), as the dataset samples it."""
+    spec = input_spec(cfg.model.input)
+    idx = [i - 1 for i in clip_indices(t + 1, len(small), cfg.data.frames, cfg.data.frame_stride, spec.clip_start)]
+    return (torch.stack([small[i] for i in idx]).float() / 255.0).permute(1, 0, 2, 3)
+
+
 @torch.no_grad()
-def predict(model, vocab, cfg, video: str | Path, query: str, out: str | Path, *, batch_size: int = 4, fps: int = 8,
-            threshold: float = 0.5, mp4: bool = False, max_pixels: int = 40_000_000, gif_side: int = 480,
-            progress: bool = True) -> dict[str, Path | int]:
-    """Masks for every frame of ``video``: frame t is the target of a clip centred on it.
+def predict(model, vocab, cfg, video: str | Path, query: str, out: str | Path,
+            opts: PredictOptions = PredictOptions()) -> dict[str, Path | int]:
+    """Masks for every frame of ``video``: frame t is the target of a clip around it, built exactly as
+    the dataset builds it under the model's input pipeline (its resize, clip start and padding), and
+    binarised as the model's protocol binarises (``train.protocol``).
 
     Writes ``mask_%05d.png`` per frame (0/255, original size), ``overlay.gif`` (at most ``gif_side``
     pixels a side) and, with ``mp4``, ``overlay.mp4`` (original size). Memory stays bounded whatever
-    the frame size: the video is read twice, frame by frame; only the model-sized (3, S, S) uint8
-    frames of the whole video are kept (clips need their neighbours), never the originals.
+    the length and frame size: the video is read twice, frame by frame, and the overlays are encoded
+    as they are drawn; only the model-sized (3, S, S) uint8 frames of the whole video are kept (clips
+    need their neighbours), never the originals.
     """
     from PIL import Image
+
+    from lvas.engine.inference import forward, masks, predicted_frames
+    from lvas.engine.overlays import tint
 
     device = next(model.parameters()).device
     model.eval()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    small, lb = [], None
-    for frame in tqdm(iter_frames(video, max_pixels), desc="read", unit="frame", disable=not progress):
-        if lb is None:
-            lb = Letterbox.fit(frame.shape[:2], cfg.data.size, input_spec(cfg.model.input).geometry)
-        small.append(lb.apply(torch.from_numpy(frame).permute(2, 0, 1)))  # (3, S, S) uint8
+    small, lb = model_frames(video, cfg, opts)
     n = len(small)
     tokens, mask = vocab.encode(query, cfg.model.text.max_words)
-    frames = iter_frames(video, max_pixels)
-    overlays: list[Image.Image] = []
-    writer = _Mp4(out / "overlay.mp4", fps, lb.orig) if mp4 else None
+    frames = iter_frames(video, opts.max_pixels)
+    meta = {"orig": lb.orig, "resized": lb.resized}
+    blank = torch.zeros(lb.orig, dtype=torch.bool)  # no ground truth: the protocol's prediction side only
+    writers = [_Video(out / "overlay.gif", opts.fps, _fit(lb.orig, opts.gif_side), "gif")]
+    if opts.mp4:
+        writers.append(_Video(out / "overlay.mp4", opts.fps, lb.orig, "mpeg4"))
     try:
-        for start in tqdm(range(0, n, batch_size), desc="predict", unit="batch", disable=not progress):
-            clips = []
-            for t in range(start, min(n, start + batch_size)):
-                idx = [i - 1 for i in clip_indices(t + 1, n, cfg.data.frames, cfg.data.frame_stride)]
-                clips.append((torch.stack([small[i] for i in idx]).float() / 255.0).permute(1, 0, 2, 3))
-            clip = torch.stack(clips).to(device)
-            b = clip.shape[0]
-            logits = model(clip, tokens[None].expand(b, -1).to(device), mask[None].expand(b, -1).to(device))["logits"]
-            for k, lg in enumerate(logits[:, 0].float().cpu()):
+        for start in tqdm(range(0, n, opts.batch_size), desc="predict", unit="batch", disable=not opts.progress):
+            clips = [_clip(small, t, cfg) for t in range(start, min(n, start + opts.batch_size))]
+            b = len(clips)
+            batch = {"clip": torch.stack(clips), "tokens": tokens[None].expand(b, -1), "mask": mask[None].expand(b, -1)}
+            outputs = forward(model, batch, device)
+            k = predicted_frames(outputs, cfg.data.frames).index(cfg.data.frames // 2)  # the frame each clip is about
+            for j, lg in enumerate(outputs["logits"][:, k].float().cpu()):
                 frame = next(frames)
-                m = torch.sigmoid(lb.invert(lg)).numpy() > threshold
-                Image.fromarray((m * 255).astype(np.uint8)).save(out / f"mask_{start + k + 1:05d}.png")
-                o = frame.astype(np.float32)
-                o[m] = 0.45 * o[m] + 0.55 * np.array([255, 40, 40], np.float32)
-                img = Image.fromarray(o.astype(np.uint8))
-                if writer is not None:
-                    writer.add(np.asarray(img))
-                img.thumbnail((gif_side, gif_side))
-                overlays.append(img)
+                m = masks(lg, blank, meta, cfg.train.protocol)[0].numpy()
+                Image.fromarray((m * 255).astype(np.uint8)).save(out / f"mask_{start + j + 1:05d}.png")
+                drawn = tint(frame, m, (255, 40, 40))
+                for w in writers:
+                    w.add(drawn)
     finally:
-        if writer is not None:
-            writer.close()
-    overlays[0].save(out / "overlay.gif", save_all=True, append_images=overlays[1:], duration=int(1000 / fps), loop=0)
+        for w in writers:
+            w.close()
     result: dict[str, Path | int] = {"masks": n, "gif": out / "overlay.gif"}
-    if mp4:
+    if opts.mp4:
         result["mp4"] = out / "overlay.mp4"
     return result
 
 
-class _Mp4:
-    """An MPEG-4 file written one RGB frame at a time (even width and height)."""
+def _fit(size: tuple[int, int], side: int) -> tuple[int, int]:
+    """(H, W) scaled to at most ``side`` pixels on its longer side."""
+    scale = min(1.0, side / max(size))
+    return max(2, round(size[0] * scale)), max(2, round(size[1] * scale))
 
-    def __init__(self, path: Path, fps: int, size: tuple[int, int]) -> None:
+
+class _Video:
+    """A video file written one RGB frame at a time (``gif``: a 3-3-2 palette; ``mpeg4``: yuv420p at
+    even width and height), so nothing but the current frame is held."""
+
+    def __init__(self, path: Path, fps: int, size: tuple[int, int], codec: str) -> None:
         import av
 
-        self.container = av.open(str(path), "w")
-        self.stream = self.container.add_stream("mpeg4", rate=fps)
-        self.stream.height, self.stream.width = [d - d % 2 for d in size]
-        self.stream.pix_fmt = "yuv420p"
+        self.path = path
+        self.container = av.open(str(path), "w", format="gif" if codec == "gif" else None)
+        self.stream = self.container.add_stream(codec, rate=fps)
+        h, w = size if codec == "gif" else [d - d % 2 for d in size]
+        self.stream.height, self.stream.width = max(2, h), max(2, w)
+        self.stream.pix_fmt = "rgb8" if codec == "gif" else "yuv420p"
 
     def add(self, rgb: np.ndarray) -> None:
         import av
 
-        arr = np.ascontiguousarray(rgb[: self.stream.height, : self.stream.width])
-        for pkt in self.stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        frame = frame.reformat(width=self.stream.width, height=self.stream.height,
+                               format=self.stream.pix_fmt if self.stream.pix_fmt == "rgb8" else "yuv420p")
+        for pkt in self.stream.encode(frame):
             self.container.mux(pkt)
 
     def close(self) -> None:
-        for pkt in self.stream.encode():
-            self.container.mux(pkt)
-        self.container.close()
+        try:
+            for pkt in self.stream.encode():
+                self.container.mux(pkt)
+        finally:
+            self.container.close()

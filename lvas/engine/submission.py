@@ -14,9 +14,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from lvas.data.clips import Letterbox
+from lvas.engine.inference import forward, masks, scored_frames
 from lvas.liveness import replace_atomic
-from lvas.metrics import masks_for_protocol
 
 
 def mask_png(mask: np.ndarray) -> bytes:
@@ -54,12 +53,11 @@ def write_submission(model: torch.nn.Module, loader: DataLoader, out: str | Path
             for batch in tqdm(loader, desc="submission", unit="batch", disable=not progress, leave=False):
                 if "clip" not in batch:
                     continue
-                out_ = model(batch["clip"].to(device), batch["tokens"].to(device), batch["mask"].to(device))
-                for lg, gt, meta in zip(out_["logits"][:, 0].float().cpu(), batch["gt"], batch["meta"]):
+                for lg, gt, meta in scored_frames(forward(model, batch, device), batch):
                     if "expression" not in meta:
-                        raise ValueError("a submission needs Ref-YouTube-VOS samples (data.dataset: ytvos)")
-                    lb = Letterbox(tuple(meta["orig"]), tuple(meta["resized"]), lg.shape[-1])
-                    pred, _ = masks_for_protocol(lg, gt, lb, protocol)
+                        raise ValueError("--submission: writes Ref-YouTube-VOS masks; these samples are not "
+                                         "Ref-YouTube-VOS ones (give --dataset ytvos --root ROOT)")
+                    pred, _ = masks(lg, gt, meta, protocol)
                     zf.writestr(entry_name(meta), mask_png(pred.numpy()))
                     expressions.add((meta["video"], meta["expression"]))
                     n += 1

@@ -35,12 +35,13 @@ from lvas.models.model import Language
 from lvas.models.temporal import I3DEncoder, Tiny3DEncoder
 from lvas.models.text import SharedTextEncoder
 from lvas.registry import DECODERS, TEMPORAL_ENCODERS, TEXT_ENCODERS
+from lvas.settings import PositiveInt
 
 
 @TEMPORAL_ENCODERS.register("i3d_mixed4f")
-def i3d_mixed4f(pretrained: str = "none") -> I3DEncoder:
+def i3d_mixed4f(*, pretrained: str = "none") -> I3DEncoder:
     """I3D up to Mixed_4f, averaged over time (ACGA's video encoder; BatchNorm eps 1e-5 as its release)."""
-    enc = I3DEncoder(pretrained, bn_eps=1e-5)
+    enc = I3DEncoder(bn_eps=1e-5, pretrained=pretrained)
     enc.stages = enc.stages[:4]
     enc.stage_specs = enc.stage_specs[:4]
     enc.temporal_reduce = "mean"
@@ -53,12 +54,11 @@ class Conv1dTextEncoder(SharedTextEncoder):
 
     shared_sentence = True
 
-    def __init__(self, vocab_size: int, embed_dim: int = 300, hidden: int = 300,
-                 branches: Sequence[str] = ("temporal",), embeddings: np.ndarray | None = None,
-                 frozen_embedding: bool = True, max_words: int = 20) -> None:
+    def __init__(self, vocab_size: int, embed_dim: int = 300, branches: Sequence[str] = ("temporal",),
+                 embeddings: np.ndarray | None = None, frozen_embedding: bool = True) -> None:
         super().__init__(vocab_size, embed_dim, branches, embeddings, frozen_embedding)
         self.conv = nn.Conv1d(embed_dim, embed_dim, 3, padding=1)
-        self.out_channels = embed_dim  # ``hidden`` is unused: the release keeps the word width
+        self.out_channels = embed_dim  # the release keeps the word width
 
     @staticmethod
     def sentence(words: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -132,14 +132,14 @@ class ACGADecoder(nn.Module):
             for ``i3d_mixed4f``).
         text_channels: E of the word features (300).
         sentence_channels: unused (the gate takes the max-pooled words, E wide).
+        fusion, modulated: unused (one stream, no tiling).
         channels: M, the medium width (256 in the release); the large one is M / 2 and the
             heads are M, M / 2, M / 4 wide.
-        fusion, refine, deep_supervision, tile: unused.
     """
 
     def __init__(self, branch_specs: dict[str, list[StageSpec]], text_channels: int,
-                 sentence_channels: int | None = None, channels: int = 256, fusion: str | None = None,
-                 refine: bool = True, deep_supervision: bool = True, tile: Sequence[str] = ()) -> None:
+                 sentence_channels: int | None = None, fusion=None, modulated: Sequence[str] = (), *,
+                 channels: PositiveInt = 256) -> None:
         super().__init__()
         if len(branch_specs) != 1:
             raise ValueError(f"decoder acga decodes one stream (ACGA has no spatial encoder); got {list(branch_specs)} "
@@ -185,9 +185,9 @@ class ACGADecoder(nn.Module):
 
 
 @TEMPORAL_ENCODERS.register("tiny3d_s16")
-def tiny3d_s16(pretrained: str = "none") -> StagedEncoder:
+def tiny3d_s16(*, pretrained: str = "none") -> StagedEncoder:
     """The CPU-sized 3D encoder stopped at stride 16 and averaged over time (an ACGA stand-in; not a paper component)."""
-    enc = Tiny3DEncoder(pretrained)
+    enc = Tiny3DEncoder(pretrained=pretrained)
     enc.stages = enc.stages[:4]
     enc.stage_specs = enc.stage_specs[:4]
     enc.temporal_reduce = "mean"

@@ -36,6 +36,7 @@ from torch import nn
 
 from lvas.models.coords import COORD_CHANNELS, with_coords
 from lvas.registry import CROSS_MODAL
+from lvas.settings import PositiveInt
 
 
 @CROSS_MODAL.register("cmam_eq6")
@@ -45,16 +46,16 @@ class CMAM(nn.Module):
     Args:
         visual_channels: C_V of the stage it modulates.
         text_channels: C_L of the word features.
-        key_channels: channels of V' and L' (the attention space).
+        channels: channels of V' and L' (the attention space).
         dims: 2 for a spatial encoder, 3 for a temporal encoder.
     """
 
-    def __init__(self, visual_channels: int, text_channels: int, key_channels: int = 256, dims: int = 2) -> None:
+    def __init__(self, visual_channels: int, text_channels: int, dims: int = 2, *, channels: PositiveInt = 256) -> None:
         super().__init__()
         conv = nn.Conv2d if dims == 2 else nn.Conv3d
         self.dims = dims
-        self.visual_key = conv(visual_channels + COORD_CHANNELS, key_channels, 1)
-        self.text_key = nn.Conv1d(text_channels, key_channels, 1)
+        self.visual_key = conv(visual_channels + COORD_CHANNELS, channels, 1)
+        self.text_key = nn.Conv1d(text_channels, channels, 1)
         self.gate = nn.Linear(text_channels, visual_channels)
         self.last_word_weights: torch.Tensor | None = None  # (B, N), kept for the Fig. 5 plots
 
@@ -102,16 +103,16 @@ class ReleasedCMAM(nn.Module):
     Args:
         visual_channels: C_V of the stage it modulates.
         text_channels: C_L of the word features.
-        key_channels: channels of the keys K and queries Q (the release uses C_L = 512).
+        channels: channels of the keys K and queries Q (the release uses C_L = 512).
         dims: 2 for a spatial encoder (3x3 convolutions), 3 for a temporal one (3x3x3).
     """
 
-    def __init__(self, visual_channels: int, text_channels: int, key_channels: int = 512, dims: int = 2) -> None:
+    def __init__(self, visual_channels: int, text_channels: int, dims: int = 2, *, channels: PositiveInt = 512) -> None:
         super().__init__()
         self.dims = dims
         self.visual = _conv_bn(dims, visual_channels + COORD_CHANNELS, visual_channels, 3, relu=True)
-        self.key = _conv_bn(dims, visual_channels, key_channels, 1, relu=False)
-        self.query = nn.Sequential(nn.Conv1d(text_channels, key_channels, 1, bias=False), nn.BatchNorm1d(key_channels))
+        self.key = _conv_bn(dims, visual_channels, channels, 1, relu=False)
+        self.query = nn.Sequential(nn.Conv1d(text_channels, channels, 1, bias=False), nn.BatchNorm1d(channels))
         self.gate = nn.Linear(text_channels, visual_channels)
         nn.init.zeros_(self.gate.weight)
         nn.init.zeros_(self.gate.bias)

@@ -23,7 +23,7 @@ resolution head gives the logits; the other five are the auxiliary outputs.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +32,8 @@ from torch import nn
 from lvas.models.base import StageSpec
 from lvas.models.coords import COORD_CHANNELS, with_coords
 from lvas.models.model import Language
-from lvas.registry import DECODERS, FUSIONS
+from lvas.registry import DECODERS
+from lvas.settings import PositiveInt
 
 
 def _norm(channels: int) -> nn.GroupNorm:
@@ -55,21 +56,23 @@ class Decoder(nn.Module):
         branch_specs: branch name -> the five StageSpec of its encoder.
         text_channels: C_L of each branch's sentence vector.
         sentence_channels: C_J of the joint sentence a fusion sees (default 2 C_L).
+        fusion: builds the configured fusion (``fusion(channels, text_channels)``) for two branches.
+        modulated: the branches that have cross-modal modules (CMAM).
         channels: D, the decoder width.
-        fusion: a FUSIONS name, used when there are two branches.
         refine: 3x3 conv after each top-down sum.
         deep_supervision: auxiliary heads on stages 2..5.
-        tile: branches whose projections see the coordinates and the sentence (those without CMAM).
+        tile: which branches' projections see the coordinates and the sentence: ``auto`` those
+            without CMAM (paper §4.4), ``always`` or ``never``.
     """
 
     def __init__(self, branch_specs: dict[str, list[StageSpec]], text_channels: int, sentence_channels: int | None = None,
-                 channels: int = 256,
-                 fusion: str | None = None, refine: bool = True, deep_supervision: bool = True,
-                 tile: Sequence[str] = ()) -> None:
+                 fusion=None, modulated: Sequence[str] = (), *, channels: PositiveInt = 256, refine: bool = True,
+                 deep_supervision: bool = True, tile: Literal["auto", "always", "never"] = "auto") -> None:
         super().__init__()
         sentence_channels = sentence_channels or 2 * text_channels
         self.branches = list(branch_specs)
-        self.tile = tuple(b for b in self.branches if b in tile)
+        self.tile = tuple(b for b in self.branches
+                          if tile == "always" or (tile == "auto" and b not in modulated))
         self.proj = nn.ModuleDict({
             b: nn.ModuleList(
                 nn.Conv2d(s.channels + (COORD_CHANNELS if b in self.tile else 0), channels, 1, bias=False)
@@ -87,9 +90,7 @@ class Decoder(nn.Module):
         if len(self.branches) == 2:
             if fusion is None:
                 raise ValueError("two branches need a fusion")
-            self.fusion = nn.ModuleList(
-                FUSIONS.build(fusion, channels=channels, text_channels=sentence_channels) for _ in range(5)
-            )
+            self.fusion = nn.ModuleList(fusion(channels, sentence_channels) for _ in range(5))
         self.refine = nn.ModuleList(
             nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, bias=False), _norm(channels),
                           nn.ReLU(inplace=True)) if refine else nn.Identity()
@@ -153,20 +154,18 @@ class ReleasedDecoder(nn.Module):
         branch_specs: branch name -> the five StageSpec of its encoder.
         text_channels: C_L (unused here).
         sentence_channels: C_J, passed on to a fusion that uses the query (default 2 C_L).
+        fusion: builds the configured fusion for two branches (``concat`` in the release).
+        modulated: unused (the release never tiles the sentence into the decoder).
         channels: D, the decoder width (256 in the release).
-        fusion: a FUSIONS name for two branches (``concat`` in the release).
-        refine: unused (the merges are always 3x3 convolutions).
         deep_supervision: keep the five coarser heads (the release always has them).
-        tile: unused (the release never tiles the sentence into the decoder).
 
     ``heads[k]`` decodes the map at stride 32 / 2^k (k = 0..4) and ``heads[5]`` the full
     resolution one, in the release's order.
     """
 
     def __init__(self, branch_specs: dict[str, list[StageSpec]], text_channels: int, sentence_channels: int | None = None,
-                 channels: int = 256,
-                 fusion: str | None = "concat", refine: bool = True, deep_supervision: bool = True,
-                 tile: Sequence[str] = ()) -> None:
+                 fusion=None, modulated: Sequence[str] = (), *, channels: PositiveInt = 256,
+                 deep_supervision: bool = True) -> None:
         super().__init__()
         sentence_channels = sentence_channels or 2 * text_channels
         self.branches = list(branch_specs)
@@ -179,9 +178,8 @@ class ReleasedDecoder(nn.Module):
             if fusion is None:
                 raise ValueError("two branches need a fusion")
             # the release concatenates (temporal, spatial) at stages 1-4 and (spatial, temporal) at 5
-            order = lambda i: {"first": "spatial" if i == 4 else "temporal"} if fusion == "concat" else {}  # noqa: E731
-            self.fuse = nn.ModuleList(
-                FUSIONS.build(fusion, channels=channels, text_channels=sentence_channels, **order(i)) for i in range(5))
+            order = lambda i: {"first": "spatial" if i == 4 else "temporal"} if fusion.name == "concat" else {}  # noqa: E731
+            self.fuse = nn.ModuleList(fusion(channels, sentence_channels, **order(i)) for i in range(5))
         self.merge = nn.ModuleList(_conv3x3_bn_relu(2 * channels, channels, bias=True) for _ in range(4))
         self.heads = nn.ModuleList(_head(channels) for _ in range(6 if deep_supervision else 1))
 

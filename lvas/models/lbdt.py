@@ -38,6 +38,7 @@ from lvas.models.model import Language
 from lvas.models.spatial import ResNet50Encoder, Tiny2DEncoder
 from lvas.models.text import SharedTextEncoder
 from lvas.registry import BRIDGES, DECODERS, FUSIONS, TEMPORAL_ENCODERS, TEXT_ENCODERS
+from lvas.settings import NonNegativeFloat, PositiveInt
 
 # --------------------------------------------------------------------------- frame difference
 
@@ -83,9 +84,9 @@ class LSTMTextEncoder(SharedTextEncoder):
 
     shared_sentence = True
 
-    def __init__(self, vocab_size: int, embed_dim: int = 300, hidden: int = 512,
-                 branches: Sequence[str] = ("spatial", "temporal"), embeddings: np.ndarray | None = None,
-                 frozen_embedding: bool = True, max_words: int = 25) -> None:
+    def __init__(self, vocab_size: int, embed_dim: int = 300, branches: Sequence[str] = ("spatial", "temporal"),
+                 embeddings: np.ndarray | None = None, frozen_embedding: bool = True, *,
+                 hidden: PositiveInt = 512) -> None:
         super().__init__(vocab_size, embed_dim, branches, embeddings, frozen_embedding)
         self.lstm = nn.LSTM(embed_dim, hidden, num_layers=1, batch_first=True)
         self.out_channels = hidden
@@ -178,8 +179,8 @@ class LanguageBridgedDuplexTransfer(nn.Module):
         heads: attention heads (8).
     """
 
-    def __init__(self, stage_specs: dict[str, StageSpec], text_channels: int, channels: int = 512,
-                 layers: int = 4, heads: int = 8, dropout: float = 0.1) -> None:
+    def __init__(self, stage_specs: dict[str, StageSpec], text_channels: int, *, channels: PositiveInt = 512,
+                 layers: PositiveInt = 4, heads: PositiveInt = 8, dropout: NonNegativeFloat = 0.1) -> None:
         super().__init__()
         if channels % heads or channels % 4:
             raise ValueError(f"model.bridge.channels: {channels} must be divisible by model.bridge.heads ({heads}) and 4")
@@ -285,14 +286,14 @@ class LBDTDecoder(nn.Module):
         branch_specs: branch -> its encoder's StageSpecs (stages 2..5 are used).
         text_channels: C_L (unused).
         sentence_channels: C_J of the sentence the fusion sees.
+        fusion: builds the configured fusion for two streams (``bca`` in the release); None for one.
+        modulated: unused (LBDT has no tiling).
         channels: D (128 in the release).
-        fusion: a FUSIONS name for two streams (``bca`` in the release).
-        refine, deep_supervision, tile: unused (LBDT has one head, no tiling).
     """
 
     def __init__(self, branch_specs: dict[str, list[StageSpec]], text_channels: int,
-                 sentence_channels: int | None = None, channels: int = 128, fusion: str | None = "bca",
-                 refine: bool = True, deep_supervision: bool = False, tile: Sequence[str] = ()) -> None:
+                 sentence_channels: int | None = None, fusion=None, modulated: Sequence[str] = (), *,
+                 channels: PositiveInt = 128) -> None:
         super().__init__()
         self.branches = list(branch_specs)
         for b, specs in branch_specs.items():
@@ -300,8 +301,7 @@ class LBDTDecoder(nn.Module):
                 raise ValueError(f"decoder lbdt needs five encoder stages with stage 2 at stride 4 ({b} has {len(specs)})")
         self.lateral = nn.ModuleDict({b: nn.ModuleList(_conv3x3_bn_relu(s.channels, channels) for s in specs[1:5])
                                       for b, specs in branch_specs.items()})
-        self.fusion = FUSIONS.build(fusion, channels=channels, text_channels=sentence_channels or text_channels) \
-            if len(self.branches) == 2 else None
+        self.fusion = fusion(channels, sentence_channels or text_channels) if len(self.branches) == 2 else None
         self.tower = nn.Sequential(*(_conv3x3_bn_relu(channels, channels) for _ in range(4)), nn.Conv2d(channels, 1, 1))
 
     def forward(self, feats: dict[str, list[torch.Tensor]], lang: Language,

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from lvas.models.base import StagedEncoder
-from lvas.models.inputs import input_spec
-from lvas.registry import BRIDGES, CROSS_MODAL, DECODERS, SPATIAL_ENCODERS, TEMPORAL_ENCODERS, TEXT_ENCODERS
+from lvas.inputs import input_spec
+from lvas.registry import BRIDGES, CROSS_MODAL, DECODERS, FUSIONS, SPATIAL_ENCODERS, TEMPORAL_ENCODERS, TEXT_ENCODERS
 
 BRANCHES = ("spatial", "temporal")
 
@@ -100,9 +100,12 @@ class SegmentationModel(nn.Module):
             lang: the query's :class:`Language`.
 
         Returns:
-            branch -> one map per stage, (B, C_i, H/2^i, W/2^i).
+            branch -> one map per stage, (B, C_i, H/2^i, W/2^i); for a decoder that asks for them
+            (``temporal_maps = True``, e.g. one that predicts several frames), a 3D encoder's maps keep
+            their time axis, (B, C_i, T_i, H/2^i, W/2^i).
         """
         target = clip.shape[2] // 2
+        keep_time = getattr(self.decoder, "temporal_maps", False)
         encs = self.encoders()
         x, size = {}, {}
         for b, enc in encs.items():
@@ -119,7 +122,7 @@ class SegmentationModel(nn.Module):
                 x = self.bridge[str(i)](x, lang, target, {b: e.stage_specs[i - 1] for b, e in encs.items()})
             for b, enc in encs.items():
                 if i <= len(enc.stages):
-                    feats[b].append(enc.frame_feature(x[b], i, target))
+                    feats[b].append(x[b] if keep_time else enc.frame_feature(x[b], i, target))
         return feats
 
     def forward(self, clip: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> dict:
@@ -131,61 +134,86 @@ class SegmentationModel(nn.Module):
             mask: (B, N) bool, True for real words.
 
         Returns:
-            ``logits`` (B, 1, H, W) mask logits of the target frame; ``aux`` list of coarser
-            logits (deep supervision; may be empty).
+            ``logits`` (B, K, H, W): K masks, by default K = 1 for the target frame; a decoder that
+            predicts several frames also returns ``frames``, their K clip positions
+            (:mod:`lvas.engine.inference`); ``aux``: coarser logits (deep supervision; may be empty).
         """
         lang = self.language(tokens, mask)
         feats = self.encode(clip, lang)
         return self.decoder(feats, lang, (clip.shape[-2], clip.shape[-1]))
 
 
-@dataclass
-class ModelKwargs:
-    """The typed arguments :func:`build_model` derives from a ModelConfig."""
-
-    branches: tuple[str, ...]
-    spatial: tuple[str, str]
-    temporal: tuple[str, str]
-    trainable: dict[str, tuple[str, ...]]
-    raw_input: bool
-    text: dict
-    cross_modal: str
-    cmam_stages: tuple[int, ...]
-    cmam_channels: int
-    bridge: dict
-    fusion: str
-    decoder: dict
+def branches_of(model_cfg) -> tuple[str, ...]:
+    """The streams a ``model`` config builds, in order."""
+    return tuple(b for b in BRANCHES if model_cfg.mode in (b, "both"))
 
 
-def kwargs_from_config(model_cfg, load_weights: bool = True) -> ModelKwargs:
-    """Config -> constructor arguments (the only place that reads a ModelConfig)."""
-    m = model_cfg
-    pre = (lambda p: p) if load_weights else (lambda p: "none")
-    branches = tuple(b for b in BRANCHES if m.mode in (b, "both"))
-    tile = {"always": branches, "never": (), "auto": branches if not m.cmam.stages else ()}[m.decoder.tile]
-    return ModelKwargs(
-        branches=branches,
-        spatial=(m.spatial.name, pre(m.spatial.pretrained)),
-        temporal=(m.temporal.name, pre(m.temporal.pretrained)),
-        trainable={"spatial": tuple(m.spatial.trainable), "temporal": tuple(m.temporal.trainable)},
-        raw_input=not input_spec(m.input).normalize,
-        text=dict(name=m.text.name, embedding=m.text.embedding, glove_path=m.text.glove_path,
-                  vocab_size=m.text.vocab_size, embed_dim=m.text.embed_dim, hidden=m.text.hidden,
-                  oov=m.text.oov, max_words=m.text.max_words),
-        cross_modal=m.cmam.name,
-        cmam_stages=tuple(m.cmam.stages),
-        cmam_channels=m.cmam.channels,
-        bridge=dict(name=m.bridge.name, stages=tuple(m.bridge.stages), channels=m.bridge.channels,
-                    layers=m.bridge.layers, heads=m.bridge.heads),
-        fusion=m.fusion,
-        decoder=dict(name=m.decoder.name, channels=m.decoder.channels, refine=m.decoder.refine,
-                     deep_supervision=m.decoder.deep_supervision, tile=tuple(tile)),
-    )
+def model_plan(cfg) -> dict[str, object]:
+    """The slots of the model config that the model is built from, by dotted path: its encoders,
+    text encoder, decoder and input pipeline; CMAM only with stages; fusion and bridge only with two
+    streams (and the bridge only with stages). :func:`build_model` builds exactly these, and a run
+    marks every other slot unused (lvas.config.unread_keys)."""
+    m = getattr(cfg, "model", cfg)
+    branches = branches_of(m)
+    plan = {f"model.{b}": getattr(m, b) for b in branches}
+    plan.update({"model.text": m.text, "model.decoder": m.decoder, "model.input": m.input})
+    if m.cmam.stages:
+        plan["model.cmam"] = m.cmam
+    if len(branches) == 2:
+        plan["model.fusion"] = m.fusion
+        if m.bridge.stages:
+            plan["model.bridge"] = m.bridge
+    return plan
+
+
+class FusionFactory:
+    """What a decoder calls to build the configured fusion: ``fusion(channels, text_channels, **wiring)``."""
+
+    def __init__(self, component) -> None:
+        self.name = component.name
+        self._settings = component.settings()
+
+    def __call__(self, channels: int, text_channels: int, **wiring) -> nn.Module:
+        return FUSIONS.build(self.name, self._settings, channels=channels, text_channels=text_channels, **wiring)
+
+
+def _encoder(component, family, load_weights: bool, raw_input: bool) -> StagedEncoder:
+    settings = component.settings()
+    if not load_weights and "pretrained" in settings:
+        settings["pretrained"] = "none"
+    enc = family.build(component.name, settings)
+    enc.raw_input = raw_input
+    prefixes = tuple(component.trainable)
+    if prefixes:
+        names = [n for n, _ in enc.named_parameters()]
+        if not any(n.startswith(prefixes) for n in names):
+            raise ValueError(f"model.{'spatial' if family is SPATIAL_ENCODERS else 'temporal'}.trainable: "
+                             f"{list(prefixes)} matches no parameter of {type(enc).__name__} "
+                             f"(its names start with e.g. {names[0]!r})")
+        for n, p in enc.named_parameters():
+            p.requires_grad_(n.startswith(prefixes))
+    return enc
+
+
+def _text(t, branches: tuple[str, ...], vocab, load_weights: bool, cache_dir: str | None) -> nn.Module:
+    embeddings = None
+    if t.embedding in ("glove", "glove_frozen") and load_weights:
+        if t.glove_path is None:
+            raise ValueError("model.text.glove_path: required when model.text.embedding is 'glove'")
+        if vocab is None:
+            raise ValueError("GloVe embeddings need the dataset vocabulary")
+        from lvas.models.text import load_glove
+
+        embeddings, _ = load_glove(t.glove_path, list(vocab), t.embed_dim, cache_dir, oov=t.oov)
+    return TEXT_ENCODERS.build(t.name, t.settings(), vocab_size=len(vocab) if vocab is not None else t.vocab_size,
+                               embed_dim=t.embed_dim, branches=branches, embeddings=embeddings,
+                               frozen_embedding=t.embedding == "glove_frozen")
 
 
 def build_model(cfg, vocab: Sequence[str] | None = None, load_weights: bool = True,
                 cache_dir: str | None = None) -> SegmentationModel:
-    """Build the model from an ExperimentConfig (or its ``model`` section) alone.
+    """Build the model from an ExperimentConfig (or its ``model`` section) alone: the slots of
+    :func:`model_plan`, each from its own settings, wired by the encoders' declared shapes.
 
     Args:
         cfg: ExperimentConfig or ModelConfig.
@@ -193,51 +221,31 @@ def build_model(cfg, vocab: Sequence[str] | None = None, load_weights: bool = Tr
         load_weights: False builds every encoder with random weights (FLOPs, loading a checkpoint).
         cache_dir: where the GloVe rows are cached.
     """
-    model_cfg = getattr(cfg, "model", cfg)
-    kw = kwargs_from_config(model_cfg, load_weights)
-    encoders: dict[str, StagedEncoder] = {}
-    if "spatial" in kw.branches:
-        encoders["spatial"] = SPATIAL_ENCODERS.build(kw.spatial[0], pretrained=kw.spatial[1])
-    if "temporal" in kw.branches:
-        encoders["temporal"] = TEMPORAL_ENCODERS.build(kw.temporal[0], pretrained=kw.temporal[1])
-    for b, enc in encoders.items():
-        enc.raw_input = kw.raw_input
-        if kw.trainable[b]:
-            names = [n for n, _ in enc.named_parameters()]
-            if not any(n.startswith(kw.trainable[b]) for n in names):
-                raise ValueError(f"model.{b}.trainable: {list(kw.trainable[b])} matches no parameter of {type(enc).__name__} "
-                                 f"(its names start with e.g. {names[0]!r})")
-            for n, p in enc.named_parameters():
-                p.requires_grad_(n.startswith(kw.trainable[b]))
-    t = kw.text
-    vocab_size = len(vocab) if vocab is not None else t["vocab_size"]
-    embeddings = None
-    if t["embedding"] in ("glove", "glove_frozen") and load_weights:
-        if t["glove_path"] is None:
-            raise ValueError("model.text.glove_path: required when model.text.embedding is 'glove'")
-        if vocab is None:
-            raise ValueError("GloVe embeddings need the dataset vocabulary")
-        from lvas.models.text import load_glove
-
-        embeddings, _ = load_glove(t["glove_path"], list(vocab), t["embed_dim"], cache_dir, oov=t["oov"])
-    text = TEXT_ENCODERS.build(t["name"], vocab_size=vocab_size, embed_dim=t["embed_dim"], hidden=t["hidden"],
-                               branches=kw.branches, embeddings=embeddings,
-                               frozen_embedding=t["embedding"] == "glove_frozen", max_words=t["max_words"])
+    m = getattr(cfg, "model", cfg)
+    plan = model_plan(m)
+    branches = branches_of(m)
+    raw = not input_spec(m.input).normalize
+    families = {"spatial": SPATIAL_ENCODERS, "temporal": TEMPORAL_ENCODERS}
+    encoders = {b: _encoder(getattr(m, b), families[b], load_weights, raw) for b in branches}
+    text = _text(m.text, branches, vocab, load_weights, cache_dir)
     c_l = text.out_channels
-    joint = c_l if getattr(text, "shared_sentence", False) else c_l * len(kw.branches)
-    cmam = {b: {i: CROSS_MODAL.build(kw.cross_modal, visual_channels=enc.stage_specs[i - 1].channels,
-                                     text_channels=c_l, key_channels=kw.cmam_channels, dims=3 if enc.is_3d else 2)
-                for i in sorted(kw.cmam_stages) if i <= len(enc.stage_specs)}
-            for b, enc in encoders.items()}
-    br = kw.bridge
-    bridge = {i: BRIDGES.build(br["name"], stage_specs={b: e.stage_specs[i - 1] for b, e in encoders.items()},
-                               text_channels=c_l, channels=br["channels"], layers=br["layers"], heads=br["heads"])
-              for i in sorted(br["stages"])} if len(encoders) == 2 else {}
-    d = kw.decoder
-    decoder = DECODERS.build(d["name"], branch_specs={b: e.output_shape() for b, e in encoders.items()},
-                             text_channels=c_l, sentence_channels=joint, channels=d["channels"], fusion=kw.fusion,
-                             refine=d["refine"], deep_supervision=d["deep_supervision"], tile=d["tile"])
+    joint = c_l if getattr(text, "shared_sentence", False) else c_l * len(branches)
+    cmam = {}
+    if "model.cmam" in plan:
+        cmam = {b: {i: CROSS_MODAL.build(m.cmam.name, m.cmam.settings(), visual_channels=enc.stage_specs[i - 1].channels,
+                                         text_channels=c_l, dims=3 if enc.is_3d else 2)
+                    for i in sorted(m.cmam.stages) if i <= len(enc.stage_specs)}
+                for b, enc in encoders.items()}
+    bridge = {}
+    if "model.bridge" in plan:
+        bridge = {i: BRIDGES.build(m.bridge.name, m.bridge.settings(), text_channels=c_l,
+                                   stage_specs={b: e.stage_specs[i - 1] for b, e in encoders.items()})
+                  for i in sorted(m.bridge.stages)}
+    fusion = FusionFactory(m.fusion) if "model.fusion" in plan else None
+    decoder = DECODERS.build(m.decoder.name, m.decoder.settings(), text_channels=c_l, sentence_channels=joint,
+                             branch_specs={b: e.output_shape() for b, e in encoders.items()}, fusion=fusion,
+                             modulated=tuple(b for b in branches if cmam.get(b)))
     return SegmentationModel(encoders.get("spatial"), encoders.get("temporal"), text, cmam, decoder, bridge)
 
 
-__all__ = ["Language", "SegmentationModel", "build_model", "kwargs_from_config"]
+__all__ = ["Language", "SegmentationModel", "build_model", "model_plan", "branches_of"]

@@ -36,7 +36,7 @@ class ResNet50Encoder(StagedEncoder):
 
     mean, std = IMAGENET_MEAN, IMAGENET_STD
 
-    def __init__(self, pretrained: str = "none") -> None:
+    def __init__(self, *, pretrained: str = "none") -> None:
         super().__init__()
         from torchvision.models import ResNet50_Weights, resnet50  # imported here: 1.7 s saved where unused
 
@@ -76,7 +76,7 @@ class InceptionV3Encoder(StagedEncoder):
     mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # Google's weights expect [-1, 1]
     min_input = 75
 
-    def __init__(self, pretrained: str = "none") -> None:
+    def __init__(self, *, pretrained: str = "none") -> None:
         super().__init__()
         from torchvision.models import Inception_V3_Weights, inception_v3
 
@@ -99,7 +99,7 @@ class Tiny2DEncoder(StagedEncoder):
 
     mean, std = IMAGENET_MEAN, IMAGENET_STD
 
-    def __init__(self, pretrained: str = "none", widths: tuple[int, ...] = (16, 24, 32, 48, 64)) -> None:
+    def __init__(self, widths: tuple[int, ...] = (16, 24, 32, 48, 64), *, pretrained: str = "none") -> None:
         super().__init__()
         load_path = resolve_weights(pretrained, {}, "tiny2d")
         chans = [3, *widths]

@@ -27,7 +27,7 @@ class I3DEncoder(StagedEncoder):
     is_3d = True
     mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # the Kinetics checkpoints expect [-1, 1]
 
-    def __init__(self, pretrained: str = "none", bn_eps: float = 1e-3) -> None:
+    def __init__(self, bn_eps: float = 1e-3, *, pretrained: str = "none") -> None:
         super().__init__()
         self.stages = i3d_stages(bn_eps)
         self.stage_specs = _specs(I3D_CHANNELS)
@@ -37,9 +37,9 @@ class I3DEncoder(StagedEncoder):
 
 
 @TEMPORAL_ENCODERS.register("i3d_released")
-def i3d_released(pretrained: str = "none") -> I3DEncoder:
+def i3d_released(*, pretrained: str = "none") -> I3DEncoder:
     """I3D as in the released CSTM code: BatchNorm eps 1e-5 (PyTorch's default) instead of 1e-3."""
-    return I3DEncoder(pretrained, bn_eps=1e-5)
+    return I3DEncoder(bn_eps=1e-5, pretrained=pretrained)
 
 
 @TEMPORAL_ENCODERS.register("s3d")
@@ -51,7 +51,7 @@ class S3DEncoder(StagedEncoder):
     min_frames = 5  # its valid temporal pooling before Mixed_5b leaves no frame for fewer
     _SPLITS = [(0, 1), (1, 4), (4, 7), (7, 13), (13, 16)]
 
-    def __init__(self, pretrained: str = "none") -> None:
+    def __init__(self, *, pretrained: str = "none") -> None:
         super().__init__()
         from torchvision.models.video import S3D_Weights, s3d  # imported here: 1.7 s saved where unused
 
@@ -78,7 +78,7 @@ class Tiny3DEncoder(StagedEncoder):
     is_3d = True
     mean, std = KINETICS_MEAN, KINETICS_STD
 
-    def __init__(self, pretrained: str = "none", widths: tuple[int, ...] = (16, 24, 32, 48, 64)) -> None:
+    def __init__(self, widths: tuple[int, ...] = (16, 24, 32, 48, 64), *, pretrained: str = "none") -> None:
         super().__init__()
         t_steps = [2, 1, 1, 2, 2]  # cumulative temporal strides 2, 2, 2, 4, 8 as I3D
         chans = [3, *widths]

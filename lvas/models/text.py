@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lvas.registry import TEXT_ENCODERS
+from lvas.settings import PositiveInt
 
 
 def _glove_lines(path: Path):
@@ -116,9 +117,9 @@ class GRUTextEncoder(nn.Module):
     word vectors it was trained with when stage 2 combines the two (``branch_keys``).
     """
 
-    def __init__(self, vocab_size: int, embed_dim: int = 300, hidden: int = 512,
-                 branches: Sequence[str] = ("spatial", "temporal"), embeddings: np.ndarray | None = None,
-                 frozen_embedding: bool = False, max_words: int = 20) -> None:
+    def __init__(self, vocab_size: int, embed_dim: int = 300, branches: Sequence[str] = ("spatial", "temporal"),
+                 embeddings: np.ndarray | None = None, frozen_embedding: bool = False, *,
+                 hidden: PositiveInt = 512) -> None:
         super().__init__()
         self.embedding = nn.ModuleDict({b: _embedding(vocab_size, embed_dim, embeddings, frozen_embedding)
                                         for b in branches})
@@ -189,9 +190,9 @@ class ReleasedGRUTextEncoder(SharedTextEncoder):
     With GloVe the vectors are a fixed table (unknown words and padding are zero vectors).
     """
 
-    def __init__(self, vocab_size: int, embed_dim: int = 300, hidden: int = 512,
-                 branches: Sequence[str] = ("spatial", "temporal"), embeddings: np.ndarray | None = None,
-                 frozen_embedding: bool = True, max_words: int = 20) -> None:
+    def __init__(self, vocab_size: int, embed_dim: int = 300, branches: Sequence[str] = ("spatial", "temporal"),
+                 embeddings: np.ndarray | None = None, frozen_embedding: bool = True, *,
+                 hidden: PositiveInt = 512) -> None:
         super().__init__(vocab_size, embed_dim, branches, embeddings, frozen_embedding)
         self.gru = nn.GRU(embed_dim, hidden, bias=False, batch_first=True)
         self.norm = nn.Sequential(nn.LayerNorm(hidden), nn.Tanh())

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from lvas import catalogue
 from lvas.report import paper
 from lvas.report.runs import METRICS8, SweepRuns, sample_records
-from lvas.report.stats import ALPHA, SAMPLE_TEST_NAME, TEST_NAME, Comparison, compare, compare_samples, signed
+from lvas.report.sample_test import SAMPLE_TEST_NAME, compare_samples
+from lvas.stats import ALPHA, TEST_NAME, Comparison, compare, signed
 from lvas.report.tables import write_table
 
 SHORT = ("AP", "oIoU", "mIoU")
@@ -101,7 +103,7 @@ def seed_scores(row: dict, metric: str) -> dict:
 
 
 def alpha_of(sr: SweepRuns) -> float:
-    """The verdict's level: α, or α / looks for an adaptive seed plan (see lvas.report.stats)."""
+    """The verdict's level: α, or α / looks for an adaptive seed plan (see lvas.stats)."""
     return ALPHA / sr.spec.seeds.looks
 
 
@@ -112,6 +114,8 @@ def _test(sr: SweepRuns, records: dict, a: str, b: str) -> Comparison | None:
         return None
     c = compare(seed_scores(chosen[a], sr.spec.metric), seed_scores(chosen[b], sr.spec.metric), alpha_of(sr))
     if c is None or records.get(a) is None or records.get(b) is None:
+        return c
+    if catalogue.METRICS[sr.spec.metric].evaluator != "segmentation":  # not computable from the {I, U} records
         return c
     s = compare_samples(records[a], records[b], sr.spec.metric, chosen[a].get("protocol") or "paper")
     return c if s is None else dataclasses.replace(c, p_samples=s.p)

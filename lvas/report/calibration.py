@@ -9,8 +9,8 @@ The demo's regime: seed effects much larger than sample noise (Temporal AP 45 / 
 seeds).
 
 :func:`error_rates` reports, over ``tables`` simulated tables, how often each test says "different"
-at level α: the report's test over seeds (:func:`lvas.report.stats.compare`), the secondary test over
-samples with networks fixed (:func:`lvas.report.stats.compare_samples`) and a two-level bootstrap
+at level α: the report's test over seeds (:func:`lvas.stats.compare`), the secondary test over
+samples with networks fixed (:func:`lvas.report.sample_test.compare_samples`) and a two-level bootstrap
 (seeds, then samples) for comparison. ``lvas bench significance`` prints them.
 """
 
@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lvas.report.stats import ALPHA, compare, compare_samples, per_sample
+from lvas.report.sample_test import compare_samples, per_sample
+from lvas.stats import ALPHA, compare
 
 UNION = 1000  # every sample's union, in pixels: IoU = I / UNION
 

@@ -13,13 +13,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from lvas.report.build import TABLES  # noqa: E402
+from lvas.engine.overlays import GROUND_TRUTH, PREDICTION, target_frame, tint  # noqa: E402
 from lvas.liveness import replace_atomic  # noqa: E402
+from lvas.report.build import TABLES  # noqa: E402
 from lvas.report.runs import SweepRuns, metric_history  # noqa: E402
 
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
-PRED_COLOUR = (0.0, 1.0, 1.0)  # cyan: no synthetic sprite has it (red, green, blue, yellow, white, purple)
-GT_COLOUR = (0.2, 0.9, 0.2)
 
 
 def _paper_rows(sr: SweepRuns) -> dict:
@@ -159,11 +158,14 @@ def _load(row: dict, tracking_uri: str):
     from lvas.engine.checkpoint import load_checkpoint, model_from_checkpoint
 
     local = Path(row["run_dir"]) / "model.pt" if row.get("run_dir") else None
-    if local is None or not local.is_file():
-        from lvas.tracking import download_artifact
+    if local is not None and local.is_file():
+        state = load_checkpoint(local)
+    else:
+        from lvas.tracking import downloaded
 
-        local = download_artifact(row["run_id"], "checkpoints/model.pt", tracking_uri)
-    cfg, model, vocab = model_from_checkpoint(load_checkpoint(local))
+        with downloaded(row["run_id"], "checkpoints/model.pt", tracking_uri) as path:
+            state = load_checkpoint(path)
+    cfg, model, vocab = model_from_checkpoint(state)
     return cfg, model.eval(), vocab
 
 
@@ -194,30 +196,15 @@ def _pick_samples(ds, n: int) -> list[int]:
 
 
 def _predict(model, vocab, item, cfg) -> torch.Tensor:
-    from lvas.data.clips import Letterbox
-    from lvas.metrics import masks_for_protocol
+    """The model's mask of the item's target frame at the original size, as its run's protocol makes it."""
+    from lvas.data import collate
+    from lvas.engine.inference import forward, masks, scored_frames
 
     tokens, mask = vocab.encode(item["meta"]["query"], cfg.model.text.max_words)
+    batch = collate([{**item, "tokens": tokens, "mask": mask}])
     with torch.no_grad():
-        lg = model(item["clip"][None], tokens[None], mask[None])["logits"][0, 0]
-    lb = Letterbox(tuple(item["meta"]["orig"]), tuple(item["meta"]["resized"]), lg.shape[-1])
-    return masks_for_protocol(lg, item["gt"], lb, "strict")[0]
-
-
-def _frame(item) -> np.ndarray:
-    clip = item["clip"]
-    h, w = item["meta"]["resized"]
-    f = clip[:, clip.shape[1] // 2, :h, :w]
-    f = torch.nn.functional.interpolate(f[None], size=tuple(item["meta"]["orig"]), mode="bilinear",
-                                        align_corners=False)[0]
-    return f.clamp(0, 1).permute(1, 2, 0).numpy()
-
-
-def _overlay(frame: np.ndarray, mask, colour) -> np.ndarray:
-    out = frame.copy()
-    m = np.asarray(mask, dtype=bool)
-    out[m] = 0.45 * out[m] + 0.55 * np.asarray(colour)
-    return out
+        lg, gt, meta = next(scored_frames(forward(model, batch, next(model.parameters()).device), batch))
+    return masks(lg, gt, meta, cfg.train.protocol)[0]
 
 
 def figure4(sr: SweepRuns, path: Path, tracking_uri: str, n: int = 4) -> Path | None:
@@ -236,12 +223,12 @@ def figure4(sr: SweepRuns, path: Path, tracking_uri: str, n: int = 4) -> Path | 
               f"both ({rows['both'][0]})", "ground truth"]
     for r_i, idx in enumerate(picks):
         item = ds[idx]
-        frame = _frame(item)
+        frame = target_frame(item)
         panels = [frame]
         for k in ("spatial", "temporal", "both"):
             c, m, v = models[k]
-            panels.append(_overlay(frame, _predict(m, v, item, c).numpy(), PRED_COLOUR))
-        panels.append(_overlay(frame, item["gt"].numpy(), GT_COLOUR))
+            panels.append(tint(frame, _predict(m, v, item, c).numpy(), PREDICTION))
+        panels.append(tint(frame, item["gt"][0].numpy(), GROUND_TRUTH))
         for c_i, img in enumerate(panels):
             ax = axes[r_i, c_i]
             ax.imshow(img)
@@ -253,7 +240,8 @@ def figure4(sr: SweepRuns, path: Path, tracking_uri: str, n: int = 4) -> Path | 
         axes[r_i, 0].set_ylabel(f"{item['meta']['query']}" + (f"\n[{kind}]" if kind else ""), fontsize=7)
     from matplotlib.patches import Patch
 
-    fig.legend(handles=[Patch(color=PRED_COLOUR, label="prediction"), Patch(color=GT_COLOUR, label="ground truth")],
+    fig.legend(handles=[Patch(color=np.asarray(PREDICTION) / 255, label="prediction"),
+                        Patch(color=np.asarray(GROUND_TRUTH) / 255, label="ground truth")],
                loc="lower center", ncol=2, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     replace_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))

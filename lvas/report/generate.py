@@ -8,7 +8,7 @@ from pathlib import Path
 from lvas.config import ConfigError, redact
 from lvas.report.build import table_stem, write_sweep_tables
 from lvas.report.runs import collect
-from lvas.sweep.spec import SweepSpec
+from lvas.sweepspec import SweepSpec
 
 
 def report_sweep(spec: SweepSpec, tracking_uri: str, out_root: str | Path = "reports",

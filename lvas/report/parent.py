@@ -9,8 +9,8 @@ from typing import Any
 
 from lvas.report.build import alpha_of, seed_scores
 from lvas.report.runs import METRICS8, SweepRuns, collect
-from lvas.report.stats import compare
-from lvas.sweep.spec import SweepSpec
+from lvas.stats import compare
+from lvas.sweepspec import SweepSpec
 from lvas.tracking import NOTE_TAG, metric_key
 
 TABLE_FILE = "summary_table.json"

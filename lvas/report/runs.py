@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lvas.report.stats import Interval, interval
-from lvas.sweep.spec import SweepSpec
+from lvas import catalogue
+from lvas.stats import Interval, interval
+from lvas.sweepspec import SweepSpec
 from lvas.tracking import metric_key
 
 METRICS8 = ("P@0.5", "P@0.6", "P@0.7", "P@0.8", "P@0.9", "AP", "oIoU", "mIoU")
@@ -60,9 +61,9 @@ def _metrics_of(run: dict) -> dict[str, float]:
     for m in METRICS8:
         v = run["metrics"].get(f"test/{metric_key(m)}")
         out[m] = float(v) if v is not None else float("nan")
-    for m in ("J", "F", "JF"):  # Ref-YouTube-VOS runs
-        if f"test/{m}" in run["metrics"]:
-            out[m] = float(run["metrics"][f"test/{m}"])
+    for m in catalogue.METRICS.values():  # the other evaluators' (Ref-YouTube-VOS J/F/JF, a plugin's)
+        if m.name not in out and f"test/{m.key}" in run["metrics"]:
+            out[m.name] = float(run["metrics"][f"test/{m.key}"])
     for kind in KINDS:
         for m in ("AP", "oIoU", "mIoU"):
             v = run["metrics"].get(f"test/{kind}/{m}")
@@ -171,11 +172,12 @@ def sample_records(run: dict, tracking_uri: str) -> list[dict] | None:
     """Per-sample test records of one seed's run (``test_samples.json``), or None if it has none."""
     local = Path(run["run_dir"]) / "test_samples.json" if run.get("run_dir") else None
     try:
-        if local is None or not local.is_file():
-            from lvas.tracking import download_artifact
+        if local is not None and local.is_file():
+            return json.loads(local.read_text())["samples"]
+        from lvas.tracking import downloaded
 
-            local = download_artifact(run["run_id"], "test_samples.json", tracking_uri)
-        return json.loads(Path(local).read_text())["samples"]
+        with downloaded(run["run_id"], "test_samples.json", tracking_uri) as path:
+            return json.loads(path.read_text())["samples"]
     except Exception:  # noqa: BLE001 - runs recorded before per-sample records existed
         return None
 

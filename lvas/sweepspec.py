@@ -35,108 +35,24 @@ file edited after its trials ran is noticed (see :mod:`lvas.sweep.runner`).
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import itertools
-import json
-from dataclasses import dataclass, field
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from lvas.config import ConfigError, ExperimentConfig, apply_values, from_dict, load_raw, name_problem, read_yaml
-from lvas.errors import did_you_mean
+from lvas import catalogue
+from lvas.config import ConfigError, name_problem, read_yaml, resolve_imports
+from lvas.errors import did_you_mean, shown
+from lvas.registry import RegistryError, import_plugins
+from lvas.sweepplan import Parameter, SeedPlan, SweepSpec, Trial, Variant  # noqa: F401  (Trial: re-exported)
 
 METHODS = ("grid", "random", "bayes")
 DISTRIBUTIONS = ("uniform", "log_uniform_values", "int_uniform", "q_uniform")
 REPORTS = ("table1", "table2", "table3a", "table3b", "table3c", "table3d", "table4", "methods", "ablation", "hparams",
            "none")
-METRICS = ("AP", "oIoU", "mIoU", "P@0.5", "P@0.6", "P@0.7", "P@0.8", "P@0.9")
-TOP_KEYS = ("name", "base", "overrides", "metric", "method", "parameters", "variants", "run_cap",
+TOP_KEYS = ("name", "base", "imports", "overrides", "metric", "method", "parameters", "variants", "run_cap",
             "early_terminate", "report", "description", "seed", "seeds", "top_k")
-
-
-@dataclass(frozen=True)
-class Parameter:
-    name: str
-    values: tuple | None = None
-    distribution: str | None = None
-    min: float | None = None
-    max: float | None = None
-    q: float | None = None
-
-    @property
-    def is_discrete(self) -> bool:
-        return self.values is not None
-
-
-@dataclass(frozen=True)
-class Variant:
-    label: str
-    overrides: dict[str, Any]
-    base: Path | None = None  # its own experiment file (a row of another method), else the sweep's base
-
-
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-@dataclass
-class Trial:
-    """One point (variant + parameters) with one seed; ``seed`` None keeps the base config's seed."""
-
-    label: str
-    overrides: dict[str, Any]
-    params: dict[str, Any] = field(default_factory=dict)
-    seed: int | None = None
-
-    @property
-    def point(self) -> str:
-        """Identity of the table row: variant and parameters, not the seed."""
-        return _digest({"label": self.label, "params": self.params})
-
-    @property
-    def id(self) -> str:
-        """Identity of the trial within its sweep: point and seed (not the config, which may change)."""
-        return _digest({"label": self.label, "params": self.params, "seed": self.seed})
-
-    @property
-    def name(self) -> str:
-        """Human-readable: ``label [params] seed s``."""
-        extra = f" {json.dumps(self.params, default=str)}" if self.params else ""
-        return f"{self.label}{extra}" + (f" seed {self.seed}" if self.seed is not None else "")
-
-    def override_list(self) -> list[str]:
-        return [f"{k}={json.dumps(v)}" for k, v in self.overrides.items()]
-
-
-@dataclass(frozen=True)
-class SeedPlan:
-    """Which seeds each point runs with.
-
-    Fixed (``seeds: 3`` or ``[0, 1, 2]``): ``values``. Adaptive (``{min, max, until: separated}``):
-    ``values`` = 0..max-1, of which the first ``min`` always run and the rest are added one at a time
-    to rows whose confidence interval still overlaps the baseline row's. ``values == (None,)`` when
-    the sweep names no seeds (the base config's seed).
-    """
-
-    values: tuple[int | None, ...] = (None,)
-    adaptive: bool = False
-    min: int = 1
-    until: str = ""
-
-    @property
-    def initial(self) -> tuple[int | None, ...]:
-        return self.values[: self.min] if self.adaptive else self.values
-
-    @property
-    def max(self) -> int:
-        return len(self.values)
-
-    @property
-    def looks(self) -> int:
-        """How often the plan may test a row: max − min + 1 for an adaptive plan (it looks after every
-        added seed), 1 for a fixed one. Its rows are tested at α / looks (see lvas.report.stats)."""
-        return self.max - self.min + 1 if self.adaptive else 1
+MAX_SEEDS = 1000
+MAX_TRIALS = 10_000  # a grid of more trials is refused before it is expanded (LVAS_MAX_TRIALS raises it)
 
 
 def _seed_plan(path: Path, raw: Any) -> SeedPlan:
@@ -145,12 +61,13 @@ def _seed_plan(path: Path, raw: Any) -> SeedPlan:
     if isinstance(raw, bool):
         raise _err(path, "seeds", "expected a count, a list of seeds or {min, max, until: separated}")
     if isinstance(raw, int):
-        if raw < 1:
-            raise _err(path, "seeds", f"{raw}: expected a count >= 1")
+        if not 1 <= raw <= MAX_SEEDS:
+            raise _err(path, "seeds", f"{shown(raw)}: expected a count from 1 to {MAX_SEEDS}")
         return SeedPlan(tuple(range(raw)))
     if isinstance(raw, list):
-        if not raw or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in raw):
-            raise _err(path, "seeds", "expected a non-empty list of integers >= 0")
+        if not raw or len(raw) > MAX_SEEDS or not all(isinstance(x, int) and not isinstance(x, bool)
+                                                     and 0 <= x < 2**32 for x in raw):
+            raise _err(path, "seeds", f"expected a list of 1 to {MAX_SEEDS} integers from 0 to 2**32 - 1")
         if len(set(raw)) != len(raw):
             raise _err(path, "seeds", "seeds must be distinct")
         return SeedPlan(tuple(raw))
@@ -166,105 +83,12 @@ def _seed_plan(path: Path, raw: Any) -> SeedPlan:
             raise _err(path, "seeds.min", f"{lo}: a confidence interval needs at least 2 seeds")
         if hi < lo:
             raise _err(path, "seeds.max", f"{hi} is below seeds.min ({lo})")
+        if hi > MAX_SEEDS:
+            raise _err(path, "seeds.max", f"{hi}: at most {MAX_SEEDS}")
         if until != "separated":
             raise _err(path, "seeds.until", f"{until!r}: expected 'separated'")
         return SeedPlan(tuple(range(hi)), adaptive=True, min=lo, until=until)
     raise _err(path, "seeds", "expected a count, a list of seeds or {min, max, until: separated}")
-
-
-@dataclass
-class SweepSpec:
-    path: Path
-    name: str
-    base: Path
-    metric: str
-    goal: str
-    method: str
-    parameters: list[Parameter]
-    variants: list[Variant]
-    overrides: dict[str, Any]
-    run_cap: int | None
-    early_terminate: dict[str, Any] | None
-    report: str
-    seed: int = 0
-    description: str = ""
-    seeds: SeedPlan = field(default_factory=SeedPlan)
-    baseline: str | None = None
-    top_k: int | None = None
-    pairs: tuple[tuple[str, str], ...] = ()
-    cli_overrides: tuple[str, ...] = ()  # ``lvas sweep FILE k=v ...`` (already merged into ``overrides``)
-    _configs: dict = field(default_factory=dict, repr=False)  # trial key -> validated config
-    _hashes: dict = field(default_factory=dict, repr=False)  # trial key -> result hash
-    _base_raw: dict | None = field(default=None, repr=False)  # the base experiment, read once
-
-    # -- expansion ----------------------------------------------------------
-    def points(self) -> list[tuple[str, dict[str, Any]]]:
-        """(variant label, parameters) of every grid point, in a fixed order."""
-        names = [p.name for p in self.parameters]
-        combos = list(itertools.product(*[p.values for p in self.parameters])) if names else [()]
-        return [(v.label, dict(zip(names, combo))) for v in self.variants or [Variant("default", {})]
-                for combo in combos]
-
-    def grid(self, seeds: tuple[int | None, ...] | None = None) -> list[Trial]:
-        """Points x seeds (grid method), seed-major: every row of the table once before any row twice.
-
-        ``seeds``: default the seeds every point starts with (all of them, or ``min`` when adaptive).
-        """
-        return [self.trial_for(label, params, seed) for seed in (self.seeds.initial if seeds is None else seeds)
-                for label, params in self.points()]
-
-    def trial_for(self, label: str, params: dict[str, Any], seed: int | None = None) -> Trial:
-        variant = next((v for v in self.variants if v.label == label), Variant(label, {}))
-        over = {**self.overrides, **variant.overrides, **params}
-        if seed is not None:
-            over["seed"] = seed
-        return Trial(label, over, dict(params), seed)
-
-    def config_for(self, trial: Trial) -> ExperimentConfig:
-        """The full experiment config of a trial (validated; remembered per trial)."""
-        key = self._key(trial)
-        if key not in self._configs:
-            variant = next((v for v in self.variants if v.label == trial.label), None)
-            if variant is not None and variant.base is not None:
-                data = apply_values(load_raw(variant.base), trial.overrides)
-            else:
-                if self._base_raw is None:
-                    self._base_raw = load_raw(self.base)
-                data = apply_values(self._base_raw, trial.overrides)
-            data["name"] = f"{self.name}/{trial.label}" if trial.label != "default" else self.name
-            try:
-                self._configs[key] = from_dict(data)
-            except ConfigError as e:
-                raise ConfigError(f"{self.path}: trial {trial.label!r}: {e}") from None
-        return copy.deepcopy(self._configs[key])
-
-    @staticmethod
-    def _key(trial: Trial) -> str:
-        return trial.id + _digest(trial.overrides)
-
-    def result_hash(self, trial: Trial) -> str:
-        """Hash of what the trial computes (:func:`lvas.config.result_hash` of its config; remembered)."""
-        from lvas.config import result_hash
-
-        key = self._key(trial)
-        if key not in self._hashes:
-            self._hashes[key] = result_hash(self.config_for(trial))
-        return self._hashes[key]
-
-    def folder(self, trial: Trial) -> str:
-        """The trial's folder name under ``trials/``: its id and config, so an edited point starts afresh."""
-        return f"{trial.id}-{self.result_hash(trial)[:8]}"
-
-    def labels(self) -> list[str]:
-        return [v.label for v in self.variants] or ["default"]
-
-    def fingerprint(self) -> str:
-        """Hash of the resolved spec: method, metric, seeds and every grid trial's resolved config."""
-        trials = {t.id: self.result_hash(t) for t in self.grid(self.seeds.values)} if self.method == "grid" else {}
-        return _digest({"method": self.method, "metric": [self.metric, self.goal], "seeds": self.seeds.values,
-                        "adaptive": self.seeds.adaptive, "top_k": self.top_k, "trials": trials,
-                        "base": self.result_hash(self.trial_for(self.labels()[0], {})) if self.method != "grid" else "",
-                        "parameters": [repr(p) for p in self.parameters], "run_cap": self.run_cap})
 
 
 def _err(path: Path, key: str, msg: str) -> ConfigError:
@@ -339,10 +163,51 @@ def load_sweep(path: str | Path, cli_overrides: Sequence[str] = ()) -> SweepSpec
     sweep varies (a variant's override or a parameter) is refused: fixing it would make rows equal.
     """
     path = Path(path)
-    raw = read_yaml(path)
+    raw = resolve_imports(read_yaml(path), path.parent)
+    name, base, imports = _header(path, raw)
+    metric, goal, method = _metric_and_method(path, raw)
+    params_raw = raw.get("parameters") or {}
+    if not isinstance(params_raw, dict):
+        raise _err(path, "parameters", "expected a mapping of key.path -> spec")
+    parameters = [_parameter(path, n, s) for n, s in params_raw.items()]
+    if method == "grid":
+        for p in parameters:
+            if not p.is_discrete:
+                raise _err(path, f"parameters.{p.name}", "grid sweeps need values or value, not a distribution")
+    variants = _variants(path, raw.get("variants") or [])
+    labels = [v.label for v in variants]
+    overrides = raw.get("overrides") or {}
+    if not isinstance(overrides, dict):
+        raise _err(path, "overrides", "expected a mapping of key.path -> value")
+    overrides = {**({"imports": list(imports)} if imports else {}), **overrides,
+                 **_command_line(path, cli_overrides, variants, params_raw, raw.get("seeds"))}
+    ref = overrides.get("train.init_checkpoint")
+    if isinstance(ref, str) and ref.startswith("sweep:") and not Path(ref[6:].split("#")[0]).is_absolute():
+        overrides["train.init_checkpoint"] = "sweep:" + str((path.parent / ref[6:]).resolve())
+    run_cap, et = _search_keys(path, raw, method)
+    report, baseline, pairs = _report(path, raw.get("report", "none"), labels)
+    seeds = _seed_plan(path, raw.get("seeds"))
+    top_k = _seed_rules(path, raw, method, seeds, baseline)
+    sampler_seed = raw.get("seed", 0)
+    if not isinstance(sampler_seed, int) or isinstance(sampler_seed, bool) or not 0 <= sampler_seed < 2**32:
+        raise _err(path, "seed", f"{shown(sampler_seed)}: expected an integer from 0 to 2**32 - 1 (the search's "
+                   f"sampler seed; the trials' seeds are `seeds:`)")
+    if method == "grid":
+        _bound_grid(path, variants, parameters, seeds)
+    spec = SweepSpec(path, name, base, metric, goal, method, parameters, variants, dict(overrides),
+                     run_cap, et, report, sampler_seed, str(raw.get("description", "")), seeds,
+                     None if baseline is None else str(baseline), top_k, tuple((str(a), str(b)) for a, b in pairs),
+                     tuple(cli_overrides))
+    _validate_trials(spec)
+    return spec
+
+
+def _header(path: Path, raw: dict) -> tuple[str, Path, list[str]]:
+    """The sweep's name, its base experiment and the user's modules (imported here, so their components
+    are registered before any trial config is validated)."""
     unknown = set(raw) - set(TOP_KEYS)
     if unknown:
-        k = sorted(unknown)[0]
+        k = sorted(map(str, unknown))[0]
         raise _err(path, k, f"unknown key; allowed: {', '.join(TOP_KEYS)}{did_you_mean(k, TOP_KEYS)}")
     for k in ("name", "base", "metric"):
         if k not in raw:
@@ -353,29 +218,38 @@ def load_sweep(path: str | Path, cli_overrides: Sequence[str] = ()) -> SweepSpec
     base = (path.parent / str(raw["base"])).resolve()
     if not base.is_file():
         raise _err(path, "base", f"experiment file {base} not found")
+    imports = raw.get("imports") or []
+    if not isinstance(imports, list) or not all(isinstance(x, str) for x in imports):
+        raise _err(path, "imports", "expected a list of module names or .py files")
+    try:
+        import_plugins(imports)
+    except RegistryError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return name, base, imports
+
+
+def _metric_and_method(path: Path, raw: dict) -> tuple[str, str, str]:
     metric = raw["metric"]
     if not isinstance(metric, dict) or set(metric) - {"name", "goal"} or "name" not in metric:
         raise _err(path, "metric", "expected {name: <metric>, goal: maximize|minimize}")
-    if metric["name"] not in METRICS:
-        raise _err(path, "metric.name", f"{metric['name']!r} is not known; expected one of {', '.join(METRICS)}"
-                   + did_you_mean(str(metric["name"]), METRICS))
+    if not isinstance(metric["name"], str) or metric["name"] not in catalogue.METRICS:
+        raise _err(path, "metric.name", f"{shown(metric['name'])} is not known; expected one of "
+                   f"{', '.join(catalogue.METRICS)}" + did_you_mean(str(metric["name"]), catalogue.METRICS))
     goal = metric.get("goal", "maximize")
     if goal not in ("maximize", "minimize"):
-        raise _err(path, "metric.goal", f"{goal!r}: expected maximize or minimize")
+        raise _err(path, "metric.goal", f"{shown(goal)}: expected maximize or minimize")
     method = raw.get("method", "grid")
     if method not in METHODS:
-        raise _err(path, "method", f"{method!r} is not known; expected one of {', '.join(METHODS)}"
+        raise _err(path, "method", f"{shown(method)} is not known; expected one of {', '.join(METHODS)}"
                    + did_you_mean(str(method), METHODS))
-    params_raw = raw.get("parameters") or {}
-    if not isinstance(params_raw, dict):
-        raise _err(path, "parameters", "expected a mapping of key.path -> spec")
-    parameters = [_parameter(path, n, s) for n, s in params_raw.items()]
-    if method == "grid":
-        for p in parameters:
-            if not p.is_discrete:
-                raise _err(path, f"parameters.{p.name}", "grid sweeps need values or value, not a distribution")
+    return metric["name"], goal, method
+
+
+def _variants(path: Path, raw: Any) -> list[Variant]:
+    if not isinstance(raw, list):
+        raise _err(path, "variants", "expected a list of {label: ..., overrides: {...}}")
     variants = []
-    for i, v in enumerate(raw.get("variants") or []):
+    for i, v in enumerate(raw):
         key = f"variants[{i}]"
         if isinstance(v, dict) and set(v) - {"label", "overrides", "base"}:
             k = sorted(map(str, set(v) - {"label", "overrides", "base"}))[0]
@@ -393,22 +267,20 @@ def load_sweep(path: str | Path, cli_overrides: Sequence[str] = ()) -> SweepSpec
             raise _err(path, f"{key}.overrides", "expected a mapping of key.path -> value")
         label = str(v["label"])
         if "/" in label or name_problem(label):
-            raise _err(path, f"{key}.label", f"{label!r}: expected a label without '/', '..', backslashes or "
+            raise _err(path, f"{key}.label", f"{shown(label)}: expected a label without '/', '..', backslashes or "
                                              f"control characters (it names runs and files)")
         variants.append(Variant(label, dict(ov), vbase))
     labels = [v.label for v in variants]
     if len(set(labels)) != len(labels):
         raise _err(path, "variants", "labels must be unique")
-    overrides = raw.get("overrides") or {}
-    if not isinstance(overrides, dict):
-        raise _err(path, "overrides", "expected a mapping of key.path -> value")
-    overrides = {**overrides, **_command_line(path, cli_overrides, variants, params_raw, raw.get("seeds"))}
-    ref = overrides.get("train.init_checkpoint")
-    if isinstance(ref, str) and ref.startswith("sweep:") and not Path(ref[6:].split("#")[0]).is_absolute():
-        overrides["train.init_checkpoint"] = "sweep:" + str((path.parent / ref[6:]).resolve())
+    return variants
+
+
+def _search_keys(path: Path, raw: dict, method: str) -> tuple[int | None, dict | None]:
+    """``run_cap`` and ``early_terminate``, validated."""
     run_cap = raw.get("run_cap")
-    if run_cap is not None and (not isinstance(run_cap, int) or run_cap < 1):
-        raise _err(path, "run_cap", "expected a positive integer")
+    if run_cap is not None and (not isinstance(run_cap, int) or isinstance(run_cap, bool) or not 1 <= run_cap <= MAX_TRIALS):
+        raise _err(path, "run_cap", f"expected an integer from 1 to {MAX_TRIALS}")
     if method != "grid" and run_cap is None:
         raise _err(path, "run_cap", f"required for method {method}")
     et = raw.get("early_terminate")
@@ -417,30 +289,44 @@ def load_sweep(path: str | Path, cli_overrides: Sequence[str] = ()) -> SweepSpec
             raise _err(path, "early_terminate.type", "expected median or hyperband")
         extra = set(et) - {"type", "min_iter", "eta", "max_iter"}
         if extra:
-            k = sorted(extra)[0]
+            k = sorted(map(str, extra))[0]
             raise _err(path, f"early_terminate.{k}", "unknown key; allowed: type, min_iter, max_iter, eta"
                        + did_you_mean(k, ("type", "min_iter", "max_iter", "eta")))
-    report, baseline, pairs = raw.get("report", "none"), None, []
+        for k in ("min_iter", "eta", "max_iter"):
+            v = et.get(k)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 100_000):
+                raise _err(path, f"early_terminate.{k}", f"{shown(v)}: expected an integer from 1 to 100000")
+    return run_cap, et
+
+
+def _report(path: Path, report: Any, labels: list[str]) -> tuple[str, str | None, list]:
+    """``report``: a table name, or {table, baseline, pairs} (rows tested against the baseline / each other)."""
+    baseline, pairs = None, []
     if isinstance(report, dict):
         extra = set(report) - {"table", "baseline", "pairs"}
         if extra:
-            k = sorted(extra)[0]
+            k = sorted(map(str, extra))[0]
             raise _err(path, f"report.{k}", "unknown key; allowed: table, baseline, pairs"
                        + did_you_mean(k, ("table", "baseline", "pairs")))
         report, baseline, pairs = report.get("table", "none"), report.get("baseline"), report.get("pairs") or []
         if baseline is not None and str(baseline) not in labels:
-            raise _err(path, "report.baseline", f"{baseline!r} is not a variant label; labels: {', '.join(labels)}"
+            raise _err(path, "report.baseline", f"{shown(baseline)} is not a variant label; labels: {', '.join(labels)}"
                        + did_you_mean(str(baseline), labels))
         if not isinstance(pairs, list) or not all(isinstance(x, list) and len(x) == 2 for x in pairs):
             raise _err(path, "report.pairs", "expected a list of [row, other row] label pairs")
         for i, pair in enumerate(pairs):
             for lab in pair:
                 if str(lab) not in labels:
-                    raise _err(path, f"report.pairs[{i}]", f"{lab!r} is not a variant label; labels: {', '.join(labels)}")
-    if report not in REPORTS:
-        raise _err(path, "report", f"{report!r} is not known; expected one of {', '.join(REPORTS)}"
+                    raise _err(path, f"report.pairs[{i}]", f"{shown(lab)} is not a variant label; labels: "
+                                                           f"{', '.join(labels)}")
+    if not isinstance(report, str) or report not in REPORTS:
+        raise _err(path, "report", f"{shown(report)} is not known; expected one of {', '.join(REPORTS)}"
                    + did_you_mean(str(report), REPORTS))
-    seeds = _seed_plan(path, raw.get("seeds"))
+    return report, baseline, pairs
+
+
+def _seed_rules(path: Path, raw: dict, method: str, seeds: SeedPlan, baseline: Any) -> int | None:
+    """Which seed plans a method allows; ``top_k`` (searches only), validated."""
     if seeds.adaptive and (method != "grid" or baseline is None):
         raise _err(path, "seeds", "adaptive seeds compare rows with a baseline row: they need method: grid and "
                    "report: {table: ..., baseline: <variant label>}")
@@ -448,28 +334,39 @@ def load_sweep(path: str | Path, cli_overrides: Sequence[str] = ()) -> SweepSpec
     if top_k is not None:
         if method == "grid":
             raise _err(path, "top_k", "only for random / bayes (a grid runs every point with every seed)")
-        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= MAX_TRIALS:
             raise _err(path, "top_k", "expected a positive integer")
     elif method != "grid" and len(seeds.values) > 1:
         raise _err(path, "seeds", f"method {method} runs each sampled point once; set top_k to re-run the k best "
                    f"points (on validation) with every seed")
-    spec = SweepSpec(path, name, base, metric["name"], goal, method, parameters, variants, dict(overrides),
-                     run_cap, et, report, int(raw.get("seed", 0)), str(raw.get("description", "")), seeds,
-                     None if baseline is None else str(baseline), top_k, tuple((str(a), str(b)) for a, b in pairs),
-                     tuple(cli_overrides))
-    # validate every trial's config now, before anything runs
-    if method == "grid":
-        for t in spec.grid(seeds.values):
+    return top_k
+
+
+def _bound_grid(path: Path, variants: list, parameters: list, seeds: SeedPlan) -> None:
+    """Refuse a grid of more than MAX_TRIALS trials before expanding it (a few bytes can name 10^8)."""
+    size = max(1, len(variants)) * len(seeds.values)
+    for p in parameters:
+        size *= len(p.values)
+    limit = int(os.environ.get("LVAS_MAX_TRIALS", MAX_TRIALS))
+    if size > limit:
+        raise _err(path, "parameters", f"the grid has {size} trials (variants x parameter values x seeds); at most "
+                   f"{limit} (LVAS_MAX_TRIALS raises the limit)")
+
+
+def _validate_trials(spec: SweepSpec) -> None:
+    """Every trial's full experiment config, before anything runs (a search: one probe per variant, and
+    it must select on validation)."""
+    if spec.method == "grid":
+        for t in spec.grid(spec.seeds.values):
             spec.config_for(t)
-    else:
-        for label in spec.labels():
-            probe = {p.name: (p.values[0] if p.is_discrete else p.min) for p in parameters}
-            cfg = spec.config_for(spec.trial_for(label, probe, seeds.values[0]))
-            if cfg.train.select != "best_val":
-                raise _err(path, "overrides.train.select", f"method {method} chooses among configurations, so it "
-                           f"needs a validation split to choose on: set train.select: best_val (the test split "
-                           f"is never used for selection)")
-    return spec
+        return
+    for label in spec.labels():
+        probe = {p.name: (p.values[0] if p.is_discrete else p.min) for p in spec.parameters}
+        cfg = spec.config_for(spec.trial_for(label, probe, spec.seeds.values[0]))
+        if cfg.train.select.name != "best_val":
+            raise _err(spec.path, "overrides.train.select", f"method {spec.method} chooses among configurations, so it "
+                       f"needs a validation split to choose on: set train.select: best_val (the test split "
+                       f"is never used for selection)")
 
 
 def resolve_checkpoint(ref: str, out: str | Path = "runs/sweeps", seed: int | None = None) -> Path:

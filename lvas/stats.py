@@ -25,7 +25,7 @@
   level α would reject a true null more often than α; rows of an adaptive plan are therefore tested at
   α / K (Bonferroni over the looks), both when deciding where seeds go and in the report.
 
-* **Secondary, networks fixed** (:func:`compare_samples`): the earlier paired permutation test over
+* **Secondary, networks fixed** (:func:`lvas.report.sample_test.compare_samples`): the earlier paired permutation test over
   the test samples, each sample's score averaged over the row's seeds. It treats the trained networks
   as fixed and asks only about test-set noise, so it is *not* a verdict on the components (a rerun can
   move it from 0.49 to 0.002); the CSV keeps it as ``p_samples (networks fixed)``.
@@ -39,13 +39,10 @@ from typing import Mapping
 
 import numpy as np
 
-from lvas.metrics import AP_THRESHOLDS, get_protocol, sample_iou
 
 ALPHA = 0.05
 TEST_NAME = ("paired t-test over seeds (each seed's test-set score, rows paired by seed; Welch's t where rows "
              "share fewer than two seeds), two-sided")
-SAMPLE_TEST_NAME = ("paired permutation test over test samples with each sample's score averaged over the row's "
-                    "seeds (networks held fixed: test-set noise only, not a verdict on the components)")
 
 
 @dataclass(frozen=True)
@@ -161,82 +158,3 @@ def compare(row: Mapping, other: Mapping, alpha: float = ALPHA) -> Comparison | 
     half = float(stats.t.ppf(0.975, df)) * se
     p = float(2 * stats.t.sf(abs(mean / se), df))
     return Comparison(mean, mean - half, mean + half, p, min(len(xa), len(xb)), False, math.nan, alpha)
-
-
-# --------------------------------------------------------------------------- secondary: samples, networks fixed
-
-
-def per_sample(inter: np.ndarray, union: np.ndarray, metric: str, protocol: str) -> np.ndarray:
-    """Each sample's share of ``metric`` (percent): their mean over samples is the metric itself,
-    as :class:`lvas.metrics.MetricAccumulator` computes it (AP, P@x, mIoU; not oIoU)."""
-    inter, union = np.asarray(inter, dtype=np.float64), np.asarray(union, dtype=np.float64)
-    iou, tol = sample_iou(inter, union, get_protocol(protocol).smooth)
-    if metric == "AP":
-        return 100.0 * np.mean([(iou >= t - tol) for t in AP_THRESHOLDS], axis=0)
-    if metric.startswith("P@"):
-        return 100.0 * (iou >= float(metric[2:]) - tol).astype(np.float64)
-    if metric == "mIoU":
-        return 100.0 * iou
-    raise ValueError(f"{metric} is not a mean over samples")
-
-
-def _aligned(runs: list[list[dict]], ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(seeds, samples) intersections and unions, columns in ``ids`` order."""
-    inter = np.zeros((len(runs), len(ids)))
-    union = np.zeros((len(runs), len(ids)))
-    for s, records in enumerate(runs):
-        by_id = {r["id"]: r for r in records}
-        for j, i in enumerate(ids):
-            inter[s, j], union[s, j] = by_id[i]["I"], by_id[i]["U"]
-    return inter, union
-
-
-@dataclass(frozen=True)
-class SampleComparison:
-    delta: float  # row − other, in the metric's units (seed means)
-    p: float
-    samples: int
-
-
-def compare_samples(row: list[list[dict]], other: list[list[dict]], metric: str, protocol: str,
-                    resamples: int = 9999) -> SampleComparison | None:
-    """The secondary test (networks fixed): paired permutation over the test samples.
-
-    Args:
-        row, other: per seed, the run's per-sample records ``{id, I, U}`` (``test_samples.json``).
-
-    Returns:
-        None when the two rows were not scored on the same test samples.
-    """
-    from scipy.stats import permutation_test
-
-    if not row or not other:
-        return None
-    ids = sorted({r["id"] for r in row[0]})
-    for runs in (row, other):
-        for records in runs:
-            if sorted(r["id"] for r in records) != ids:
-                return None
-    ia, ua = _aligned(row, ids)
-    ib, ub = _aligned(other, ids)
-    rng = np.random.default_rng(0)
-    if metric == "oIoU":
-        inter = np.concatenate([ia.sum(0), ib.sum(0)])
-        union = np.concatenate([ua.sum(0), ub.sum(0)])
-        n = len(ids)
-
-        def stat(x, y, axis=-1):
-            return 100.0 * (inter[x].sum(axis) / union[x].sum(axis) - inter[y].sum(axis) / union[y].sum(axis))
-
-        data = (np.arange(n), np.arange(n) + n)
-    else:
-        a = np.mean([per_sample(i, u, metric, protocol) for i, u in zip(ia, ua)], axis=0)
-        b = np.mean([per_sample(i, u, metric, protocol) for i, u in zip(ib, ub)], axis=0)
-
-        def stat(x, y, axis=-1):
-            return np.mean(x, axis=axis) - np.mean(y, axis=axis)
-
-        data = (a, b)
-    res = permutation_test(data, stat, permutation_type="samples", vectorized=True, n_resamples=resamples,
-                           alternative="two-sided", rng=rng, axis=-1)
-    return SampleComparison(float(stat(*data)), float(res.pvalue), len(ids))

@@ -51,6 +51,7 @@ def released() -> InputSpec:
     return InputSpec("stretch", False, "released", "pil", "released")
 
 
-def input_spec(name: str) -> InputSpec:
-    """The registered pipeline ``name`` (unknown names raise with the choices)."""
-    return INPUTS.build(name)
+def input_spec(name) -> InputSpec:
+    """The registered pipeline ``name`` (a name or the config's ``model.input``; unknown names raise
+    with the choices)."""
+    return INPUTS.build(getattr(name, "name", name))

@@ -1,0 +1,90 @@
+"""The one inference path: a batch through the model, its outputs per predicted frame, and (under
+the run's protocol) masks at the original size. Used by training, evaluation, prediction on a video,
+the overlays, the report's figures and the submission writer.
+
+The model contract: ``model(clip, tokens, mask)`` returns ``logits`` (B, K, H, W) — one mask per
+predicted frame — and optionally ``frames``, the K clip positions it predicts (default: the target
+frame, position T // 2, for K = 1); ``aux`` are deep-supervision logits (B, K, h, w). A dataset item
+supplies ground truth for its annotated clip positions (``target_frames``); a frame is trained on and
+scored when the model predicted it and the dataset annotated it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import torch
+
+from lvas.data.clips import Letterbox
+from lvas.metrics import masks_for_protocol
+
+
+def forward(model: torch.nn.Module, batch: dict, device: torch.device, amp: bool = False) -> dict:
+    """The model's outputs on a collated batch (bf16 autocast on CUDA with ``amp``)."""
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+        return model(batch["clip"].to(device, non_blocking=True), batch["tokens"].to(device), batch["mask"].to(device))
+
+
+def predicted_frames(outputs: dict, clip_len: int) -> list[int]:
+    """The clip positions of the K predicted masks."""
+    k = outputs["logits"].shape[1]
+    frames = outputs.get("frames")
+    if frames is None:
+        if k != 1:
+            raise ValueError(f"the model returned {k} masks per clip without saying which frames ('frames')")
+        return [clip_len // 2]
+    frames = [int(f) for f in frames]
+    if len(frames) != k:
+        raise ValueError(f"the model returned {k} masks but names {len(frames)} frames")
+    return frames
+
+
+def training_pairs(outputs: dict, batch: dict, device: torch.device) -> tuple[dict, torch.Tensor]:
+    """(outputs, target) for the loss over every predicted and annotated frame, flattened to N masks:
+    ``logits`` (N, 1, H, W), ``aux`` [(N, 1, h, w)], target (N, 1, H, W)."""
+    frames = predicted_frames(outputs, batch["clip"].shape[2])
+    wanted = batch["target_frames"]
+    if frames == [batch["clip"].shape[2] // 2] and all(t == frames for t in wanted):  # the usual case: as it is
+        return outputs, torch.stack(batch["target"]).to(device)
+    pick_b, pick_k, targets = [], [], []
+    for i, (positions, target) in enumerate(zip(wanted, batch["target"])):
+        for a, pos in enumerate(positions):
+            if pos in frames:
+                pick_b.append(i)
+                pick_k.append(frames.index(pos))
+                targets.append(target[a])
+    if not targets:
+        raise ValueError(f"the model predicts clip positions {frames}, none of which the dataset annotated")
+    b, k = torch.tensor(pick_b, device=device), torch.tensor(pick_k, device=device)
+    flat = {"logits": outputs["logits"][b, k][:, None],
+            "aux": [a[b, k][:, None] for a in outputs.get("aux") or []]}
+    return flat, torch.stack(targets)[:, None].to(device)
+
+
+def scored_frames(outputs: dict, batch: dict) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict]]:
+    """Every predicted frame that has ground truth: (logits (S, S) float on the CPU, ground truth (H, W)
+    bool, the sample's meta for that frame — ``position`` and ``frame`` set)."""
+    frames = predicted_frames(outputs, batch["clip"].shape[2])
+    logits = outputs["logits"].float().cpu()
+    for i, (positions, gts, meta) in enumerate(zip(batch["target_frames"], batch["gt"], batch["meta"])):
+        for a, pos in enumerate(positions):
+            if pos not in frames:
+                continue
+            m = meta if pos == positions[0] else {**meta, "frame": _frame_number(meta, pos)}
+            yield logits[i, frames.index(pos)], gts[a], {**m, "position": pos}
+
+
+def _frame_number(meta: dict, pos: int) -> Any:
+    numbers = meta.get("frames")
+    return numbers[pos] if numbers is not None and pos < len(numbers) else f"{meta.get('frame')}+{pos}"
+
+
+def geometry(meta: dict, size: int) -> Letterbox:
+    """Where the sample's frame sits in the S x S input."""
+    return Letterbox(tuple(meta["orig"]), tuple(meta["resized"]), size)
+
+
+def masks(logits: torch.Tensor, gt: torch.Tensor, meta: dict, protocol) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prediction and ground truth (H, W) bool at the original size under ``protocol`` (the postprocess
+    of the run's own protocol: threshold, resampling, the ground truth's round trip)."""
+    return masks_for_protocol(logits, gt, geometry(meta, logits.shape[-1]), protocol)

@@ -1,0 +1,112 @@
+"""What a training needs before its first step: the device, the process group, seeds, the three
+splits (the validation split carved by ``train.select``) and the loaders with their seeded order."""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from lvas.config import ConfigError, ExperimentConfig, config_hash, safe_name
+from lvas.data import build_dataset, collate, require_masks
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device: {name!r} requested but CUDA is not available")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def run_dir_for(cfg: ExperimentConfig) -> Path:
+    return Path(cfg.train.out_dir) / f"{safe_name(cfg.name)}-{config_hash(cfg)}"
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size); (0, 1) outside torchrun."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def init_distributed() -> None:
+    """Join the process group torchrun describes (WORLD_SIZE > 1): NCCL on GPUs, gloo on CPUs."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
+@dataclass
+class Splits:
+    """The training, validation (or None) and test sets, the vocabulary, the held-out video names."""
+
+    train: Any
+    val: Any
+    test: Any
+    vocab: Any
+    held: list[str] = field(default_factory=list)
+
+
+def make_splits(cfg: ExperimentConfig, selector, vocab=None) -> Splits:
+    """The config's splits; the selector carves a validation split from training (``best_val``)."""
+    full = build_dataset(cfg, cfg.data.train_split, vocab=vocab)
+    require_masks(full, "data.train_split")
+    test = build_dataset(cfg, cfg.data.test_split, vocab=full.vocab)
+    require_masks(test)
+    train, val, held = selector.carve(full)
+    return Splits(train, val, test, full.vocab, held)
+
+
+class EpochOrder(torch.utils.data.Sampler):
+    """The training order of one epoch: a permutation of ``n`` seeded by (seed, epoch), cut to
+    ``limit`` samples, this rank's share. One sampler serves every epoch (``set_epoch``), so one
+    loader with persistent workers does too."""
+
+    def __init__(self, n: int, seed: int, limit: int = 0, rank: int = 0, world: int = 1) -> None:
+        self.n, self.seed, self.limit, self.rank, self.world, self.epoch = n, seed, limit, rank, world, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def order(self) -> list[int]:
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100003 + self.epoch)).tolist()
+        if self.limit:
+            order = order[: self.limit]
+        return order[self.rank::self.world]
+
+    def __iter__(self):
+        return iter(self.order())
+
+    def __len__(self) -> int:
+        return len(range(self.rank, min(self.n, self.limit or self.n), self.world))
+
+
+def loader(ds, cfg: ExperimentConfig, sampler=None, batch_size: int | None = None, workers: int = 0,
+           drop_last: bool = False) -> DataLoader:
+    """A loader over ``ds`` in ``sampler``'s order (or in order), never shuffled: the order is the seed's.
+
+    Workers are started once and kept for the loader's life (``persistent_workers``).
+    """
+    return DataLoader(ds, batch_size=batch_size or cfg.train.batch_size, shuffle=False, sampler=sampler,
+                      num_workers=workers, collate_fn=collate, pin_memory=torch.cuda.is_available(),
+                      persistent_workers=workers > 0, drop_last=drop_last)
+
+
+def dataset_index(ds):
+    """The sample index (DataFrame) of a dataset or of a Subset of one."""
+    if isinstance(ds, Subset):
+        return ds.dataset.index.iloc[list(ds.indices)]
+    return ds.index

@@ -1,0 +1,49 @@
+"""The structure lvas promises: layers that import downward only (import-linter, function-level
+imports included), a torch-free core, and a registry index that matches the components' code."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_import_contracts_hold():
+    """`lint-imports` with the contracts of pyproject.toml: cli -> sweep | report -> bench -> engine ->
+    flops -> models | data | metrics -> core, and a core that never reaches torch."""
+    proc = subprocess.run([str(Path(sys.executable).with_name("lint-imports"))], cwd=ROOT, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "2 kept, 0 broken" in proc.stdout
+
+
+def test_the_registry_index_matches_the_components():
+    """registry_index.json is what the decorators register (regenerate it with
+    `python -m lvas.registry --write-index` after adding or changing a component)."""
+    from lvas.registry import INDEX, build_index, index_is_fresh
+
+    committed = json.loads(INDEX.read_text())
+    assert committed == json.loads(json.dumps(build_index())), "run: python -m lvas.registry --write-index"
+    assert index_is_fresh()
+
+
+@pytest.mark.parametrize("argv", [
+    ["config", "experiments/cstm_paper.yaml", "model.fusion=max"],
+    ["config", "experiments/lbdt4_paper.yaml", "--flat"],
+    ["list"],
+    ["list", "decoder"],
+    ["sweep", "sweeps/table3a_components.yaml", "--dry-run"],
+    ["sweep", "sweeps/methods_synth.yaml", "--dry-run"],
+])
+def test_validation_and_listing_never_import_torch_or_a_model(argv):
+    code = ("import sys\nfrom lvas.cli import main\n"
+            f"rc = main({argv!r})\n"
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision') or "
+            "m.startswith(('lvas.models', 'lvas.engine', 'lvas.data', 'lvas.metrics')))\n"
+            "print('HEAVY', heavy[:8])\nsys.exit(rc)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "HEAVY []" in proc.stdout, proc.stdout.splitlines()[-1]
