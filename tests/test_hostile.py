@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -21,7 +22,7 @@ SECRET = "AKIAIOSFODNN7EXAMPLESECRETKEYwJalrXUtnFEMIK7MDENG"
 
 
 def tiny_experiment(folder: Path, synth, **data) -> Path:
-    exp = folder / "tiny.yaml"
+    exp = folder / "tiny.yaml"  # data.dataset may be given (a2d) beside the synthetic default
     exp.write_text(yaml.safe_dump({"base": str(ROOT / "experiments" / "cpu_small.yaml"),
                                    **{**TINY, "data": {**TINY["data"], "root": str(synth), **data}}}))
     return exp
@@ -190,3 +191,197 @@ def test_a_planted_symlink_in_the_report_folder_is_never_uploaded_or_followed(tm
     client = mlflow.MlflowClient(uri)
     uploaded = {a.path for a in client.list_artifacts(parent, "report")}
     assert "report/table3a_components.md" in uploaded and "report/notes.md" not in uploaded
+
+
+# --------------------------------------------------------------------------- 4. messages that name the key or file
+
+
+@pytest.mark.parametrize("body,needle", [
+    ("name: x\nmodel: " + "[" * 3000 + "]" * 3000 + "\n", "nested"),
+    ("name: \xe9t\xe9\n", "not UTF-8 text"),
+])
+def test_deep_or_undecodable_yaml_names_the_file(tmp_path, capsys, body, needle):
+    f = tmp_path / "e.yaml"
+    f.write_bytes(body.encode("latin-1"))
+    assert main(["config", str(f)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert str(f) in line and needle in line
+
+
+def test_a_long_or_undecodable_base_chain_names_the_file(tmp_path, capsys):
+    for i in range(40):
+        (tmp_path / f"b{i}.yaml").write_text(f"base: b{i + 1}.yaml\n" if i < 39 else "name: end\n")
+    assert main(["config", str(tmp_path / "b0.yaml")]) == 2
+    assert "a chain of more than 32 files" in one_error_line(capsys.readouterr().err)
+    (tmp_path / "latin.yaml").write_bytes("name: caf\xe9\n".encode("latin-1"))
+    (tmp_path / "child.yaml").write_text("base: latin.yaml\n")
+    assert main(["config", str(tmp_path / "child.yaml")]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "latin.yaml: not UTF-8 text" in line
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("train.batch_size=10000000000000000000", "train.batch_size: 10000000000000000000 is out of range"),
+    ("seed=1000000000000000000000000000000", "seed: 1000000000000000000000000000000 is out of range"),
+    ("train.optimizer.weight_decay=-0.1", "train.optimizer.weight_decay: -0.1 is not valid; expected a number >= 0"),
+])
+def test_out_of_range_numbers_are_refused_before_any_run_is_recorded(tmp_path, synth, capsys, override, needle):
+    exp = tiny_experiment(tmp_path, synth)
+    uri = f"sqlite:///{tmp_path / 'ml.db'}"
+    assert main(["train", str(exp), override, "-q", "--tracking-uri", uri, "--run-dir", str(tmp_path / "r")]) == 2
+    assert needle in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "ml.db").exists() or not mlflow.MlflowClient(uri).search_runs(
+        [e.experiment_id for e in mlflow.MlflowClient(uri).search_experiments()])
+
+
+@pytest.mark.parametrize("extra,needle", [
+    ({"seed": [1]}, "seed: [1]: expected an integer"),
+    ({"seed": "abc"}, "seed: 'abc': expected an integer"),
+    ({"early_terminate": {"type": "median", "min_iter": "abc"}}, "early_terminate.min_iter: 'abc': expected an integer"),
+    ({"seeds": 10**8}, "seeds: 100000000: expected a count from 1 to 1000"),
+])
+def test_sweep_keys_are_checked_by_a_dry_run(tmp_path, synth, capsys, extra, needle):
+    from tests.test_sweep import write_sweep
+
+    p = write_sweep(tmp_path, synth, **extra)
+    assert main(["sweep", str(p), "--dry-run"]) == 2
+    assert needle in one_error_line(capsys.readouterr().err)
+
+
+def _a2d_with(tmp_path, change) -> Path:
+    root = tmp_path / "a2d"
+    write_a2d(root)
+    change(root)
+    return root
+
+
+def _train_line(tmp_path, root, capsys) -> str:
+    exp = tiny_experiment(tmp_path, root, dataset="a2d")
+    assert main(["train", str(exp), "-q", "--tracking-uri", f"sqlite:///{tmp_path / 'ml.db'}",
+                 "--run-dir", str(tmp_path / "r")]) == 2
+    return one_error_line(capsys.readouterr().err)
+
+
+def _string_ids(root: Path) -> None:
+    import h5py
+
+    h5 = next((root / "text_annotations" / "a2d_annotation_with_instances" / "v_train").glob("*.h5"))
+    with h5py.File(h5, "r+") as f:
+        del f["instance"]
+        f.create_dataset("instance", data=np.array([b"one"]))
+
+
+def _float_text_mask(root: Path) -> None:
+    import h5py
+
+    h5 = next((root / "text_annotations" / "a2d_annotation_with_instances" / "v_train").glob("*.h5"))
+    with h5py.File(h5, "r+") as f:
+        shape = f["reMask"].shape
+        del f["reMask"]
+        f.create_dataset("reMask", data=np.full(shape, b"x", dtype="S1"))
+
+
+def _odd_frame(root: Path) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (20, 30)).save(root / "Release" / "frames" / "v_train" / "00003.jpg")
+
+
+def _empty_query(root: Path) -> None:
+    ann = root / "text_annotations" / "a2d_annotation.txt"
+    ann.write_text(ann.read_text() + "v_train,1,?!\n")
+
+
+@pytest.mark.parametrize("change,needle,check_needle", [
+    (_string_ids, "'instance' must hold the annotated instance ids as numbers", None),
+    (_float_text_mask, "'reMask' must be a 2-D or 3-D array of numbers", None),
+    (_odd_frame, "frame of 20x30 pixels; this video's frames are 64x48", None),
+    (_empty_query, "a2d_annotation.txt: 1 query has no words (the first at row", None),
+])
+def test_data_check_finds_what_training_trips_on(tmp_path, capsys, change, needle, check_needle):
+    root = _a2d_with(tmp_path, change)
+    assert needle in _train_line(tmp_path, root, capsys)
+    assert main(["data", "check", str(root), "--dataset", "a2d"]) == 1
+    assert (check_needle or needle) in capsys.readouterr().out
+
+
+def test_a_model_pt_copied_over_last_pt_is_refused_on_resume(tmp_path, synth, capsys):
+    exp = tiny_experiment(tmp_path, synth)
+    args = ["train", str(exp), "-q", "--tracking-uri", f"sqlite:///{tmp_path / 'ml.db'}", "--run-dir", str(tmp_path / "r")]
+    assert main(args) == 0
+    shutil.copy(tmp_path / "r" / "model.pt", tmp_path / "r" / "last.pt")
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 2
+    assert "last.pt: not a resumable checkpoint (it has no 'optimizer'" in one_error_line(capsys.readouterr().err)
+
+
+def test_a_one_pixel_video_is_predicted_or_refused_in_one_line(tmp_path, synth, capsys):
+    from PIL import Image
+
+    exp = tiny_experiment(tmp_path, synth)
+    assert main(["train", str(exp), "-q", "--tracking-uri", f"sqlite:///{tmp_path / 'ml.db'}",
+                 "--run-dir", str(tmp_path / "r")]) == 0
+    (tmp_path / "tiny").mkdir()
+    for i in range(3):
+        Image.new("RGB", (1, 1), (i * 80, 0, 0)).save(tmp_path / "tiny" / f"{i:03d}.png")
+    capsys.readouterr()
+    rc = main(["predict", str(tmp_path / "r" / "model.pt"), "--video", str(tmp_path / "tiny"), "--query", "the cat",
+               "--out", str(tmp_path / "out"), "--mp4", "-q"])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    if rc == 0:
+        assert len(list((tmp_path / "out").glob("mask_*.png"))) == 3 and (tmp_path / "out" / "overlay.gif").is_file()
+    else:
+        assert rc == 2 and len(err.strip().splitlines()) == 1
+
+
+def test_a_truncated_journal_line_is_dropped_and_a_damaged_one_named(tmp_path, synth, capsys, monkeypatch):
+    """A process killed while appending to the Optuna journal leaves its last line cut short: the next
+    command drops it (nothing it held was ever complete) and goes on; a damaged line inside the
+    journal stops the sweep with one line naming the file, before a second parent run is made."""
+    from tests.test_sweep import write_sweep
+
+    monkeypatch.chdir(tmp_path)
+    p = write_sweep(tmp_path, synth, name="journal")
+    out = tmp_path / "out"
+    assert main(["sweep", str(p), "-q", "--out", str(out)]) == 0
+    journal = out / "journal" / "optuna.journal"
+    good = journal.read_bytes()
+    journal.write_bytes(good + b'{"op_code": 5, "worker_id": "x", "trial_id": 0, "us')  # a kill mid-line
+    capsys.readouterr()
+    assert main(["sweep", str(p), "-q", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "dropped an unfinished last line" in err and "Traceback" not in err
+    assert journal.read_bytes().startswith(good) and journal.read_bytes().endswith(b"\n")
+    lines = journal.read_bytes().splitlines(keepends=True)
+    journal.write_bytes(b"".join(lines[:3] + [b'{"op_code": 5, "worker\n'] + lines[3:]))  # damage inside
+    assert main(["sweep", str(p), "-q", "--out", str(out)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert str(journal) in line and "not valid JSON" in line
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("journal").experiment_id])
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    assert len([r for r in runs if r.data.tags.get("lvas_role") == "sweep"]) == 1
+
+
+# --------------------------------------------------------------------------- 7. smaller
+
+
+def test_eval_of_a_run_id_leaves_no_temporary_copy_and_no_bar_under_quiet(tmp_path, synth, capsys, monkeypatch):
+    import tempfile
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    tempfile.tempdir = None  # re-read TMPDIR
+    exp = tiny_experiment(tmp_path, synth)
+    uri = f"sqlite:///{tmp_path / 'ml.db'}"
+    assert main(["train", str(exp), "tracking.log_checkpoint=true", "-q", "--tracking-uri", uri, "--run-dir",
+                 str(tmp_path / "r")]) == 0
+    run_id = (tmp_path / "r" / "mlflow_run_id").read_text().strip()
+    capsys.readouterr()
+    assert main(["eval", run_id, "--tracking-uri", uri, "-q"]) == 0
+    assert main(["eval", "0123456789abcdef0123456789abcdef", "--tracking-uri", uri, "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "Downloading artifacts" not in err and "%|" not in err
+    tempfile.tempdir = None
+    assert not [p for p in (tmp_path / "tmp").iterdir() if p.name.startswith("lvas-")]
