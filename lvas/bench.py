@@ -101,3 +101,70 @@ def bench_data(cfg, samples: int = 200, workers: int = 0) -> dict:
             "clip": f"{cfg.data.frames}x{cfg.data.size}x{cfg.data.size}", "workers": workers,
             "clips": count - 1, "clips_per_s": round(rate, 1),
             "clips_per_s_per_worker": round(rate / max(1, workers), 1)}
+
+
+def write_tiny_glove(path, words, dim: int = 300, seed: int = 0):
+    """A GloVe text file (``word v_1 ... v_dim`` per line, the real format) for ``words``: what a
+    paper-size run reads instead of the 5 GB release, so the real loading code runs."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    with open(path, "w", encoding="utf-8") as f:
+        for w in words:
+            f.write(w + " " + " ".join(f"{x:.5f}" for x in rng.normal(0, 0.3, dim)) + "\n")
+    return path
+
+
+def bench_train_overrides(cfg, root, glove, batch: int) -> list[str]:
+    """The changes that make ``cfg`` train one optimiser step on the synthetic set at its own input
+    size, with no download: encoders from scratch, the tiny GloVe file, no MLflow, one batch. (A
+    Ref-YouTube-VOS experiment reads the synthetic set in the A2D layout: its model and input size
+    are what is measured, not its dataset reader.)"""
+    from lvas.models.model import model_plan
+
+    plan = model_plan(cfg)
+    over = [f"data.root={root}", "data.dataset=synth", "data.train_split=train", "data.test_split=test", "data.workers=0", f"train.batch_size={batch}",
+            "train.epochs=1", "train.limit_batches=1", "train.recipe=joint", "train.select=last", "train.drop_last=false"]
+    for slot in ("model.spatial", "model.temporal"):
+        if slot in plan:
+            over.append(f"{slot}.pretrained=none")
+    if cfg.model.text.embedding != "learned":
+        over.append(f"model.text.glove_path={glove}")
+    return over
+
+
+def bench_train(path, overrides=(), batch: int = 2, device: str | None = None, workdir=None) -> dict:
+    """One optimiser step and the test split's evaluation of the experiment at its real input size
+    (``data.frames`` x ``data.size``^2) on synthetic frames of that size, through the real training
+    path (``train_model``): the dataset loader, the GloVe reader (on a tiny file it writes), the
+    loss, the optimiser, the checkpoint, the protocol. Returns seconds per phase and the peak RSS."""
+    import tempfile
+    from pathlib import Path
+
+    from lvas.config import load_config
+    from lvas.data.a2d import A2DSentences
+    from lvas.data.synthetic import generate
+    from lvas.engine.trainer import train_model
+
+    cfg0 = load_config(path, list(overrides))
+    with tempfile.TemporaryDirectory(dir=workdir) as d:
+        d = Path(d)
+        t0 = time.perf_counter()
+        generate(d / "synth", videos=5, frames=max(cfg0.data.frames, 2), size=cfg0.data.size, progress=False)
+        words = A2DSentences.build_vocab(d / "synth").itos[2:]
+        glove = write_tiny_glove(d / "glove.txt", words)
+        over = [*overrides, *bench_train_overrides(cfg0, d / "synth", glove, batch)]
+        if device:
+            over.append(f"train.device={device}")
+        cfg = load_config(path, over)
+        t_data = time.perf_counter() - t0
+        marks: dict[str, float] = {}
+        t1 = time.perf_counter()
+        result = train_model(cfg, d / "run", resume=False, progress=False,
+                             epoch_callback=lambda epoch, metrics: marks.setdefault("trained", time.perf_counter()))
+        t_end = time.perf_counter()
+    return {"config": cfg.name, "clip": f"{batch}x{cfg.data.frames}x{cfg.data.size}x{cfg.data.size}",
+            "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+            "synthetic_data_s": round(t_data, 1), "build_and_one_step_s": round(marks["trained"] - t1, 1),
+            "evaluate_test_s": round(t_end - marks["trained"], 1), "test_samples": int(result.test.get("n", 0)),
+            "loss": round(result.history[-1]["train_loss"], 4), "peak_rss_gib": round(_peak_rss_gib(), 2)}

@@ -43,7 +43,7 @@ from lvas.registry import FAMILIES, RegistryError, import_plugins, plugin_import
 from lvas.schema import (DEVICE_NAMES, DataConfig, ExperimentConfig, ModelConfig,  # noqa: F401  (API)
                          TrackingConfig, TrainConfig, name_problem, safe_name)
 
-VERSION = 2  # saved configs carry it; earlier ones are upgraded (lvas.config_upgrade)
+VERSION = 3  # saved configs carry it; earlier ones are upgraded (lvas.config_upgrade)
 
 
 def from_dict(data: dict, cls: type = ExperimentConfig, run_imports: bool = True) -> Any:

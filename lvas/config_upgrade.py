@@ -45,8 +45,24 @@ def upgrade(data: dict, version_now: int, schema: type) -> dict:
     version = data.get("lvas_config")
     if version == version_now:
         return {k: v for k, v in data.items() if k != "lvas_config"}
-    if version is not None:
+    if version not in (None, 2):
         raise ConfigError(f"lvas_config: {version!r}: a config of another lvas version (this one reads {version_now})")
+    d = {k: v for k, v in data.items() if k != "lvas_config"}
+    if version is None:
+        d = _from_0_1(d, schema)
+    return _amp_by_name(d)
+
+
+def _amp_by_name(d: dict) -> dict:
+    """Version 2 -> 3: ``train.amp`` true (bf16 on CUDA only) / false becomes ``auto`` / ``off``."""
+    train = d.get("train")
+    if isinstance(train, dict) and isinstance(train.get("amp"), bool):
+        d = {**d, "train": {**train, "amp": "auto" if train["amp"] else "off"}}
+    return d
+
+
+def _from_0_1(data: dict, schema: type) -> dict:
+    """Version 0.1 (no ``lvas_config``; settings in ``train.*``) -> 2."""
     train, dat = data.get("train"), data.get("data")
     old_train = isinstance(train, dict) and any(k in train for k in _OLD_TRAIN)
     old_data = isinstance(dat, dict) and "val_fraction" in dat

@@ -36,6 +36,7 @@ Frames, FrameStride, FrameSize = _range(1, 4096), _range(1, 10_000), _range(32, 
 Workers = _range(0, 256, auto=True) | Literal["auto"]
 Threads = _range(1, 1024, auto=True) | Literal["auto"]
 Epochs, BatchSize, Overlays = _range(1, 100_000), _range(1, 65_536), _range(0, 1000)
+Accumulate = _range(1, 65_536, auto=True) | Literal["auto"]
 Device = typing.Annotated[str, S.Check(_device_ok, "auto, cpu, mps, cuda or cuda:N")]
 RunName = typing.Annotated[str, S.Check(_name_ok, "a name without '..' parts, backslashes or control characters")]
 Seed = typing.Annotated[int, S.Check(lambda v: 0 <= v < 2**32, "an integer from 0 to 2**32 - 1")]
@@ -123,7 +124,14 @@ class TrainConfig:
     select: Component = slot("selection", "last")
     protocol: Component = slot("protocol", "paper", help="how predictions are scored (lvas list protocol)")
     epochs: Epochs = 12
+    # the global batch: every optimiser step sees batch_size samples, whatever the number of processes
+    # (lvas.engine.batching); each process takes batch_size / W, in `accumulate` micro-batches of at
+    # most `max_per_device_batch` (0: no cap)
     batch_size: BatchSize = 8
+    accumulate: Accumulate = "auto"
+    max_per_device_batch: S.NonNegativeInt = 0
+    sync_bn: bool = True  # under DDP, BatchNorm statistics over the global batch (lvas.engine.syncbn)
+    freeze_bn: bool = False  # every BatchNorm uses its running statistics and is not trained
     drop_last: bool = False  # drop each epoch's last incomplete training batch (LBDT's release does)
     lr: S.PositiveFloat = 5e-4
     grad_clip: S.NonNegativeFloat = 10.0
@@ -131,7 +139,9 @@ class TrainConfig:
     eval_only: bool = False
     device: Device = "auto"
     threads: Threads = "auto"  # torch CPU threads; auto: see lvas.engine.resources
-    amp: bool = True
+    # bf16 autocast: auto = on CUDA only (these CPUs have no bf16 arithmetic: slower, other numbers);
+    # bf16 = on every device, CPU included (losses in float32); off
+    amp: Literal["auto", "bf16", "off"] = "auto"
     channels_last: bool = True
     limit_batches: S.NonNegativeInt = 0
     out_dir: str = "runs"

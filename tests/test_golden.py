@@ -3,9 +3,10 @@
 Tiny trainings of the three methods (CSTM joint and two-stage, LBDT, ACGA; one thread) and their
 per-epoch losses and test metrics, recorded from the code before the per-component-settings
 refactor (commit 16db9e4) and reproduced exactly by the code after it on the development machine.
-The tolerance (relative 1e-4) only admits another CPU's reduction order (AVX2 vs AVX-512 kernels
-differ in the last bits); a change of loss, initialisation, data order or schedule moves these by
-far more.
+The tolerance (relative 1e-3) only admits another CPU's reduction order: AVX2 and AVX-512 kernels
+differ in the last bits, and on an AMD EPYC the two-stage run's first loss came out 1.9e-4 (relative)
+away from the Intel machine's, the code unchanged (commit a0faf65). A change of loss, initialisation,
+data order or schedule moves these by far more.
 """
 
 from pathlib import Path
@@ -46,5 +47,5 @@ def test_golden_losses_and_metrics(case, synth10, tmp_path):
     experiment, overrides, losses, miou = CASES[case]
     cfg = load_config(ROOT / "experiments" / experiment, [f"data.root={synth10}", *overrides])
     result, _ = train_experiment(cfg, tmp_path / "run", progress=False, track=TrackOptions(active=False))
-    assert [h["train_loss"] for h in result.history] == pytest.approx(losses, rel=1e-4)
-    assert result.test["mIoU"] == pytest.approx(miou, rel=1e-4, abs=1e-9)
+    assert [h["train_loss"] for h in result.history] == pytest.approx(losses, rel=1e-3)
+    assert result.test["mIoU"] == pytest.approx(miou, rel=1e-3, abs=1e-9)

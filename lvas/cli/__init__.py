@@ -68,7 +68,8 @@ def _tool_commands(sub) -> None:
     s.add_argument("overrides", nargs="*", help="key.path=value overrides")
     s.add_argument("--frames", type=at_least(1), default=None, help="clip length (default: data.frames)")
     s.add_argument("--size", type=at_least(32), default=None, help="frame size (default: data.size)")
-    s.add_argument("--batch", type=at_least(1), default=1, help="model: clips per batch")
+    s.add_argument("--batch", type=at_least(1), default=None,
+                   help="clips per batch (model: default 1; train: default 2, the global batch of the one step)")
     s.add_argument("--repeats", type=at_least(1), default=3, help="model: timed repetitions after one warm-up (the fastest is reported)")
     s.add_argument("--device", type=device_name, default=None, help="cpu or cuda (default: cuda when present)")
     s.add_argument("--samples", type=at_least(1), default=200, help="data: clips to read")

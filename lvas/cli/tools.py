@@ -110,15 +110,17 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from lvas.config import load_config
 
+    if args.what == "train":
+        from lvas.bench import bench_train
+
+        result = bench_train(args.experiment, args.overrides, args.batch or 2, args.device)
+        print(json.dumps(result, indent=1))
+        return 0
     cfg = load_config(args.experiment, args.overrides)
     if args.what == "model":
         from lvas.bench import bench_model
 
-        result = bench_model(cfg, args.frames, args.size, args.batch, args.repeats, args.device)
-    elif args.what == "train":
-        from lvas.bench import bench_train
-
-        result = bench_train(cfg, args.frames, args.size, args.batch, args.device)
+        result = bench_model(cfg, args.frames, args.size, args.batch or 1, args.repeats, args.device)
     else:
         from lvas.bench import bench_data
 

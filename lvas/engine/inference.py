@@ -20,8 +20,9 @@ from lvas.metrics import masks_for_protocol
 
 
 def forward(model: torch.nn.Module, batch: dict, device: torch.device, amp: bool = False) -> dict:
-    """The model's outputs on a collated batch (bf16 autocast on CUDA with ``amp``)."""
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+    """The model's outputs on a collated batch (under bf16 autocast with ``amp``, on any device: see
+    :func:`lvas.engine.setup.amp_enabled`; losses and metrics are computed in float32 afterwards)."""
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
         return model(batch["clip"].to(device, non_blocking=True), batch["tokens"].to(device), batch["mask"].to(device))
 
 

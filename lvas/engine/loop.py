@@ -10,6 +10,7 @@ optimizer and scheduler state, hence the same result as an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -27,7 +28,8 @@ from lvas.engine.evaluate import evaluate
 from lvas.engine.inference import forward, training_pairs
 from lvas.engine.losses import build_loss
 from lvas.engine.optim import build_optimizer
-from lvas.engine.setup import EpochOrder, Splits, dist_info, loader, resolve_device
+from lvas.engine.batching import BatchPlan, MicroBatchSampler, plan_batches
+from lvas.engine.setup import Splits, amp_enabled, cpu_bf16_guard, dist_info, epoch_order, loader, resolve_device
 from lvas.liveness import write_atomic
 from lvas.models.base import to_channels_last
 
@@ -80,11 +82,12 @@ class _Run:
     optimizer: Any
     scheduler: Any
     loss_fn: Any
-    sampler: EpochOrder
+    sampler: MicroBatchSampler
     train_loader: Any
     val_loader: Any
     frozen: list
     amp: bool
+    plan: BatchPlan
     history: list = field(default_factory=list)
     chosen: dict = field(default_factory=dict)
 
@@ -129,25 +132,35 @@ def _setup(ctx: Context, model: torch.nn.Module, lr: float, trainable, frozen) -
         to_channels_last(model)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
-    params = trainable if trainable is not None else [p for p in model.parameters() if p.requires_grad]
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if t.freeze_bn:
+        for m in norms:
+            m.requires_grad_(False)
+    params = [p for p in (trainable if trainable is not None else model.parameters()) if p.requires_grad]
     optimizer, scheduler = build_optimizer(cfg, params, lr)
     net = model
-    if world > 1:  # DistributedDataParallel under torchrun: each rank takes every world-th clip
+    if world > 1:  # DistributedDataParallel under torchrun; BatchNorm over the global batch (train.sync_bn)
+        if t.sync_bn:
+            from lvas.engine.syncbn import convert_sync_bn
+
+            net = model = convert_sync_bn(model, device)
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    batch_size = max(1, t.batch_size // world)  # train.batch_size stays the global batch
+    plan = plan_batches(t.batch_size, world, t.max_per_device_batch, t.accumulate)
     n = len(ctx.splits.train)
     if n == 0:
         raise ConfigError(f"data.root: the {cfg.data.train_split} split of {cfg.data.root} has no samples")
-    sampler = EpochOrder(n, cfg.seed, t.limit_batches * t.batch_size, rank, world)
-    train_loader = loader(ctx.splits.train, cfg, sampler, batch_size, workers, drop_last=t.drop_last)
+    limit = t.limit_batches * t.batch_size
+    sampler = MicroBatchSampler(lambda epoch: epoch_order(n, cfg.seed, epoch, limit), plan, rank, t.drop_last)
+    train_loader = loader(ctx.splits.train, cfg, workers=workers, batch_sampler=sampler)
     if len(train_loader) == 0:
-        raise ConfigError(f"train.drop_last: the {n} training samples make no full batch of {batch_size}")
+        raise ConfigError(f"train.drop_last: the {n} training samples make no full batch of {t.batch_size}")
     val_loader = loader(ctx.splits.val, cfg, workers=workers) if ctx.splits.val is not None else None
-    # BatchNorm layers whose weights are all frozen (e.g. ACGA's I3D below Mixed_4f) keep their statistics
+    # BatchNorm layers whose weights are all frozen (e.g. ACGA's I3D below Mixed_4f, or every one with
+    # train.freeze_bn) keep their running statistics
     frozen_norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-                    and m.weight is not None and not any(p.requires_grad for p in m.parameters())]
+                    and (t.freeze_bn or (m.weight is not None and not any(p.requires_grad for p in m.parameters())))]
     return _Run(ctx, model, net, device, params, optimizer, scheduler, build_loss(cfg), sampler, train_loader,
-                val_loader, [*frozen, *frozen_norms], t.amp and device.type == "cuda")
+                val_loader, [*frozen, *frozen_norms], amp_enabled(t.amp, device), plan)
 
 
 def _resume(run: _Run) -> int:
@@ -180,28 +193,40 @@ def _train_epoch(run: _Run, epoch: int, epochs: int) -> dict[str, Any]:
     run.model.train()
     for m in run.frozen:
         m.eval()
-    total, count, skipped = 0.0, 0, 0
+    total, count, skipped, step = 0.0, 0, 0, 0
+    world = dist_info()[1]
+    micro = run.sampler.batches()  # what the loader yields, in order: indices, loss weight, step boundary
     bar = tqdm(run.train_loader, desc=f"{ctx.prefix}epoch {epoch + 1}/{epochs}", unit="batch",
                disable=not ctx.progress or dist_info()[0] > 0, leave=False)
-    for step, batch in enumerate(bar):
+    run.optimizer.zero_grad(set_to_none=True)
+    for batch, mb in zip(bar, micro):
         signals.check()
         skipped += batch["skipped"]
         if "clip" not in batch:
             continue
-        outputs, target = training_pairs(forward(run.net, batch, run.device, run.amp), batch, run.device)
-        loss = run.loss_fn(outputs, target)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"training diverged: loss is {loss.item()} at epoch {epoch + 1}, "
-                                   f"step {step + 1} (lower train.lr or check the data)")
-        run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if t.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(run.params, t.grad_clip)
-        run.optimizer.step()
-        n = batch["clip"].shape[0]
+        # gradients are exchanged once per optimiser step, after its last micro-batch
+        with run.net.no_sync() if world > 1 and not mb.last else contextlib.nullcontext(), \
+                cpu_bf16_guard(run.device, run.amp):
+            outputs, target = training_pairs(forward(run.net, batch, run.device, run.amp), batch, run.device)
+            loss = run.loss_fn(outputs, target)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"training diverged: loss is {loss.item()} at epoch {epoch + 1}, "
+                                       f"step {step + 1} (lower train.lr or check the data)")
+            (loss * mb.weight if mb.weight != 1.0 else loss).backward()  # the step's mean (lvas.engine.batching)
+        if mb.last:
+            if t.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(run.params, t.grad_clip)
+            run.optimizer.step()
+            run.optimizer.zero_grad(set_to_none=True)
+            step += 1
+        n = batch["clip"].shape[0] if mb.weight > 0 else 0
         total += loss.item() * n
         count += n
         bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
+    if world > 1:  # the epoch's loss over every process's samples
+        sums = torch.tensor([total, count], dtype=torch.float64, device=run.device)
+        torch.distributed.all_reduce(sums)
+        total, count = sums[0].item(), int(sums[1].item())
     lr_used = run.optimizer.param_groups[0]["lr"]
     run.scheduler.step()
     return {"epoch": epoch + 1, "train_loss": total / max(count, 1), "lr": lr_used, "train_skipped": skipped}

@@ -22,6 +22,14 @@ def adamw(params, lr: float, *, weight_decay: NonNegativeFloat = 0.0) -> torch.o
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
+@OPTIMIZERS.register("sgd")
+def sgd(params, lr: float, *, momentum: NonNegativeFloat = 0.9, weight_decay: NonNegativeFloat = 0.0) -> torch.optim.Optimizer:
+    """SGD with momentum. Its step is proportional to the gradient, so a tiny difference in the
+    gradient stays tiny in the weights (Adam divides each element by its own magnitude, which turns
+    float noise in a near-zero gradient into a step of up to lr)."""
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
 @SCHEDULERS.register("step")
 def step(optimizer, *, step: PositiveInt = 8, gamma: PositiveFloat = 0.1):
     """lr x ``gamma`` every ``step`` epochs (CSTM / ACGA: x 0.1 every 8)."""

@@ -26,6 +26,31 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
+def amp_enabled(amp: str, device: torch.device) -> bool:
+    """Whether ``train.amp`` runs the model under bf16 autocast on ``device``: ``auto`` on CUDA only,
+    ``bf16`` everywhere (on a CPU too), ``off`` never."""
+    return amp == "bf16" or (amp == "auto" and device.type == "cuda")
+
+
+def cpu_bf16_guard(device: torch.device, amp: bool):
+    """The context a training step runs in: with bf16 autocast on a CPU, oneDNN off. oneDNN's bf16
+    Conv3d weight gradient comes out NaN now and then from finite inputs (torch 2.14, measured on an
+    AMD EPYC with avx512_bf16: 11-16 of 200 backward passes; 0 with oneDNN off; repro:
+    benchmarks/bf16_conv3d_cpu.py). Elsewhere nothing changes."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def onednn_off():
+        before = torch.backends.mkldnn.enabled
+        torch.backends.mkldnn.enabled = False
+        try:
+            yield
+        finally:
+            torch.backends.mkldnn.enabled = before
+
+    return onednn_off() if amp and device.type == "cpu" else contextlib.nullcontext()
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -70,36 +95,23 @@ def make_splits(cfg: ExperimentConfig, selector, vocab=None) -> Splits:
     return Splits(train, val, test, full.vocab, held)
 
 
-class EpochOrder(torch.utils.data.Sampler):
-    """The training order of one epoch: a permutation of ``n`` seeded by (seed, epoch), cut to
-    ``limit`` samples, this rank's share. One sampler serves every epoch (``set_epoch``), so one
-    loader with persistent workers does too."""
-
-    def __init__(self, n: int, seed: int, limit: int = 0, rank: int = 0, world: int = 1) -> None:
-        self.n, self.seed, self.limit, self.rank, self.world, self.epoch = n, seed, limit, rank, world, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def order(self) -> list[int]:
-        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100003 + self.epoch)).tolist()
-        if self.limit:
-            order = order[: self.limit]
-        return order[self.rank::self.world]
-
-    def __iter__(self):
-        return iter(self.order())
-
-    def __len__(self) -> int:
-        return len(range(self.rank, min(self.n, self.limit or self.n), self.world))
+def epoch_order(n: int, seed: int, epoch: int, limit: int = 0) -> list[int]:
+    """The global training order of one epoch: a permutation of ``n`` seeded by (seed, epoch), cut to
+    ``limit`` samples -- the same for every number of processes (lvas.engine.batching deals it)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch)).tolist()
+    return order[:limit] if limit else order
 
 
 def loader(ds, cfg: ExperimentConfig, sampler=None, batch_size: int | None = None, workers: int = 0,
-           drop_last: bool = False) -> DataLoader:
-    """A loader over ``ds`` in ``sampler``'s order (or in order), never shuffled: the order is the seed's.
+           drop_last: bool = False, batch_sampler=None) -> DataLoader:
+    """A loader over ``ds`` in ``sampler``'s order (or in order, or in ``batch_sampler``'s batches),
+    never shuffled: the order is the seed's.
 
     Workers are started once and kept for the loader's life (``persistent_workers``).
     """
+    if batch_sampler is not None:
+        return DataLoader(ds, batch_sampler=batch_sampler, num_workers=workers, collate_fn=collate,
+                          pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
     return DataLoader(ds, batch_size=batch_size or cfg.train.batch_size, shuffle=False, sampler=sampler,
                       num_workers=workers, collate_fn=collate, pin_memory=torch.cuda.is_available(),
                       persistent_workers=workers > 0, drop_last=drop_last)

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
 import torch
 import yaml
 
@@ -196,6 +198,7 @@ def train_experiment(cfg: ExperimentConfig, run_dir: str | Path | None = None, *
     track = track or TrackOptions()
     init_distributed()
     rank = dist_info()[0]
+    scale = distribution_tags(cfg)  # every rank takes part (it gathers the device names)
     active, progress = track.active and rank == 0, progress and rank == 0
     run_dir = Path(run_dir) if run_dir is not None else run_dir_for(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -211,7 +214,7 @@ def train_experiment(cfg: ExperimentConfig, run_dir: str | Path | None = None, *
             print(f"note: {run_dir} was copied from the folder of MLflow run {forked}; that run is left as it is and "
                   f"this folder's training goes on in a new run", file=sys.stderr, flush=True)
         tracker = Tracker(uri, experiment, run_name=track.run_name or cfg.name, run_id=run_id,
-                          parent_run_id=track.parent_run_id, tags=_run_tags(cfg, run_dir, track, forked),
+                          parent_run_id=track.parent_run_id, tags={**_run_tags(cfg, run_dir, track, forked), **scale},
                           system_metrics=cfg.tracking.system_metrics, active=active,
                           experiment_description=track.experiment_description)
         with quiet_mlflow(), tracker:
@@ -229,6 +232,31 @@ def train_experiment(cfg: ExperimentConfig, run_dir: str | Path | None = None, *
                 log_overlays(tracker, chosen, build_dataset(cfg, cfg.data.test_split, vocab=vocab), cfg,
                              cfg.tracking.overlays, run_dir / "overlays", step=int(result.selected.get("epoch", 0) or 0))
         return result, tracker.run_id
+
+
+def distribution_tags(cfg: ExperimentConfig) -> dict[str, str]:
+    """How the run was spread (``dist.*`` tags): world size, per-device batch, accumulation steps,
+    micro-batch, effective (global) batch, learning rate, synchronised BatchNorm and every process's
+    device. Runs that agree here saw the same optimisation, whatever machines ran them."""
+    from lvas.engine.batching import plan_batches
+
+    rank, world = dist_info()
+    device = resolve_device(cfg.train.device)
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({resources.cpu_model()})"
+    names = [name]
+    if world > 1:
+        names = [None] * world
+        torch.distributed.all_gather_object(names, name)
+    t = cfg.train
+    plan = plan_batches(t.batch_size, world, t.max_per_device_batch, t.accumulate)
+    counts: dict[str, int] = {}
+    for n in names:
+        counts[n] = counts.get(n, 0) + 1
+    return {**{k: str(v) for k, v in plan.as_params().items()}, "dist.lr": f"{t.lr:g}",
+            "dist.sync_bn": str(bool(t.sync_bn and world > 1)),
+            "dist.devices": ", ".join(f"{c} x {n}" for n, c in counts.items())}
 
 
 def _run_tags(cfg: ExperimentConfig, run_dir: Path, track: TrackOptions, forked: str | None) -> dict[str, str]:

@@ -48,6 +48,16 @@ def fuse_branches(fusions: nn.ModuleList | None, maps: dict[str, list[torch.Tens
     return [f(vs, vt, joint) for f, vs, vt in zip(fusions, maps[branches[0]], maps[branches[1]])]
 
 
+def require_five_stages(decoder: str, branch_specs: dict[str, list[StageSpec]]) -> None:
+    """Refuse, at construction and naming the keys, a branch whose encoder does not give the five
+    stages (strides 2..32) a U-shaped decoder reads (e.g. ACGA's I3D stops at Mixed_4f)."""
+    for b, specs in branch_specs.items():
+        if len(specs) < 5 or [s.stride for s in specs[:5]] != [2, 4, 8, 16, 32]:
+            raise ValueError(f"decoder {decoder} needs five encoder stages at strides 2..32 ({b} gives strides "
+                             f"{[s.stride for s in specs]}): set model.{b} to a five-stage encoder "
+                             f"(lvas list {b}), or another model.decoder")
+
+
 @DECODERS.register("eq9")
 class Decoder(nn.Module):
     """Projection + fusion + top-down decoder of Eq. 9 + mask head.
@@ -69,6 +79,7 @@ class Decoder(nn.Module):
                  fusion=None, modulated: Sequence[str] = (), *, channels: PositiveInt = 256, refine: bool = True,
                  deep_supervision: bool = True, tile: Literal["auto", "always", "never"] = "auto") -> None:
         super().__init__()
+        require_five_stages("eq9", branch_specs)
         sentence_channels = sentence_channels or 2 * text_channels
         self.branches = list(branch_specs)
         self.tile = tuple(b for b in self.branches
@@ -167,6 +178,7 @@ class ReleasedDecoder(nn.Module):
                  fusion=None, modulated: Sequence[str] = (), *, channels: PositiveInt = 256,
                  deep_supervision: bool = True) -> None:
         super().__init__()
+        require_five_stages("released", branch_specs)
         sentence_channels = sentence_channels or 2 * text_channels
         self.branches = list(branch_specs)
         self.trans = nn.ModuleDict({

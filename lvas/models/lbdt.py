@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lvas.models.base import StageSpec
+from lvas.models.decoder import require_five_stages
 from lvas.models.model import Language
 from lvas.models.spatial import ResNet50Encoder, Tiny2DEncoder
 from lvas.models.text import SharedTextEncoder
@@ -296,9 +297,7 @@ class LBDTDecoder(nn.Module):
                  channels: PositiveInt = 128) -> None:
         super().__init__()
         self.branches = list(branch_specs)
-        for b, specs in branch_specs.items():
-            if len(specs) < 5 or specs[1].stride != 4:
-                raise ValueError(f"decoder lbdt needs five encoder stages with stage 2 at stride 4 ({b} has {len(specs)})")
+        require_five_stages("lbdt", branch_specs)
         self.lateral = nn.ModuleDict({b: nn.ModuleList(_conv3x3_bn_relu(s.channels, channels) for s in specs[1:5])
                                       for b, specs in branch_specs.items()})
         self.fusion = fusion(channels, sentence_channels or text_channels) if len(self.branches) == 2 else None

@@ -262,6 +262,16 @@ def provenance(sr: SweepRuns, table: Table | None = None) -> str:
     for name, r in chosen.items():
         for m in dict.fromkeys(p["machine"] for p in r["runs"]):
             machines.setdefault(m, []).append(name)
+    scales: dict[str, list[str]] = {}
+    for name, r in chosen.items():
+        for s in dict.fromkeys(p.get("scale", "not recorded") for p in r["runs"]):
+            scales.setdefault(s, []).append(name)
+    mixed = [name for name, r in chosen.items() if len({p.get("scale") for p in r["runs"]}) > 1]
+    if scales:
+        lines.append("Scale (processes, batch per device, accumulation, effective batch, lr, devices): " + "; ".join(
+            s + ("" if len(scales) == 1 else f" ({', '.join(rows)})") for s, rows in scales.items()) + "."
+            + (f" **Rows whose seeds ran at different scales**: {', '.join(mixed)} -- their runs saw the same "
+               f"global batch only where the effective batch and lr agree." if mixed else ""))
     if machines:
         lines.append("Machines (what decides the floating-point path; runs reproduce to the last digit only on the "
                      "same one, elsewhere within their intervals): " + "; ".join(

@@ -75,6 +75,20 @@ def _metrics_of(run: dict) -> dict[str, float]:
     return out
 
 
+SCALE_TAGS = ("dist.world_size", "dist.per_device_batch", "dist.accumulate", "dist.effective_batch", "dist.lr",
+              "dist.sync_bn", "dist.devices")
+
+
+def scale_text(tags: dict[str, str]) -> str:
+    """How a run was spread over processes (its ``dist.*`` tags, lvas.engine.trainer.distribution_tags)."""
+    if "dist.world_size" not in tags:
+        return "not recorded"
+    t = {k: tags.get(k, "?") for k in SCALE_TAGS}
+    return (f"{t['dist.world_size']} process(es) x {t['dist.per_device_batch']} per device, "
+            f"{t['dist.accumulate']} accumulation step(s), effective batch {t['dist.effective_batch']}, lr {t['dist.lr']}, "
+            f"synchronised BatchNorm {t['dist.sync_bn'].lower()}, on {t['dist.devices']}")
+
+
 def machine_text(tags: dict[str, str]) -> str:
     """One line naming a run's floating-point path (its ``fp.*`` tags, lvas.engine.resources.float_path)."""
     return (f"{tags.get('fp.cpu', '?')} ({tags.get('fp.cpu_capability', '?')}), {tags.get('fp.threads', '?')} "
@@ -154,7 +168,7 @@ def _row(spec: SweepSpec, label: str, params: dict, children: list[dict]) -> dic
             "dataset": t.get("dataset"), "protocol": t.get("protocol"),
             "split": r["params"].get("data.test_split"), "mode": r["params"].get("model.mode"),
             "cmam": r["params"].get("model.cmam.stages"), "end_time": r["end_time"],
-            "machine": machine_text(t) if "fp.cpu" in t else "not recorded"})
+            "machine": machine_text(t) if "fp.cpu" in t else "not recorded", "scale": scale_text(t)})
     names = sorted({k for p in per_seed for k in p["metrics"]})
     intervals: dict[str, Interval] = {k: interval([p["metrics"].get(k) for p in per_seed]) for k in names}
     first = per_seed[0]

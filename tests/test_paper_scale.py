@@ -1,0 +1,29 @@
+"""Paper size on the CPU (issue 22 §1): one experiment per method trains one optimiser step and
+evaluates the test split at its real input size (320^2 x 8 frames; ACGA 16 x 512^2) on synthetic
+frames of that size, through ``lvas bench train`` (the real training path, the real GloVe reader on
+a tiny file it writes, no download). Timings are printed for the note, never asserted; the measured
+table of every shipped YAML comes from benchmarks/paper_scale.py."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LVAS = str(Path(sys.executable).with_name("lvas"))
+SIZES = {"cstm_paper": "2x8x320x320", "cstm_released": "2x8x320x320", "lbdt4_paper": "2x2x320x320",
+         "acga_paper": "2x16x512x512"}
+
+
+@pytest.mark.parametrize("name", list(SIZES))
+def test_one_step_and_evaluation_at_paper_size(name, tmp_path):
+    p = subprocess.run([LVAS, "bench", "train", str(ROOT / "experiments" / f"{name}.yaml"), "--batch", "2",
+                        "--device", "cpu"], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    r = json.loads(p.stdout[p.stdout.index("{"):])
+    print(name, r)
+    assert r["config"] == name and r["clip"] == SIZES[name]
+    assert r["test_samples"] > 0 and 0 < r["loss"] < 100  # a finite loss, a scored test split
+    assert not list(tmp_path.iterdir())  # nothing left behind (the synthetic set and run live in a temp folder)
