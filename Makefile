@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)  ## the test suite (what CI runs)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 # The main job: Table 3a x 3 seeds on the synthetic set with the CPU-sized model, tracked in
 # MLflow, then the report. Two trials run side by side (one core each). Rerunning resumes:

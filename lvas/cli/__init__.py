@@ -144,6 +144,14 @@ def _sweep_commands(sub) -> None:
                    help="seconds without a heartbeat after which a trial running on another host counts as "
                         "interrupted (on this host: when its process is gone)")
     s.add_argument("--dry-run", action="store_true", help="print the trial table and stop")
+    s.add_argument("--launcher", choices=["local", "slurm"], default="local",
+                   help="local: --workers processes here; slurm: a SLURM job array of --workers tasks (submitit), "
+                        "each running trials from the shared study")
+    s.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
+                   help="a submitit/SLURM parameter for --launcher slurm (slurm_partition=gpu, cpus_per_task=8, "
+                        "timeout_min=2880, gpus_per_node=0 ...); repeat for several")
+    s.add_argument("--wait", action="store_true", help="--launcher slurm: follow the array until it ends")
+    s.add_argument("--status", action="store_true", help="print the sweep's progress (and its SLURM array's) and stop")
     s.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     s.set_defaults(func=cmd_sweep)
 

@@ -36,6 +36,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                         gpus_per_trial=args.gpus_per_trial, rerun_stale=args.rerun_stale)
     if args.worker:
         return run_worker(spec, opts)
+    if args.status or args.launcher == "slurm":
+        from lvas.sweep import slurm
+
+        if args.status:
+            return slurm.status(spec, opts)
+        return slurm.submit(spec, opts, args.workers, slurm.parse_slurm_params(args.slurm), wait=args.wait)
+    if args.slurm or args.wait:
+        raise ConfigError("--slurm and --wait go with --launcher slurm")
     code, runner = run_sweep(spec, opts, workers=args.workers)
     summarise(spec, runner.tracking_uri)
     return code
