@@ -35,6 +35,8 @@ METRICS: dict[str, Metric] = {
     "AP": Metric("AP", "mean of P@t over t = 0.50:0.05:0.95 (CSTM / ACGA / LBDT; not COCO AP)"),
     "oIoU": Metric("oIoU", "overall IoU: total intersection / total union", aggregate="pooled"),
     "mIoU": Metric("mIoU", "mean of the per-query IoU"),
+    "mAP": Metric("mAP", "COCO mask AP@[.50:.95] (pycocotools, useCats 0): the A2D \"mAP\" of MTTR, ReferFormer, "
+                  "SgMg (protocols coco, coco_top1)", aggregate="ranked", evaluator="coco"),
     "J": Metric("J", "DAVIS region similarity, mean over each expression's frames, then expressions",
                 aggregate="expression", evaluator="video_jf"),
     "F": Metric("F", "DAVIS boundary F-measure, averaged as J", aggregate="expression", evaluator="video_jf"),

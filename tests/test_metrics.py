@@ -73,8 +73,14 @@ def test_protocols_map_back_to_the_original_frame():
     thin[1, :] = True
     _, rt = masks_for_protocol(logits, thin, st, "paper")
     assert rt.any()
-    with pytest.raises(ValueError, match="unknown protocol 'coco'"):
-        masks_for_protocol(logits, gt, lb, "coco")
+    with pytest.raises(ValueError, match="unknown protocol 'cocoa'"):
+        masks_for_protocol(logits, gt, lb, "cocoa")
+    # coco: sigmoid > 0.5 on the input grid, the padding cut off, nearest to the original frame
+    logits = torch.full((8, 8), -4.0)
+    logits[:2, :4] = 4.0
+    logits[4:, :] = 4.0  # junk in the padding
+    pred, truth = masks_for_protocol(logits, gt, lb, "coco")
+    assert torch.equal(pred, gt) and torch.equal(truth, gt)
 
 
 def _released_evaluation(cases):

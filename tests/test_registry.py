@@ -53,7 +53,7 @@ def test_every_family_is_populated_after_import():
     assert fams["bridge"].names() == ["lbdt"]
     assert fams["decoder"].names() == ["acga", "eq9", "lbdt", "released"]
     assert fams["loss"].names() == ["acga", "cstm", "lbdt"]
-    assert fams["protocol"].names() == ["lbdt", "paper", "strict"]
+    assert fams["protocol"].names() == ["coco", "coco_top1", "lbdt", "paper", "strict"]
     assert fams["layout"].names() == ["acga", "cstm", "lbdt"]
     assert fams["input"].names() == ["letterbox", "released", "stretch"]
     for reg in fams.values():

@@ -60,8 +60,11 @@ def test_train_eval_end_to_end_with_mlflow(synth, tmp_path, monkeypatch, capsys)
     assert m["protocol"] == "paper" and "motion/AP" in m
     # the same predictions under every protocol: the main one equals test/, the others are logged too
     protos = json.loads((tmp_path / "run" / "test_protocols.json").read_text())
-    assert set(protos) == {"paper", "lbdt", "strict"} and protos["paper"]["AP"] == pytest.approx(result.test["AP"])
+    assert set(protos) == {"paper", "lbdt", "strict", "coco", "coco_top1"}
+    assert protos["paper"]["AP"] == pytest.approx(result.test["AP"])
     assert run_metrics(run_id)["protocol/lbdt/mIoU"] == pytest.approx(protos["lbdt"]["mIoU"])
+    assert run_metrics(run_id)["protocol/coco/mAP"] == pytest.approx(protos["coco"]["mAP"])
+    assert protos["coco"] == protos["coco_top1"]  # one mask per query: the same detections
     assert main(["eval", str(result.checkpoint), "--quiet", "--protocol", "lbdt", "--json", str(tmp_path / "l.json")]) == 0
     assert json.loads((tmp_path / "l.json").read_text())["mIoU"] == pytest.approx(protos["lbdt"]["mIoU"])
     # and by MLflow run id

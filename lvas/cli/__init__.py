@@ -166,6 +166,9 @@ def _sweep_commands(sub) -> None:
     s.add_argument("--no-figures", action="store_true", help="tables only")
     s.add_argument("--force", action="store_true",
                    help="replace a table even when this store gives fewer finished rows than it holds")
+    s.add_argument("--columns", default=None, metavar="COL,COL",
+                   help="the .tex's columns (default: the paper's: P@0.5-0.9, AP, oIoU, mIoU, or J, F, JF; 'all': "
+                        "every column of the .md); the .md and .csv keep every column")
     s.set_defaults(func=cmd_report)
 
 

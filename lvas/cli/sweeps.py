@@ -78,7 +78,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     empty = []
     for p in paths:
         spec = load_sweep(p)
-        res = report_sweep(spec, uri, args.out, figures=not args.no_figures, samples=args.samples, force=args.force)
+        res = report_sweep(spec, uri, args.out, figures=not args.no_figures, samples=args.samples, force=args.force,
+                           columns=[c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None)
         print(f"{spec.name}: " + ", ".join(str(t) for t in res["tables"][:1])
               + f" (+ .tex .csv), {len(res['figures'])} figure(s)"
               + (f"; missing rows: {', '.join(res['missing'])}" if res["missing"] else ""))

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from lvas import signals
 from lvas.data import evaluators_of
-from lvas.engine.inference import forward, masks, scored_frames
+from lvas.engine.inference import forward, geometry, masks, scored_frames
 from lvas.metrics import get_protocol
 from lvas.registry import EVALUATORS, PROTOCOLS
 
@@ -20,10 +20,15 @@ class Scores:
 
     def __init__(self, protocol: str, evaluators: tuple[str, ...]) -> None:
         self.protocol = protocol
-        self.evaluators = [EVALUATORS.build(name, protocol=protocol) for name in evaluators]
+        self.spec = get_protocol(protocol)
+        # a protocol may stand its own evaluator in for the dataset's (coco: mAP for segmentation)
+        names = [self.spec.evaluators.get(name, name) for name in evaluators]
+        self.evaluators = [EVALUATORS.build(name, protocol=protocol) for name in names]
 
     def process(self, logits: torch.Tensor, gt: torch.Tensor, meta: dict) -> tuple[dict, torch.Tensor, torch.Tensor]:
         pred, truth = masks(logits, gt, meta, self.protocol)
+        if self.spec.score is not None:  # a ranked protocol: the mask's detection score
+            meta = {**meta, "score": self.spec.score(logits, geometry(meta, logits.shape[-1]))}
         record: dict = {}
         for ev in self.evaluators:
             record.update(ev.process(pred, truth, meta))

@@ -15,11 +15,12 @@ from pathlib import Path
 import pandas as pd
 
 from lvas import catalogue
+from lvas.errors import ConfigError
 from lvas.report import paper
 from lvas.report.runs import METRICS8, SweepRuns, sample_records
 from lvas.report.sample_test import SAMPLE_TEST_NAME, compare_samples
 from lvas.stats import ALPHA, TEST_NAME, Comparison, compare, signed
-from lvas.report.tables import write_table
+from lvas.report.tables import Marks, write_table
 
 SHORT = ("AP", "oIoU", "mIoU")
 
@@ -39,7 +40,6 @@ TABLES = {
     "ablation": ("ablation", "Cross-paper ablation", {}, {}, SHORT, {}),
     "hparams": ("hparams", "Hyper-parameter search", {}, {}, METRICS8, {}),
 }
-BEST = {m: "max" for m in METRICS8 + ("appearance/AP", "motion/AP", "appearance/mIoU", "motion/mIoU")}
 
 
 PAPER_DATASET = {"table2": "jhmdb"}  # every other table is on A2D Sentences
@@ -308,14 +308,60 @@ def paper_labels(sr: SweepRuns) -> set[str]:
     return set(TABLES[report][3]) if comparable(sr) else set()
 
 
-def write_sweep_tables(sr: SweepRuns, out_dir: Path, tracking_uri: str | None = None) -> tuple[list[Path], Table]:
+def best_marks(sr: SweepRuns, table: Table) -> Marks | None:
+    """Which cells of the sweep metric's column the numbers support marking: the row with the best
+    mean in bold only when the test over seeds separates it from every other of our rows (p < α and
+    better); otherwise that row and every row it is not separated from with a dagger, together."""
+    metric, chosen = sr.spec.metric, sr.chosen()
+    if metric not in table.means:
+        return None
+    ours = table.means[(table.means["source"] == "lvas") & table.means["row"].isin(list(chosen))]
+    vals = pd.to_numeric(ours[metric], errors="coerce").dropna()
+    if len(vals) < 2:
+        return None
+    sign = 1 if sr.spec.goal == "maximize" else -1
+    best_idx = (vals * sign).idxmax()
+    best = table.means.loc[best_idx, "row"]
+    tied = set()
+    for idx in vals.index:
+        if idx == best_idx:
+            continue
+        c = _test(sr, {}, best, table.means.loc[idx, "row"])
+        if c is None or not c.significant or sign * c.delta <= 0:
+            tied.add(idx)
+    test = f"the test over seeds of the p column, p < {alpha_of(sr):g}"
+    if not tied:
+        return Marks(metric, best=frozenset({best_idx}),
+                     note=f"Bold: the best mean {metric}, separated from every other row ({test}).")
+    return Marks(metric, tied=frozenset({best_idx, *tied}),
+                 note=f"†: the best mean {metric} and the rows not separated from it ({test} not reached): "
+                      f"the data do not rank them.")
+
+
+def latex_columns(table: Table, columns: list[str] | None = None) -> list[str]:
+    """The .tex's columns: ``columns`` (``all``: every column), else the paper's own: the metrics
+    of Tables 1-3 (P@0.5-0.9, AP, oIoU, mIoU) and J, F, J&F, with the row's source and seed count."""
+    if columns and columns != ["all"]:
+        unknown = [c for c in columns if c not in table.shown.columns]
+        if unknown:
+            raise ConfigError(f"--columns: {', '.join(unknown)} not in the table; its columns: "
+                              f"{', '.join(table.shown.columns)}")
+        return ["row", *[c for c in columns if c != "row"]]
+    if columns == ["all"]:
+        return list(table.shown.columns)
+    keep = ("row", "source", "n", *catalogue.PAPER_COLUMNS, *catalogue.VIDEO)
+    return [c for c in table.shown.columns if c in keep]
+
+
+def write_sweep_tables(sr: SweepRuns, out_dir: Path, tracking_uri: str | None = None,
+                       columns: list[str] | None = None) -> tuple[list[Path], Table]:
     table = build_table(sr, tracking_uri)
     notes = provenance(sr, table)
     runs = {name: " ".join(p["run_id"] for p in row["runs"]) + f" (config hash {', '.join(dict.fromkeys(row['config_hashes']))})"
             for name, row in sr.chosen().items()}
-    paths = write_table(table.shown, out_dir, table.stem, f"{table.caption} — {sr.spec.name}", best=BEST, notes=notes,
-                        candidates=table.means["source"].isin(["lvas", "paper", "published"]), numbers=table.means,
-                        csv=table.numbers, runs=runs)
+    paths = write_table(table.shown, out_dir, table.stem, f"{table.caption} — {sr.spec.name}", notes=notes,
+                        marks=best_marks(sr, table), csv=table.numbers, runs=runs,
+                        latex_columns=latex_columns(table, columns))
     cross = protocol_table(sr)
     if cross is not None:
         paths += write_table(cross, out_dir, f"{table.stem}_protocols",
@@ -332,22 +378,32 @@ def write_sweep_tables(sr: SweepRuns, out_dir: Path, tracking_uri: str | None = 
 PROTOCOL_NOTE = ("Each row's saved test predictions scored under every registered protocol (`lvas list protocol`): "
                  "`paper` = the released CSTM/ACGA evaluation (threshold 0.5 x the per-sample maximum, OpenCV "
                  "round trips), `lbdt` = the released LBDT evaluation (threshold 0.5, nearest upsampling), "
-                 "`strict` = logits resized to the original frame, threshold 0.5, native ground truth. Mean ± 95 % "
-                 "CI over seeds. A difference between columns of one row is the metric, not the model.")
+                 "`strict` = logits resized to the original frame, threshold 0.5, native ground truth, `coco` / "
+                 "`coco_top1` = MTTR's and ReferFormer's evaluation: `mAP` is COCO mask AP (pycocotools, "
+                 "categories ignored, detections ranked over the test set by their score, here the mean probability "
+                 "inside the mask), their AP / IoUs with a strict `>`; one mask per query, so `coco` = `coco_top1` "
+                 "for these models. Mean ± 95 % CI over seeds. A difference between lines of one row is the metric, "
+                 "not the model.")
 
 
 def protocol_table(sr: SweepRuns) -> pd.DataFrame | None:
-    """Rows x (protocol, AP / oIoU / mIoU) from the ``protocol/<name>/<metric>`` metrics, or None
-    when the runs predate them."""
+    """One line per (row, protocol), columns AP / oIoU / mIoU / mAP, from the
+    ``protocol/<name>/<metric>`` metrics (long, so it stays legible with any number of protocols), or
+    None when the runs predate them."""
     chosen = sr.chosen()
     keys = sorted({k for row in chosen.values() for k in row["intervals"] if k.startswith("protocol/")})
     if not keys:
         return None
+    protocols = list(dict.fromkeys(k.split("/")[1] for k in keys))
+    metrics = [m for m in ("AP", "oIoU", "mIoU", "mAP") if any(k.endswith("/" + m) for k in keys)]
     out = []
     for name, row in chosen.items():
-        rec = {"row": name, "n": str(len(row["runs"])), "scored with": row.get("protocol") or "–"}
-        for k in keys:
-            _, proto, metric = k.split("/", 2)
-            rec[f"{proto} {metric}"] = row["intervals"][k].text()
-        out.append(rec)
+        main = row.get("protocol") or "–"
+        for proto in protocols:
+            rec = {"row": name, "protocol": proto + (" (scored with)" if proto == main else ""),
+                   "n": str(len(row["runs"]))}
+            for m in metrics:
+                iv = row["intervals"].get(f"protocol/{proto}/{m}")
+                rec[m] = iv.text() if iv is not None else "–"
+            out.append(rec)
     return pd.DataFrame(out)

@@ -12,7 +12,8 @@ from lvas.sweepspec import SweepSpec
 
 
 def report_sweep(spec: SweepSpec, tracking_uri: str, out_root: str | Path = "reports",
-                 figures: bool = True, samples: int = 4, force: bool = False) -> dict[str, list[Path]]:
+                 figures: bool = True, samples: int = 4, force: bool = False,
+                 columns: list[str] | None = None) -> dict[str, list[Path]]:
     """Write ``<out_root>/<sweep>/<table>.{md,tex,csv}`` and ``figures/*.png``; log them to the parent run.
 
     A table that already holds more finished rows than this store gives (the wrong ``--tracking-uri``,
@@ -29,7 +30,7 @@ def report_sweep(spec: SweepSpec, tracking_uri: str, out_root: str | Path = "rep
         raise ConfigError(f"{out / table_stem(spec)}.csv: holds {before} finished row(s), the store "
                           f"{redact(tracking_uri)} gives {len(sr.chosen())}: not replaced (is it the store the sweep "
                           f"used? --force replaces it anyway)")
-    tables, _ = write_sweep_tables(sr, out, tracking_uri)
+    tables, _ = write_sweep_tables(sr, out, tracking_uri, columns)
     figs: list[Path] = []
     if figures:
         fdir = out / "figures"

@@ -70,7 +70,7 @@ def _metrics_of(run: dict) -> dict[str, float]:
             if v is not None:
                 out[f"{kind}/{m}"] = float(v)
     for key, v in run["metrics"].items():  # the same predictions under every protocol
-        if key.startswith("protocol/") and key.rsplit("/", 1)[-1] in ("AP", "oIoU", "mIoU"):
+        if key.startswith("protocol/") and key.rsplit("/", 1)[-1] in ("AP", "oIoU", "mIoU", "mAP"):
             out[key] = float(v)
     return out
 
