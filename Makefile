@@ -34,11 +34,13 @@ demo: $(STAMP)  ## Table 3a x 3 seeds on the synthetic set, tracked in MLflow, t
 	@echo "Tables:  reports/quickstart/table3a_components.md (.tex, .csv)"
 	@echo "Figures: reports/quickstart/figures/"
 	@echo "Index:   reports/README.md"
-	@echo "MLflow:  make ui   (then open http://127.0.0.1:$(UI_PORT))"
+	@echo "MLflow:  make ui   (then open the 'MLflow UI' link printed above)"
 
 # The MLflow UI on the project's store, on loopback only (nothing to the network); UI_PORT to move it.
 UI_PORT ?= 5000
 ui: $(STAMP)  ## the MLflow UI on this project's runs (http://127.0.0.1:5000)
+	@echo "Open the link lvas sweep / lvas report printed (MLflow UI (runs grouped by row): ...); the plain"
+	@echo "http://127.0.0.1:$(UI_PORT) opens MLflow's GenAI page: click Model training, then the experiment."
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(UI_PORT)
 
 flops: $(STAMP)  ## Table 4 (GFLOPs) to reports/

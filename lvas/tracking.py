@@ -8,6 +8,7 @@ One run is :class:`lvas.tracker.Tracker`.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -31,6 +32,12 @@ ORPHAN_AFTER = 900.0  # a run of another host with no heartbeat for this long is
 # training; ``mlflow.note.content`` is what the UI shows as an experiment's or a run's description.
 KIND_TAG, KIND_TRAINING = "mlflow.experimentKind", "custom_model_development"
 NOTE_TAG = "mlflow.note.content"
+# MLflow 3.17's UI loads a "shared view" (columns, grouping, sort) from the experiment tag
+# ``mlflow.sharedViewState.<key>`` when the URL carries ``viewStateShareKey=<key>``; with
+# ``workflowType=machine_learning`` it opens on the runs. lvas writes one view per experiment: the
+# runs grouped by row (tag ``variant``, each group's mean shown), the metric columns, the seed.
+VIEW_KEY = "lvas"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
 
 _OPENED: set[str] = set()
 STORE_WAIT = 300.0  # seconds a locked store is waited for (LVAS_STORE_WAIT)
@@ -72,6 +79,27 @@ def describe_experiment(client, experiment_id: str, description: str = "") -> No
         client.set_experiment_tag(experiment_id, KIND_TAG, KIND_TRAINING)
     if description and not tags.get(NOTE_TAG):
         client.set_experiment_tag(experiment_id, NOTE_TAG, redact(description))
+
+
+def runs_view(metrics: tuple[str, ...] = ("AP", "oIoU", "mIoU")) -> dict[str, Any]:
+    """The MLflow UI state lvas shares for an experiment (see ``VIEW_TAG``)."""
+    return {"selectedColumns": [f"metrics.`{m}`" for m in metrics] + ["tags.`seed`", "attributes.`Duration`"],
+            "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": "variant"}]},
+            "groupsExpanded": {}, "orderByKey": "attributes.start_time", "orderByAsc": False}
+
+
+def share_runs_view(client, experiment_id: str, metrics: tuple[str, ...] = ("AP", "oIoU", "mIoU")) -> None:
+    """Write the runs view of :func:`runs_view` into the experiment (replacing lvas's earlier one)."""
+    view = json.dumps(runs_view(metrics))
+    if client.get_experiment(experiment_id).tags.get(VIEW_TAG) != view:
+        client.set_experiment_tag(experiment_id, VIEW_TAG, view)
+
+
+def ui_url(tracking_uri: str, experiment_id: str, host: str = "http://127.0.0.1:5000") -> str:
+    """The link that opens the experiment's runs in the MLflow UI, grouped by row with their metrics:
+    on the tracking server itself, or on ``make ui`` (``host``) for a local store."""
+    base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else host
+    return f"{redact(base)}/#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}"
 
 
 def file_description(path: str | Path) -> str:

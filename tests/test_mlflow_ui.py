@@ -3,6 +3,7 @@
 description and logged table, dataset inputs, a child's headline metrics, unused parameters,
 overlay images and system metrics."""
 
+import contextlib
 import io
 import json
 import os
@@ -45,8 +46,10 @@ def server(synth, tmp_path_factory):
     env = {"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1", "MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING": "1"}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
+    printed = io.StringIO()
     try:
-        assert main(["sweep", str(sweep), "--out", str(w / "out"), "--tracking-uri", f"sqlite:///{db}", "-q"]) == 0
+        with contextlib.redirect_stdout(printed):
+            assert main(["sweep", str(sweep), "--out", str(w / "out"), "--tracking-uri", f"sqlite:///{db}", "-q"]) == 0
     finally:
         for k, v in old.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
@@ -65,9 +68,16 @@ def server(synth, tmp_path_factory):
                 proc.kill()
                 pytest.fail("mlflow server did not start")
             time.sleep(0.5)
+    # the link `lvas sweep` printed (for `make ui` on port 5000), pointed at this server
+    link = next(line.split(": ", 1)[1].split()[0] for line in printed.getvalue().splitlines()
+                if line.startswith("MLflow UI (runs grouped by row): "))
+    SERVER_LINK["link"] = link.replace("http://127.0.0.1:5000", base)
     yield base
     proc.terminate()
     proc.wait(10)
+
+
+SERVER_LINK: dict[str, str] = {}
 
 
 def _get(base: str, endpoint: str, **query):
@@ -143,3 +153,78 @@ def test_children_name_their_inputs_headline_and_unused_params(server, runs):
     url = f"{server}/get-artifact?" + urllib.parse.urlencode({"path": pngs[0], "run_uuid": run_id})
     im = Image.open(io.BytesIO(urllib.request.urlopen(url, timeout=10).read()))
     assert im.height >= 240 and im.width >= 3 * 240
+
+
+# ----------------------------------------------------------------------------- in a real browser
+# Headless Chromium (Debian's chromium, driven by Playwright) on the same server: what a person sees.
+# Screenshots go to test-artifacts/ (git-ignored); docs/mlflow_parent_run.png in the README is one.
+
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    import shutil
+
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install playwright)")
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.skip("chromium not installed (apt-get install chromium; .ci/run installs it)")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox"])
+        pg = browser.new_page(viewport={"width": 1500, "height": 950})
+        yield pg
+        browser.close()
+
+
+def _wait_text(pg, text: str, timeout: float = 60.0) -> str:
+    end = time.time() + timeout
+    body = ""
+    while time.time() < end:
+        body = pg.inner_text("body")
+        if text in body:
+            return body
+        time.sleep(0.5)
+    pg.screenshot(path=str(ARTIFACTS / "mlflow_timeout.png"))
+    raise AssertionError(f"{text!r} not on the page within {timeout:.0f} s; it shows: {body[:600]!r}")
+
+
+def test_the_printed_link_opens_on_the_rows_and_their_ap_without_a_click(page, runs):
+    exp, _, children = runs
+    link = SERVER_LINK["link"]
+    assert f"#/experiments/{exp['experiment_id']}/runs?workflowType=machine_learning&viewStateShareKey=lvas" in link
+    page.goto(link)
+    body = _wait_text(page, "Group: add")
+    page.screenshot(path=str(ARTIFACTS / "mlflow_first_screen.png"))
+    assert "Group: Spatial" in body and "AP" in body.split("Group:")[0]  # the AP column, before the rows
+    assert "Traces" not in body.split("Runs")[0] or "Model training" in body  # the runs page, not GenAI's overview
+    for metric in ("AP", "mIoU"):  # each group shows its runs' mean (the tiny runs' AP may be 0)
+        by_row: dict[str, list[float]] = {}
+        for c in children:
+            value = next(m["value"] for m in c["data"]["metrics"] if m["key"] == metric)
+            by_row.setdefault(_tags(c["data"])["variant"], []).append(value)
+        for label, values in by_row.items():
+            mean = sum(values) / len(values)
+            shown = "0 (average)" if mean == 0 else repr(mean)[:6]  # the UI prints JavaScript's shortest form
+            assert shown in body, (metric, label, mean)
+
+
+def test_parent_child_and_compare_pages(page, server, runs):
+    exp, parent, children = runs
+    eid, pid = exp["experiment_id"], parent["info"]["run_id"]
+    page.goto(f"{server}/#/experiments/{eid}/runs/{pid}?workflowType=machine_learning")
+    body = _wait_text(page, "Best row")
+    for label in ("Spatial", "add"):
+        assert f"AP/{label}" in body  # the parent's per-row metrics
+    page.screenshot(path=str(ARTIFACTS / "mlflow_parent_run.png"), full_page=True)
+    child = next(c for c in children if _tags(c["data"])["variant"] == "Spatial")
+    page.goto(f"{server}/#/experiments/{eid}/runs/{child['info']['run_id']}?workflowType=machine_learning")
+    body = _wait_text(page, "Row ")
+    assert "(unused)" in body or "Parameters" in body
+    page.screenshot(path=str(ARTIFACTS / "mlflow_child_run.png"), full_page=True)
+    ids = [c["info"]["run_id"] for c in children]
+    page.goto(f"{server}/#/compare-runs?runs={json.dumps(ids)}&experiments={json.dumps([eid])}")
+    body = _wait_text(page, "seed")
+    page.screenshot(path=str(ARTIFACTS / "mlflow_compare.png"), full_page=True)
+    assert sum(1 for c in children if c["info"]["run_name"] in body) == len(children)

@@ -40,8 +40,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         from lvas.sweep import slurm
 
         if args.status:
-            return slurm.status(spec, opts)
-        return slurm.submit(spec, opts, args.workers, slurm.parse_slurm_params(args.slurm), wait=args.wait)
+            code, uri, done = slurm.status(spec, opts)
+        else:
+            code, uri, done = slurm.submit(spec, opts, args.workers, slurm.parse_slurm_params(args.slurm),
+                                           wait=args.wait)
+        if done:  # nothing left to run: the parent run's summary (as a local sweep writes at its end)
+            summarise(spec, uri)
+        return code
     if args.slurm or args.wait:
         raise ConfigError("--slurm and --wait go with --launcher slurm")
     code, runner = run_sweep(spec, opts, workers=args.workers)
@@ -53,10 +58,16 @@ def summarise(spec, tracking_uri: str) -> None:
     """The parent run's first screen: per-row means, the row table, the best row (if it is separated)."""
     from lvas.report.parent import summarise_to_parent
 
+    from lvas.sweep.parent import ui_link
+
     try:
         done = summarise_to_parent(spec, tracking_uri)
         if done is not None:
             print(done["headline"].replace("**", ""))
+        link = ui_link(spec, tracking_uri)
+        if link:
+            local = link.startswith("http://127.0.0.1:5000/")  # a local store: the UI `make ui` serves
+            print(f"MLflow UI (runs grouped by row): {link}" + ("  (after `make ui`)" if local else ""))
     except Exception as e:  # noqa: BLE001 - the trials are recorded; a summary that fails must not hide that
         print(f"[{spec.name}] could not summarise into the parent run ({type(e).__name__}: {redact(str(e))[:300]}); "
               f"`lvas report` retries", file=sys.stderr)
@@ -83,6 +94,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"{spec.name}: " + ", ".join(str(t) for t in res["tables"][:1])
               + f" (+ .tex .csv), {len(res['figures'])} figure(s)"
               + (f"; missing rows: {', '.join(res['missing'])}" if res["missing"] else ""))
+        from lvas.sweep.parent import ui_link
+
+        link = ui_link(spec, uri)
+        if link:
+            print(f"  MLflow UI: {link}")
         if res["rows"] and len(res["missing"]) == res["rows"]:
             empty.append(spec.name)
     if args.all:

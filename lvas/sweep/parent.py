@@ -12,13 +12,14 @@ def create(spec, tracking_uri: str) -> str:
     """The parent run of a new study: the sweep's experiment (described), tags, the sweep file."""
     from mlflow import MlflowClient
 
-    from lvas.tracking import NOTE_TAG, describe_experiment, quiet_mlflow
+    from lvas.tracking import NOTE_TAG, describe_experiment, quiet_mlflow, share_runs_view
 
     with quiet_mlflow():
         client = MlflowClient(tracking_uri)
         exp = client.get_experiment_by_name(spec.name)
         exp_id = exp.experiment_id if exp is not None else client.create_experiment(spec.name)
         describe_experiment(client, exp_id, spec.description or f"lvas sweep {spec.path.name}")
+        share_runs_view(client, exp_id, view_metrics(spec.metric))
         run = client.create_run(exp_id, run_name=spec.name,
                                 tags={"sweep": spec.name, "report": spec.report, "method": spec.method,
                                       "lvas_role": "sweep", NOTE_TAG: redact(spec.description or "")})
@@ -30,6 +31,33 @@ def create(spec, tracking_uri: str) -> str:
         if spec.cli_overrides:
             client.log_param(run_id, "sweep.command_line_overrides", redact(" ".join(spec.cli_overrides))[:6000])
     return run_id
+
+
+def view_metrics(metric: str) -> tuple[str, ...]:
+    """The metric columns of the sweep's shared MLflow view: the headline metrics every run logs under
+    their own name, and the sweep's metric (``test/<key>`` when it is not one of them)."""
+    from lvas import catalogue
+
+    head = ("AP", "oIoU", "mIoU") if metric not in ("J", "F", "JF") else ("JF", "J", "F")
+    if metric in head:
+        return (metric, *[m for m in head if m != metric])
+    key = catalogue.METRICS[metric].key if metric in catalogue.METRICS else metric
+    return (f"test/{key}", *head)
+
+
+def ui_link(spec, tracking_uri: str) -> str | None:
+    """The MLflow UI link of the sweep's experiment (runs grouped by row), None if it has none yet."""
+    from mlflow import MlflowClient
+
+    from lvas.tracking import quiet_mlflow, share_runs_view, ui_url
+
+    with quiet_mlflow():
+        client = MlflowClient(tracking_uri)
+        exp = client.get_experiment_by_name(spec.name)
+        if exp is None:
+            return None
+        share_runs_view(client, exp.experiment_id, view_metrics(spec.metric))  # a sweep begun before lvas shared it
+    return ui_url(tracking_uri, exp.experiment_id)
 
 
 def own(tracking_uri: str, run_id: str) -> None:

@@ -74,8 +74,10 @@ def _folder(runner: SweepRunner) -> Path:
     return sweep_dir(runner.spec, runner.opts) / "slurm"
 
 
-def submit(spec: SweepSpec, opts: SweepOptions, workers: int, params: dict[str, Any], wait: bool = False) -> int:
-    """Initialise the study and the parent run, submit the array; with ``wait``, follow it to the end."""
+def submit(spec: SweepSpec, opts: SweepOptions, workers: int, params: dict[str, Any],
+           wait: bool = False) -> tuple[int, str, bool]:
+    """Initialise the study and the parent run, submit the array; with ``wait``, follow it to the end.
+    Returns (exit status, tracking URI, whether the sweep is done)."""
     try:
         import submitit
     except ImportError:
@@ -98,9 +100,9 @@ def submit(spec: SweepSpec, opts: SweepOptions, workers: int, params: dict[str, 
         print(f"[{spec.name}] re-enqueued {rec['interrupted']} interrupted and {rec['retried']} failed trial(s)")
     if not runner.claimable():
         print(f"[{spec.name}] nothing left to run")
-        runner.finish()
+        ok = runner.finish()
         print(summary(runner).drop(columns=["key"]).to_markdown(index=False))
-        return 0
+        return (0 if ok else 1), runner.tracking_uri, True
     os.environ["MLFLOW_TRACKING_URI"] = runner.tracking_uri
     os.environ[OVERRIDES_ENV] = json.dumps(list(spec.cli_overrides))
     os.environ["LVAS_PARALLEL_TRIALS"] = "1"  # each task has its own CPUs
@@ -122,7 +124,7 @@ def submit(spec: SweepSpec, opts: SweepOptions, workers: int, params: dict[str, 
     print(f"[{spec.name}] submitted SLURM array {array}: {workers} task(s); logs in {_folder(runner)}; "
           f"`lvas sweep {spec.path} --status` shows progress; the same command again resumes")
     if not wait:
-        return 0
+        return 0, runner.tracking_uri, False
     progress = Progress(runner, parallel=workers)
     while _unfinished(array, jobs):
         progress.tick()
@@ -134,10 +136,10 @@ def submit(spec: SweepSpec, opts: SweepOptions, workers: int, params: dict[str, 
     progress.tick(force=True)
     ok = runner.finish()
     print(summary(runner).drop(columns=["key"]).to_markdown(index=False))
-    return 0 if ok and not failed else 1
+    return (0 if ok and not failed else 1), runner.tracking_uri, not runner.claimable()
 
 
-def status(spec: SweepSpec, opts: SweepOptions) -> int:
+def status(spec: SweepSpec, opts: SweepOptions) -> tuple[int, str, bool]:
     """Progress from the study, and the submitted arrays' states from SLURM (when submitit can ask)."""
     runner = SweepRunner(spec, opts)
     if not (runner.dir / "optuna.journal").is_file() and not opts.storage:
@@ -150,7 +152,8 @@ def status(spec: SweepSpec, opts: SweepOptions) -> int:
         if states:
             print("SLURM: " + ", ".join(f"{k} {v}" for k, v in sorted(states.items())))
     print(summary(runner).drop(columns=["key"]).to_markdown(index=False))
-    return 0
+    counts = Progress(runner).counts()
+    return 0, runner.tracking_uri, counts["running"] == 0 and counts["waiting"] == 0
 
 
 def _queued(array: str) -> bool | None:
