@@ -241,3 +241,28 @@ def test_data_check_counts_and_names_problems(ytvos, tmp_path, capsys):
     assert "2 problem(s)" in out
     assert f"{bad}/train/JPEGImages/t000vid/00010.jpg: missing frame" in out
     assert f"{bad}/train/Annotations/t001vid/00005.png: missing annotation PNG" in out
+
+
+def test_the_ytvos_sweep_reports_lbdts_published_jf_beside_ours(trained, tmp_path):
+    """sweeps/table_ytvos.yaml as shipped (LBDT-4 at paper size, validated), then run small: its report
+    puts LBDT's published valid-server J&F 49.38 beside our held-out J&F, and says they differ in videos."""
+    import pandas as pd
+
+    shipped = ROOT / "sweeps" / "table_ytvos.yaml"
+    assert main(["sweep", str(shipped), "--dry-run"]) == 0
+    tiny = tmp_path / "table_ytvos.yaml"
+    spec = yaml.safe_load(shipped.read_text())
+    spec.update(base=str(trained["exp"]), seeds=2, overrides={"train.epochs": 1})
+    tiny.write_text(yaml.safe_dump(spec))
+    uri = f"sqlite:///{tmp_path / 'ml.db'}"
+    assert main(["sweep", str(tiny), "--quiet", "--tracking-uri", uri, "--out", str(tmp_path / "sweeps")]) == 0
+    assert main(["report", str(tiny), "--tracking-uri", uri, "--out", str(tmp_path / "reports"), "--no-figures"]) == 0
+    csv = pd.read_csv(tmp_path / "reports" / "table_ytvos" / "table_ytvos.csv")
+    published = csv[csv["source"] == "published"].set_index("row")
+    ours = csv[csv["source"] == "lvas"].set_index("row")
+    assert published.loc["LBDT-4 CVPR2022 (valid, server)", "JF"] == pytest.approx(49.38)
+    assert 0 <= ours.loc["LBDT-4 (lvas)", "JF"] <= 100 and ours.loc["LBDT-4 (lvas)", "n"] == 2
+    delta = csv[csv["source"] == "Δ lvas − paper"].set_index("row")
+    assert delta.loc["LBDT-4 (lvas)", "JF"] == pytest.approx(ours.loc["LBDT-4 (lvas)", "JF"] - 49.38)
+    md = (tmp_path / "reports" / "table_ytvos" / "table_ytvos.md").read_text()
+    assert "held-out 10 % of train; published: valid server" in md

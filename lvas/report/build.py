@@ -36,13 +36,15 @@ TABLES = {
     "table3b": ("table3b_fusion", "Table 3b: fusion (no CMAM)", {}, paper.TABLE3B_FUSION, SHORT, {}),
     "table3c": ("table3c_cmam", "Table 3c: CMAM positions", {}, paper.TABLE3C_CMAM, SHORT, {}),
     "table3d": ("table3d_backbones", "Table 3d: backbones", {}, paper.TABLE3D_BACKBONES, SHORT, {}),
+    "table_ytvos": ("table_ytvos", "Ref-YouTube-VOS: LBDT-4 (lvas: held-out 10 % of train; published: valid server)",
+                    paper.TABLE_YTVOS, paper.TABLE_YTVOS, ("J", "F", "JF"), {"LBDT-4 (lvas)": "LBDT-4 CVPR2022 (valid, server)"}),
     "methods": ("methods", "Methods: CSTM, ACGA and LBDT from one registry", {}, {}, METRICS8, {}),
     "ablation": ("ablation", "Cross-paper ablation", {}, {}, SHORT, {}),
     "hparams": ("hparams", "Hyper-parameter search", {}, {}, METRICS8, {}),
 }
 
 
-PAPER_DATASET = {"table2": "jhmdb"}  # every other table is on A2D Sentences
+PAPER_DATASET = {"table2": "jhmdb", "table_ytvos": "ytvos"}  # every other table is on A2D Sentences
 KIND_COLS = ("appearance/AP", "motion/AP", "appearance/mIoU", "motion/mIoU")
 
 
