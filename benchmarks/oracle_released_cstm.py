@@ -9,7 +9,9 @@ output maps on a random clip and query.
     python benchmarks/oracle_released_cstm.py --released /path/to/CSTM [--size 320 --frames 8]
 
 With ``--time N`` it then times N forward passes of each model, interleaved (released, lvas,
-released, ...), with ``--threads`` torch threads, and prints the median of each.
+released, ...), with ``--threads`` torch threads, and prints the median of each; ``--train-steps N``
+times N training steps (train mode, the mean BCE of the six maps against one target, backward,
+Adam) of each the same way.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--time", type=int, default=0, help="time this many forward passes of each, interleaved")
     ap.add_argument("--channels-last", action="store_true", help="time lvas with channels_last weights (as lvas runs)")
+    ap.add_argument("--train-steps", type=int, default=0, help="time this many training steps of each, interleaved")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -119,6 +122,39 @@ def main() -> None:
         for name, ts in times.items():
             print(f"forward {name}: median {statistics.median(ts):.2f} s over {len(ts)} "
                   f"({', '.join(f'{x:.2f}' for x in ts)}), {a.threads} thread(s), 1x{a.frames}x{a.size}x{a.size}")
+    if a.train_steps:
+        train_timing(a, theirs, ours, clip, table, tokens, mask, spatials)
+
+
+def train_timing(a, theirs, ours, clip, table, tokens, mask, spatials) -> None:
+    """Interleaved training steps of both models on the same clip, query and target."""
+    import torch.nn.functional as F
+
+    target = (torch.rand(1, a.size, a.size) > 0.7).float()
+
+    def loss_of(maps) -> torch.Tensor:
+        return sum(F.binary_cross_entropy_with_logits(
+            F.interpolate(m.reshape(1, 1, *m.shape[-2:]), size=target.shape[-2:], mode="bilinear"), target[None])
+            for m in maps) / len(maps)
+
+    theirs.train(), ours.train()
+    opts = {"released": torch.optim.Adam(theirs.parameters(), lr=1e-6),
+            "lvas": torch.optim.Adam(ours.parameters(), lr=1e-6)}
+    steps = {"released": lambda: loss_of(theirs(clip, table[tokens], mask, spatials)),
+             "lvas": lambda: loss_of([*(o := ours(clip, tokens, mask))["aux"], o["logits"]])}
+    times: dict[str, list[float]] = {"released": [], "lvas": []}
+    for _ in range(a.train_steps):
+        for name in ("released", "lvas"):
+            t = time.perf_counter()
+            opts[name].zero_grad(set_to_none=True)
+            steps[name]().backward()
+            opts[name].step()
+            times[name].append(time.perf_counter() - t)
+    for name, ts in times.items():
+        print(f"training step {name}: median {statistics.median(ts):.2f} s over {len(ts)} "
+              f"({', '.join(f'{x:.2f}' for x in ts)}), {a.threads} thread(s), 1x{a.frames}x{a.size}x{a.size}")
+    r, o = statistics.median(times["released"]), statistics.median(times["lvas"])
+    print(f"lvas / released: {o / r:.2f} (training step)")
 
 
 if __name__ == "__main__":
