@@ -47,7 +47,7 @@ def test_every_shipped_experiment_validates(path):
      "'paper' reproduces a released evaluation, whose frames are stretched"),
     ("model: [1, 2]", "model", "expected a mapping"),
     ("data: {evaluators: [video_j]}", "data.evaluators[0]",
-     "unknown evaluator 'video_j'; registered: segmentation, video_jf. Did you mean 'video_jf'?"),
+     "unknown evaluator 'video_j'; registered: coco, coco_top1, segmentation, video_jf. Did you mean 'video_jf'?"),
 ])
 def test_config_errors_name_the_key(tmp_path, text, where, expected):
     with pytest.raises(ConfigError) as e:
