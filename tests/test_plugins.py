@@ -198,7 +198,8 @@ def test_a_users_components_run_in_a_sweep_and_its_report_with_no_edit_of_lvas(p
                                                                                 for c in configs)
     # the user's protocol scored every run and is a line of the every-protocol table
     protocols = pd.read_csv(tmp_path / "reports" / "mine" / "ablation_protocols.csv")
-    assert {"loose (scored with)", "paper", "coco"} <= set(protocols["protocol"]) and "mIoU" in protocols.columns
+    assert {"loose", "paper", "coco"} <= set(protocols["protocol"]) and "mIoU" in protocols.columns
+    assert set(protocols[protocols["scored with"]]["protocol"]) == {"loose"}
     samples = json.loads(next((tmp_path / "runs").rglob("test_samples.json")).read_text())
     assert samples["protocol"] == "loose"
     # the user's evaluator scored every run, its metric is the sweep's metric and the table's Δ column

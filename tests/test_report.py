@@ -264,3 +264,22 @@ def test_report_columns_option_picks_the_tex_columns(store, tmp_path, capsys):
     assert "P@0.5" in (tmp_path / "r" / "rep" / "table3a_components.md").read_text()  # the .md keeps every column
     assert main(["report", str(sweep), "--tracking-uri", uri, "--out", str(tmp_path / "r2"), "--columns", "nosuch"]) == 2
     assert "--columns: nosuch not in the table" in capsys.readouterr().err
+
+
+def test_the_index_measures_the_metric_gap_from_the_protocol_tables(tmp_path):
+    """reports/README.md's metric-gap section: each row's COCO mAP against the AP it was scored with,
+    read from the numbers of its *_protocols.csv."""
+    from lvas.report.generate import write_index
+
+    d = tmp_path / "rep" / "s"
+    d.mkdir(parents=True)
+    pd.DataFrame([
+        {"row": "A", "protocol": "paper", "scored with": True, "n": 3, "AP": 60.0, "mAP": float("nan")},
+        {"row": "A", "protocol": "coco", "scored with": False, "n": 3, "AP": 59.0, "mAP": 57.5},
+        {"row": "B", "protocol": "lbdt", "scored with": True, "n": 2, "AP": 30.0, "mAP": float("nan")},
+        {"row": "B", "protocol": "coco", "scored with": False, "n": 2, "AP": 30.0, "mAP": 31.0},
+    ]).to_csv(d / "t_protocols.csv", index=False)
+    (d / "t.md").write_text("x")
+    text = write_index(tmp_path / "rep").read_text()
+    assert "| s | A | 3 | 60.0 (`paper`) | 57.5 | -2.5 |" in text and "| s | B | 2 | 30.0 (`lbdt`) | 31.0 | +1.0 |" in text
+    assert "-2.5 to +1.0 points" in text and "(either way)" in text and "at most 7 % of the +15.1" in text

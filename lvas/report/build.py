@@ -366,9 +366,10 @@ def write_sweep_tables(sr: SweepRuns, out_dir: Path, tracking_uri: str | None = 
                         latex_columns=latex_columns(table, columns))
     cross = protocol_table(sr)
     if cross is not None:
-        paths += write_table(cross, out_dir, f"{table.stem}_protocols",
+        shown, numbers = cross
+        paths += write_table(shown, out_dir, f"{table.stem}_protocols",
                              f"{table.caption} — {sr.spec.name}: the same predictions under every protocol",
-                             notes=PROTOCOL_NOTE)
+                             notes=PROTOCOL_NOTE, csv=numbers)
     else:  # an earlier report's every-protocol table would no longer match this one
         for suffix in (".md", ".tex", ".csv"):
             old = Path(out_dir) / f"{table.stem}_protocols{suffix}"
@@ -388,24 +389,29 @@ PROTOCOL_NOTE = ("Each row's saved test predictions scored under every registere
                  "not the model.")
 
 
-def protocol_table(sr: SweepRuns) -> pd.DataFrame | None:
+def protocol_table(sr: SweepRuns) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     """One line per (row, protocol), columns AP / oIoU / mIoU / mAP, from the
-    ``protocol/<name>/<metric>`` metrics (long, so it stays legible with any number of protocols), or
-    None when the runs predate them."""
+    ``protocol/<name>/<metric>`` metrics (long, so it stays legible with any number of protocols):
+    (shown cells "mean ± half-width", numbers: mean, half-width and n per metric), or None when the
+    runs predate them."""
     chosen = sr.chosen()
     keys = sorted({k for row in chosen.values() for k in row["intervals"] if k.startswith("protocol/")})
     if not keys:
         return None
     protocols = list(dict.fromkeys(k.split("/")[1] for k in keys))
     metrics = [m for m in ("AP", "oIoU", "mIoU", "mAP") if any(k.endswith("/" + m) for k in keys)]
-    out = []
+    shown, numbers = [], []
     for name, row in chosen.items():
         main = row.get("protocol") or "–"
         for proto in protocols:
             rec = {"row": name, "protocol": proto + (" (scored with)" if proto == main else ""),
                    "n": str(len(row["runs"]))}
+            num = {"row": name, "protocol": proto, "scored with": proto == main, "n": len(row["runs"])}
             for m in metrics:
                 iv = row["intervals"].get(f"protocol/{proto}/{m}")
                 rec[m] = iv.text() if iv is not None else "–"
-            out.append(rec)
-    return pd.DataFrame(out)
+                num[m] = iv.mean if iv is not None else math.nan
+                num[f"{m} ci_half"] = iv.half if iv is not None else math.nan
+            shown.append(rec)
+            numbers.append(num)
+    return pd.DataFrame(shown), pd.DataFrame(numbers)

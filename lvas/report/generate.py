@@ -93,6 +93,57 @@ def write_index(out_root: str | Path = "reports") -> Path:
             rel = png.relative_to(root)
             lines.append(f"- figure: [{rel.name}]({rel})")
         lines.append("")
+    lines += metric_gap_section(root)
     path = root / "README.md"
     path.write_text("\n".join(lines))
     return path
+
+
+# Published: CSTM's Table 1 AP (mean of P@0.50:0.05:0.95, one mask per query) and ReferFormer's A2D
+# mAP (COCO mask AP over its 5 queries; its issue #39: about 51.9 with the top query alone).
+PUBLISHED_GAP = {"CSTM AP": 39.9, "ReferFormer mAP": 55.0, "ReferFormer mAP, top query": 51.9}
+
+
+def metric_gap_section(root: Path) -> list[str]:
+    """How much of the published gap between CSTM (AP 39.9) and ReferFormer (mAP 55.0) the metric
+    alone could be, measured on the predictions of every report here: per row, COCO mAP against the
+    AP of the protocol the row was scored with, the same masks (``*_protocols.csv``)."""
+    import pandas as pd
+
+    rows = []
+    for csv in sorted(root.glob("*/*_protocols.csv")):
+        df = pd.read_csv(csv)
+        if "mAP" not in df or "scored with" not in df:
+            continue
+        for name, g in df.groupby("row", sort=False):
+            main = g[g["scored with"]]
+            coco = g[g["protocol"] == "coco"]
+            if main.empty or coco.empty or pd.isna(coco["mAP"].iloc[0]):
+                continue
+            rows.append((csv.parent.name, name, main["protocol"].iloc[0], float(main["AP"].iloc[0]),
+                         float(coco["mAP"].iloc[0]), int(main["n"].iloc[0])))
+    if not rows:
+        return []
+    gap = PUBLISHED_GAP["ReferFormer mAP"] - PUBLISHED_GAP["CSTM AP"]
+    diffs = [m - a for *_, a, m, _ in rows]
+    out = ["## Metric gap: CSTM's AP against COCO mAP on the same predictions", "",
+           f"CSTM's Table 1 reports AP {PUBLISHED_GAP['CSTM AP']} on A2D Sentences; ReferFormer (and MTTR, SgMg) "
+           f"report mAP {PUBLISHED_GAP['ReferFormer mAP']} under the same name: a gap of {gap:.1f}. The two are different "
+           "metrics (protocol `coco`: pycocotools' mask AP, detections ranked across the test set; lvas's `paper`: "
+           "the mean over IoU thresholds of the share of queries reaching it). Below, each row's predictions scored "
+           "both ways (means over seeds, from the `*_protocols` tables); one mask per query, scored by its mean "
+           "probability, so `coco` = `coco_top1`.", "",
+           "| sweep | row | seeds | AP (scored with) | COCO mAP | mAP − AP |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+    for sweep, name, proto, ap, m, n in rows:
+        out.append(f"| {sweep} | {name} | {n} | {ap:.1f} (`{proto}`) | {m:.1f} | {m - ap:+.1f} |")
+    way = "downwards" if max(diffs) < 0 else "upwards" if min(diffs) > 0 else "either way"
+    share = max(0.0, max(diffs)) / gap
+    out += ["", f"On these {len(rows)} rows COCO mAP is {min(diffs):+.1f} to {max(diffs):+.1f} points from the AP of the "
+            f"same masks ({way}): at most {100 * share:.0f} % of the +{gap:.1f} between the papers could be the metric "
+            f"alone on predictions like these. What these predictions cannot show: a query-based model's "
+            f"several masks per query (ReferFormer's issue #39: {PUBLISHED_GAP['ReferFormer mAP']} with 5 queries, "
+            f"about {PUBLISHED_GAP['ReferFormer mAP, top query']} with the top one: +"
+            f"{PUBLISHED_GAP['ReferFormer mAP'] - PUBLISHED_GAP['ReferFormer mAP, top query']:.1f} from submitting more "
+            "masks), A2D's real frame sizes and mask shapes (these are 64 px synthetic clips), and a trained model's "
+            "calibration, which decides the ranking COCO mAP rewards.", ""]
+    return out
