@@ -175,7 +175,8 @@ def _score_with_lvas(protocol: str, items, extra: int = 0):
         extra_meta = {}
         if extra:  # a query-based model's further masks, post-processed and scored by the protocol
             from lvas.engine.inference import geometry
-            from lvas.metrics import coco_score, masks_for_protocol
+            from lvas.coco import coco_score
+            from lvas.metrics import masks_for_protocol
 
             extra_meta["candidates"] = [(masks_for_protocol(c, truth, geometry(meta, S), protocol)[0],
                                          coco_score(c, geometry(meta, S))) for c in cands[1:]]
