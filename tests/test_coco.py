@@ -28,7 +28,9 @@ from PIL import Image
 from data_writers import rect_mask, write_h5
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pycocotools under numpy 2
-pytest.importorskip("pycocotools")
+from tools import need_module  # noqa: E402
+
+need_module("pycocotools", "pycocotools not installed (pip install 'lvas[coco]')")
 from pycocotools import mask as mask_utils  # noqa: E402
 from pycocotools.coco import COCO  # noqa: E402
 from pycocotools.cocoeval import COCOeval  # noqa: E402

@@ -166,10 +166,12 @@ ARTIFACTS = ROOT / "test-artifacts"
 def page(server):
     import shutil
 
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install playwright)")
+    from tools import missing, need_module
+
+    sync_api = need_module("playwright.sync_api", "playwright not installed (pip install playwright)")
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
-        pytest.skip("chromium not installed (apt-get install chromium; .ci/run installs it)")
+        missing("chromium not installed (apt-get install chromium; .ci/run installs it)")
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox"])

@@ -223,12 +223,16 @@ def _compile(folder: Path, tables: list[Path], name: str) -> tuple[str, list[tup
     return log, scales
 
 
-@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed (TeX Live; .ci/run installs it)")
 def test_generated_latex_compiles_in_a_two_column_paper_at_readable_size(store, tmp_path):
     """Every generated table (a sweep's, Table 4, the demo's under reports/) compiles in a two-column
     article with no overfull box and no table shrunk below 80 % of the text size; page 1 is rendered
     to test-artifacts/tables_two_column.png. With every column (--columns all) Table 3a would be
     shrunk below that: the measurement is real."""
+    from tools import missing
+
+    for tool in ("pdflatex", "pdftoppm"):
+        if shutil.which(tool) is None:
+            missing(f"{tool} not installed (texlive-latex-*, poppler-utils; .ci/run installs them)")
     sweep, uri, _ = store
     assert main(["report", str(sweep), "--tracking-uri", uri, "--out", str(tmp_path / "r"), "--no-figures"]) == 0
     from lvas.report.table4 import write_table4
@@ -240,14 +244,13 @@ def test_generated_latex_compiles_in_a_two_column_paper_at_readable_size(store, 
     log, scales = _compile(tmp_path, tables, "doc")
     assert "Overfull \\hbox" not in log and "Missing character" not in log
     assert len(scales) == len(tables) and min(s for _, s in scales) >= 0.8, scales
-    if shutil.which("pdftoppm"):
-        ARTIFACTS.mkdir(exist_ok=True)
-        subprocess.run(["pdftoppm", "-png", "-r", "110", "-f", "1", "-l", "1", "-singlefile", str(tmp_path / "doc.pdf"),
-                        str(ARTIFACTS / "tables_two_column")], check=True, timeout=120)
-        from PIL import Image
+    ARTIFACTS.mkdir(exist_ok=True)
+    subprocess.run(["pdftoppm", "-png", "-r", "110", "-f", "1", "-l", "1", "-singlefile", str(tmp_path / "doc.pdf"),
+                    str(ARTIFACTS / "tables_two_column")], check=True, timeout=120)
+    from PIL import Image
 
-        im = Image.open(ARTIFACTS / "tables_two_column.png").convert("L")
-        assert im.size[0] > 800 and sum(1 for v in im.getdata() if v < 128) > 5000  # text on the page
+    im = Image.open(ARTIFACTS / "tables_two_column.png").convert("L")
+    assert im.size[0] > 800 and sum(1 for v in im.getdata() if v < 128) > 5000  # text on the page
     wide = tmp_path / "wide"
     assert main(["report", str(sweep), "--tracking-uri", uri, "--out", str(wide), "--no-figures", "--columns", "all"]) == 0
     _, all_scales = _compile(wide, [wide / "rep" / "table3a_components.tex"], "wide")

@@ -108,6 +108,16 @@ def test_a_sweep_grid_of_ten_to_the_eight_points_is_refused_before_expansion(tmp
                    "LVAS_MAX_TRIALS", seconds=20)
 
 
+def _refused_by_train_and_check(folder, exp, root, tmp_path, bad_file, message: str) -> None:
+    """`lvas train` under the memory cap refuses ``bad_file`` in one line naming it, and `lvas data
+    check` reports the same problem."""
+    assert_refused(capped(["train", str(exp), f"data.root={root}", "data.dataset=a2d", "--run-dir", str(tmp_path / "r"),
+                           "--tracking-uri", f"sqlite:///{tmp_path / 'ml.db'}", "-q"], folder),
+                   str(bad_file), message, seconds=90)
+    check = subprocess.run([sys.executable, "-m", "lvas.cli", "data", "check", str(root), "--dataset", "a2d"],
+                           capture_output=True, text=True)
+    assert check.returncode == 1 and message in check.stdout
+
 def test_a_mask_declaring_40000_squared_pixels_is_refused_from_its_header(tiny_exp, tmp_path):
     import h5py
 
@@ -119,12 +129,7 @@ def test_a_mask_declaring_40000_squared_pixels_is_refused_from_its_header(tiny_e
         f.create_dataset("instance", data=np.array([[1.0]]))
         f.create_dataset("reMask", shape=(40000, 40000), dtype=np.uint8, chunks=(2000, 2000), compression="gzip")
     assert bad.stat().st_size < 1 << 20
-    assert_refused(capped(["train", str(exp), f"data.root={root}", "data.dataset=a2d", "--run-dir", str(tmp_path / "r"),
-                           "--tracking-uri", f"sqlite:///{tmp_path / 'ml.db'}", "-q"], folder),
-                   str(bad), "mask of 40000x40000 pixels is over the limit", seconds=90)
-    rc = subprocess.run([sys.executable, "-m", "lvas.cli", "data", "check", str(root), "--dataset", "a2d"],
-                        capture_output=True, text=True)
-    assert rc.returncode == 1 and "mask of 40000x40000 pixels is over the limit" in rc.stdout
+    _refused_by_train_and_check(folder, exp, root, tmp_path, bad, "mask of 40000x40000 pixels is over the limit")
 
 
 def test_a_frame_declaring_12000_squared_pixels_is_refused_from_its_header(tiny_exp, tmp_path):
@@ -134,12 +139,7 @@ def test_a_frame_declaring_12000_squared_pixels_is_refused_from_its_header(tiny_
     frame = root / "Release" / "frames" / "v_train" / "00002.jpg"
     _png(tmp_path / "huge.png", 12000)
     shutil.copy(tmp_path / "huge.png", frame)  # a PNG under a .jpg name: Pillow reads the header either way
-    assert_refused(capped(["train", str(exp), f"data.root={root}", "data.dataset=a2d", "--run-dir", str(tmp_path / "r"),
-                           "--tracking-uri", f"sqlite:///{tmp_path / 'ml.db'}", "-q"], folder),
-                   str(frame), "frame of 12000x12000 pixels is over the limit", seconds=90)
-    check = subprocess.run([sys.executable, "-m", "lvas.cli", "data", "check", str(root), "--dataset", "a2d"],
-                           capture_output=True, text=True)
-    assert check.returncode == 1 and "frame of 12000x12000 pixels is over the limit" in check.stdout
+    _refused_by_train_and_check(folder, exp, root, tmp_path, frame, "frame of 12000x12000 pixels is over the limit")
 
 
 def test_a_checkpoint_unpacking_to_gigabytes_is_refused_from_its_zip_directory(tmp_path):

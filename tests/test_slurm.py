@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from cluster import ClusterUnavailable, start_cluster
+from tools import missing
 
 ROOT = Path(__file__).resolve().parents[1]
 LVAS = str(Path(sys.executable).with_name("lvas"))
@@ -28,7 +29,7 @@ def cluster(tmp_path_factory):
     try:
         c = start_cluster(tmp_path_factory.mktemp("slurm-logs"))
     except ClusterUnavailable as e:
-        pytest.skip(f"no SLURM cluster here: {e}")
+        missing(f"no SLURM cluster here: {e}")
     yield c
     c.stop()
 
