@@ -95,6 +95,8 @@ def _check_combinations(cfg: ExperimentConfig) -> None:
     if cfg.model.bridge.stages and cfg.model.mode != "both":
         raise ConfigError(f"model.bridge.stages: a bridge exchanges between two streams; model.mode is "
                           f"{cfg.model.mode!r} (use model.mode: both, or model.bridge.stages: [])")
+    if cfg.train.precision == "float64" and cfg.train.amp == "bf16":
+        raise ConfigError("train.precision: float64 cannot run under train.amp: bf16 (set train.amp: off or auto)")
     if cfg.model.mode in ("temporal", "both"):
         need = FAMILIES["temporal"].get(cfg.model.temporal.name).meta.get("min_frames", 1)
         if cfg.data.frames < need:

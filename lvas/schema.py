@@ -142,6 +142,9 @@ class TrainConfig:
     # bf16 autocast: auto = on CUDA only (these CPUs have no bf16 arithmetic: slower, other numbers);
     # bf16 = on every device, CPU included (losses in float32); off
     amp: Literal["auto", "bf16", "off"] = "auto"
+    # float64 runs the whole model and loss in double precision (CPU): slow, but a training's numbers
+    # then depend on the CPU's kernels only at ~1e-12 instead of ~1e-3 (the golden tests use it)
+    precision: Literal["float32", "float64"] = "float32"
     channels_last: bool = True
     limit_batches: S.NonNegativeInt = 0
     out_dir: str = "runs"

@@ -46,6 +46,8 @@ def test_every_shipped_experiment_validates(path):
     ("{model: {input: letterbox}, train: {protocol: paper}}", "train.protocol",
      "'paper' reproduces a released evaluation, whose frames are stretched"),
     ("model: [1, 2]", "model", "expected a mapping"),
+    ("train: {precision: float16}", "train.precision", "expected one of 'float32', 'float64'"),
+    ("train: {precision: float64, amp: bf16}", "train.precision", "float64 cannot run under train.amp: bf16"),
     ("data: {evaluators: [video_j]}", "data.evaluators[0]",
      "unknown evaluator 'video_j'; registered: coco, coco_top1, segmentation, video_jf. Did you mean 'video_jf'?"),
 ])

@@ -105,7 +105,7 @@ def model_from_checkpoint(state: dict[str, Any], path: str | Path = "checkpoint"
     except ConfigError as e:
         raise DataError(Path(path), f"its stored config is not valid for this lvas ({e})") from None
     vocab = Vocabulary(state["vocab"][2:], cfg.model.text.tokenizer)
-    model = build_model(cfg, vocab=vocab.itos, load_weights=False)
+    model = build_model(cfg, vocab=vocab.itos, load_weights=False)  # in the precision it was trained in
     weights = state["model"]
     own = model.state_dict()
     missing = [k for k in own if k not in weights]

@@ -21,9 +21,16 @@ from lvas.metrics import masks_for_protocol
 
 def forward(model: torch.nn.Module, batch: dict, device: torch.device, amp: bool = False) -> dict:
     """The model's outputs on a collated batch (under bf16 autocast with ``amp``, on any device: see
-    :func:`lvas.engine.setup.amp_enabled`; losses and metrics are computed in float32 afterwards)."""
+    :func:`lvas.engine.setup.amp_enabled`; losses and metrics are computed in float32 afterwards, or
+    in float64 for a model in float64, ``train.precision``). The clip is cast to the model's dtype."""
+    clip = batch["clip"].to(device, dtype=model_dtype(model), non_blocking=True)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-        return model(batch["clip"].to(device, non_blocking=True), batch["tokens"].to(device), batch["mask"].to(device))
+        return model(clip, batch["tokens"].to(device), batch["mask"].to(device))
+
+
+def model_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The floating dtype of a model's parameters (float32 unless it was put in float64)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
 
 def predicted_frames(outputs: dict, clip_len: int) -> list[int]:

@@ -127,7 +127,7 @@ def _setup(ctx: Context, model: torch.nn.Module, lr: float, trainable, frozen) -
         torch.cuda.set_device(device)
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
     workers = resources.apply(cfg, device).workers
-    model.to(device)
+    model.to(device, torch.float64 if t.precision == "float64" else None)
     if t.channels_last:  # NHWC 2-D convolutions: faster on oneDNN (CPU) and cuDNN alike
         to_channels_last(model)
     if device.type == "cpu":
@@ -160,7 +160,7 @@ def _setup(ctx: Context, model: torch.nn.Module, lr: float, trainable, frozen) -
     frozen_norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
                     and (t.freeze_bn or (m.weight is not None and not any(p.requires_grad for p in m.parameters())))]
     return _Run(ctx, model, net, device, params, optimizer, scheduler, build_loss(cfg), sampler, train_loader,
-                val_loader, [*frozen, *frozen_norms], amp_enabled(t.amp, device), plan)
+                val_loader, [*frozen, *frozen_norms], amp_enabled(t.amp, device) and t.precision != "float64", plan)
 
 
 def _resume(run: _Run) -> int:

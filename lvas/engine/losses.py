@@ -28,21 +28,28 @@ Loss = Callable[[dict, torch.Tensor], torch.Tensor]
 LBDT_DICE_CLAMP = 1e-4  # LBDT train.py: _sigmoid = clamp(sigmoid(x), 1e-4, 1 - 1e-4)
 
 
+def full(x: torch.Tensor) -> torch.Tensor:
+    """A loss's working precision: float32 (bf16 logits under autocast are widened), float64 kept."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 def _bce(logits: torch.Tensor, target: torch.Tensor, pos_weight: float) -> torch.Tensor:
+    logits = full(logits)
+    target = target.to(logits.dtype)
     if logits.shape[-2:] != target.shape[-2:]:
         target = F.adaptive_avg_pool2d(target, logits.shape[-2:])
-    pw = torch.tensor(pos_weight, device=target.device, dtype=torch.float32)
-    return F.binary_cross_entropy_with_logits(logits.float(), target, pos_weight=pw)
+    pw = torch.tensor(pos_weight, device=target.device, dtype=logits.dtype)
+    return F.binary_cross_entropy_with_logits(logits, target, pos_weight=pw)
 
 
 def dice_loss(logits: torch.Tensor, target: torch.Tensor, clamp: float = 0.0) -> torch.Tensor:
     """1 - (2 sum(p g) + 1) / (sum p + sum g + 1) per sample, averaged; p = sigmoid(logits), clamped
     to [clamp, 1 - clamp] (``torch.clamp``: no gradient where it clamps) when ``clamp`` > 0."""
-    p = torch.sigmoid(logits.float())
+    p = torch.sigmoid(full(logits))
     if clamp:
         p = p.clamp(min=clamp, max=1 - clamp)
     p = p.flatten(1)
-    g = target.flatten(1)
+    g = target.flatten(1).to(p.dtype)
     return (1 - (2 * (p * g).sum(1) + 1) / (p.sum(1) + g.sum(1) + 1)).mean()
 
 

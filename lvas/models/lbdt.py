@@ -107,12 +107,14 @@ class LSTMTextEncoder(SharedTextEncoder):
 
 def sine_1d(n: int, dim: int, device=None, dtype=None) -> torch.Tensor:
     """Transformer sinusoids for positions 0..n-1: (n, dim), sin on even and cos on odd channels."""
-    pos = torch.arange(n, dtype=torch.float32)[:, None]
-    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
-    out = torch.zeros(n, dim)
+    # computed in float64 and rounded once: the same table on every CPU (vectorised float32 sin/exp
+    # differ in the last bit between instruction sets)
+    pos = torch.arange(n, dtype=torch.float64)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float64) * (-math.log(10000.0) / dim))
+    out = torch.zeros(n, dim, dtype=torch.float64)
     out[:, 0::2] = torch.sin(pos * freq)
     out[:, 1::2] = torch.cos(pos * freq)
-    return out.to(device=device, dtype=dtype)
+    return out.to(device=device, dtype=dtype or torch.float32)
 
 
 def sine_2d(dim: int, h: int, w: int, device=None, dtype=None) -> torch.Tensor:
@@ -120,15 +122,16 @@ def sine_2d(dim: int, h: int, w: int, device=None, dtype=None) -> torch.Tensor:
     if dim % 4:
         raise ValueError(f"2-D positional encoding needs channels divisible by 4, got {dim}")
     half = dim // 2
-    freq = torch.exp(torch.arange(0.0, half, 2) * -(math.log(10000.0) / half))  # (half/2,)
-    px = torch.arange(0.0, w)[:, None] * freq  # (w, half/2)
-    py = torch.arange(0.0, h)[:, None] * freq
-    out = torch.zeros(dim, h, w)
+    f64 = torch.float64  # rounded once, as sine_1d
+    freq = torch.exp(torch.arange(0.0, half, 2, dtype=f64) * -(math.log(10000.0) / half))  # (half/2,)
+    px = torch.arange(0.0, w, dtype=f64)[:, None] * freq  # (w, half/2)
+    py = torch.arange(0.0, h, dtype=f64)[:, None] * freq
+    out = torch.zeros(dim, h, w, dtype=f64)
     out[0:half:2] = torch.sin(px).T[:, None, :].expand(-1, h, -1)
     out[1:half:2] = torch.cos(px).T[:, None, :].expand(-1, h, -1)
     out[half::2] = torch.sin(py).T[:, :, None].expand(-1, -1, w)
     out[half + 1::2] = torch.cos(py).T[:, :, None].expand(-1, -1, w)
-    return out.to(device=device, dtype=dtype)
+    return out.to(device=device, dtype=dtype or torch.float32)
 
 
 # --------------------------------------------------------------------------- bridge

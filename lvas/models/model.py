@@ -220,8 +220,22 @@ def build_model(cfg, vocab: Sequence[str] | None = None, load_weights: bool = Tr
         vocab: the dataset's words (index order); fixes the embedding size and selects GloVe rows.
         load_weights: False builds every encoder with random weights (FLOPs, loading a checkpoint).
         cache_dir: where the GloVe rows are cached.
+
+    With ``train.precision: float64`` the model is initialised in float64 (the same initial weights on
+    every CPU: float32 random draws differ in the last bit between instruction sets) and stays in it.
     """
-    m = getattr(cfg, "model", cfg)
+    precision = getattr(getattr(cfg, "train", None), "precision", "float32")
+    if precision == "float64":
+        before = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float64)
+        try:
+            return _build(getattr(cfg, "model", cfg), vocab, load_weights, cache_dir).to(torch.float64)
+        finally:
+            torch.set_default_dtype(before)
+    return _build(getattr(cfg, "model", cfg), vocab, load_weights, cache_dir)
+
+
+def _build(m, vocab, load_weights: bool, cache_dir: str | None) -> SegmentationModel:
     plan = model_plan(m)
     branches = branches_of(m)
     raw = not input_spec(m.input).normalize
