@@ -13,13 +13,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LVAS = str(Path(sys.executable).with_name("lvas"))
-SIZES = {"cstm_paper": "2x8x320x320", "cstm_released": "2x8x320x320", "lbdt4_paper": "2x2x320x320",
-         "acga_paper": "2x16x512x512"}
+# one clip per step: the input size is the paper's; the batch is the CI machine's budget
+SIZES = {"cstm_paper": "1x8x320x320", "cstm_released": "1x8x320x320", "lbdt4_paper": "1x2x320x320",
+         "acga_paper": "1x16x512x512"}
 
 
 @pytest.mark.parametrize("name", list(SIZES))
 def test_one_step_and_evaluation_at_paper_size(name, tmp_path):
-    p = subprocess.run([LVAS, "bench", "train", str(ROOT / "experiments" / f"{name}.yaml"), "--batch", "2",
+    p = subprocess.run([LVAS, "bench", "train", str(ROOT / "experiments" / f"{name}.yaml"), "--batch", "1",
                         "--device", "cpu"], capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     r = json.loads(p.stdout[p.stdout.index("{"):])

@@ -110,11 +110,14 @@ def test_a_store_locked_by_another_process_is_waited_for(synth, tmp_path):
     assert _wait_for(lambda: (tmp_path / "run" / "mlflow_run_id").is_file(), proc)
     hold = threading.Event()
 
-    def lock_for(seconds: float) -> None:
+    def lock_for(seconds: float, release: threading.Event | None = None) -> None:
         con = sqlite3.connect(db, timeout=30, isolation_level=None)
         con.execute("BEGIN EXCLUSIVE")
         hold.set()
-        time.sleep(seconds)
+        if release is None:
+            time.sleep(seconds)
+        else:  # held until the bounded training has given up (at most `seconds`)
+            release.wait(seconds)
         con.execute("COMMIT")
         con.close()
 
@@ -127,11 +130,14 @@ def test_a_store_locked_by_another_process_is_waited_for(synth, tmp_path):
     assert [r.info.status for r in all_runs(uri)] == ["FINISHED"]
 
     env = dict(os.environ, LVAS_STORE_WAIT="2")
-    t = threading.Thread(target=lock_for, args=(20.0,))
+    hold.clear()
+    released = threading.Event()
+    t = threading.Thread(target=lock_for, args=(60.0, released))
     t.start()
     hold.wait(30)
     bounded = subprocess.run([sys.executable, "-m", "lvas.cli", "train", str(exp), "--run-dir", str(tmp_path / "run2"),
                               "--tracking-uri", uri, "--quiet"], cwd=tmp_path, capture_output=True, text=True, env=env)
+    released.set()
     t.join()
     assert bounded.returncode == 2
     assert "stayed locked by another process for 2 s (LVAS_STORE_WAIT)" in _one_line(bounded.stderr)
