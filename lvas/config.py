@@ -38,7 +38,7 @@ import yaml
 from lvas import yamlio
 from lvas.config_upgrade import upgrade
 from lvas.convert import Component, _from_mapping, _parse_slot, _slot_mapping  # noqa: F401  (Component: API)
-from lvas.errors import ConfigError, excerpt, redact, shown  # noqa: F401  (ConfigError, redact: API)
+from lvas.errors import ConfigError, did_you_mean, excerpt, redact, shown  # noqa: F401  (ConfigError, redact: API)
 from lvas.registry import FAMILIES, RegistryError, import_plugins, plugin_imported
 from lvas.schema import (DEVICE_NAMES, DataConfig, ExperimentConfig, ModelConfig,  # noqa: F401  (API)
                          TrackingConfig, TrainConfig, name_problem, safe_name)
@@ -270,16 +270,17 @@ def deep_merge(base: dict, diff: dict) -> dict:
 MAX_BASE_CHAIN = 32  # base: files deep (a chain longer than any real config is an error, not a recursion)
 
 
-def read_yaml(path: str | Path) -> dict:
+def read_yaml(path: str | Path, key_lines: dict | None = None) -> dict:
     """A YAML mapping from ``path``; a missing, unreadable, malformed or oversized file raises one
-    ConfigError naming it (see :mod:`lvas.yamlio` for the limits)."""
+    ConfigError naming it (see :mod:`lvas.yamlio` for the limits). ``key_lines``: filled with the
+    line of each top-level key."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: config file not found")
     try:
         with p.open("rb") as f:
             raw = f.read(yamlio.MAX_BYTES * 64 + 1)
-        data = yamlio.load(raw.decode("utf-8"))
+        data = yamlio.load(raw.decode("utf-8"), key_lines)
     except UnicodeDecodeError as e:
         raise ConfigError(f"{p}: not UTF-8 text (byte {e.start}); a config is a UTF-8 YAML file") from None
     except yamlio.YAMLLimit as e:
@@ -293,6 +294,25 @@ def read_yaml(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a YAML mapping at the top level")
     return data
+
+
+TOP_KEYS = tuple(f.name for f in dataclasses.fields(ExperimentConfig)) + ("base", "lvas_config")
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,39}")
+
+
+def _check_top_keys(path: Path, data: dict, lines: dict) -> None:
+    """Every top-level key of an experiment file is a config key. A key that is not even key-like (a
+    file that is not a config, such as a password file named as a base:) is never quoted: the message
+    names the file and the line only."""
+    for k in data:
+        if k in TOP_KEYS:
+            continue
+        where = f"{path}: line {lines[k]}" if k in lines else str(path)
+        if isinstance(k, str) and _PLAIN_KEY.fullmatch(k):
+            raise ConfigError(f"{where}: {k}: unknown key; allowed keys here: {', '.join(TOP_KEYS[:-1])}"
+                              + did_you_mean(k, TOP_KEYS))
+        raise ConfigError(f"{where}: not a config key (expected one of {', '.join(TOP_KEYS[:-1])}); is {path.name} "
+                          f"an experiment YAML?")
 
 
 def resolve_imports(data: dict, folder: Path) -> dict:
@@ -311,7 +331,9 @@ def load_raw(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
         raise ConfigError(f"{p}: circular base: {' -> '.join(map(str, _seen + (p,)))}")
     if len(_seen) >= MAX_BASE_CHAIN:
         raise ConfigError(f"{_seen[0]}: base: a chain of more than {MAX_BASE_CHAIN} files (at {p})")
-    data = resolve_imports(read_yaml(p), p.parent)
+    lines: dict = {}
+    data = resolve_imports(read_yaml(p, lines), p.parent)
+    _check_top_keys(p, data, lines)
     _import_plugins(data, True)  # the user's components register before merging names them
     bases = data.pop("base", None)
     if bases is None:
@@ -322,6 +344,9 @@ def load_raw(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
         raise ConfigError(f"{p}: base: expected a path or a list of paths")
     merged: dict = {}
     for b in bases:
+        if Path(b).suffix.lower() not in (".yaml", ".yml"):  # a base is an experiment YAML, nothing else is read
+            raise ConfigError(f"{p}: line {lines.get('base', '?')}: base: {shown(b)} is not an experiment YAML "
+                              f"(.yaml or .yml)")
         merged = merge(merged, load_raw(p.parent / b, _seen + (p,)))
     return merge(merged, data)
 

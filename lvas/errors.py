@@ -78,3 +78,24 @@ class DataError(Exception):
         self.problem = problem
         self.public = f"{self.path}: {problem}"
         super().__init__(self.public + ("" if quoted is None else f" (read: {excerpt(quoted)})"))
+
+
+class RedactedStream:
+    """A text stream that masks ``user:password@`` in everything written to it (:func:`redact`): the
+    CLI puts one over stdout and stderr, so no line lvas or a library prints (MLflow's "View run ...
+    at: http://user:PASSWORD@host", a driver's error) shows a password. Everything else is the
+    wrapped stream's."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(redact(text) if isinstance(text, str) and "@" in text else text)
+        return len(text)
+
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)

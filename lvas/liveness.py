@@ -214,3 +214,24 @@ def _write_errno(e: RuntimeError, path: Path) -> int | None:
 def write_atomic(path: str | Path, text: str) -> Path:
     """:func:`replace_atomic` of a text file."""
     return replace_atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def check_replaceable(path: str | Path, is_ours: Callable[[Path], bool], force: bool, option: str) -> None:
+    """Refuse to replace an existing ``path`` unless it is a file of the kind this command writes
+    (``is_ours``) or the user said ``--force``; a symbolic link is never followed (the new file would
+    replace the link, not what it points to) and is replaced only with ``--force``. Raises
+    FileExistsError with one line naming ``option`` and the file."""
+    path = Path(path)
+    if force or not (path.exists() or path.is_symlink()):
+        return
+    if path.is_symlink():
+        raise FileExistsError(f"{option} {path}: is a symbolic link (to {os.readlink(path)}); lvas never writes "
+                              f"through one: give another file name, or --force to replace the link itself")
+    if path.is_dir():
+        raise FileExistsError(f"{option} {path}: is a folder; give a file name")
+    ours = False
+    with contextlib.suppress(Exception):
+        ours = is_ours(path)
+    if not ours:
+        raise FileExistsError(f"{option} {path}: exists and is not a file this command wrote; give another file "
+                              f"name, or --force to replace it")

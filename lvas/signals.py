@@ -60,3 +60,21 @@ def reason(exc: BaseException) -> str:
     if isinstance(exc, Terminated):
         return "terminated (SIGTERM: kill, timeout or a scheduler's preemption); rerun the same command to resume"
     return "interrupted (Ctrl-C); rerun the same command to resume"
+
+
+# --------------------------------------------------------------------------- child processes
+
+
+def python_command(*args: str) -> list[str]:
+    """``python -P ARGS``: a child Python (sweep worker, torchrun) that never puts the working directory
+    on ``sys.path`` ahead of installed packages, so a ``./mlflow.py`` there is never imported (``-P``,
+    Python 3.11; ``child_env`` makes the processes it starts in turn do the same)."""
+    return [sys.executable, "-P", *args]
+
+
+def child_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a child process: ``PYTHONSAFEPATH=1`` (the same as ``-P`` for every Python it
+    starts: torchrun's ranks, submitit's job), plus ``env``."""
+    import os
+
+    return {**os.environ, **(env or {}), "PYTHONSAFEPATH": "1"}

@@ -158,8 +158,8 @@ class SweepSpec:
                     self._base_raw = load_raw(self.base)
                 data = apply_values(self._base_raw, trial.overrides)
             data["name"] = f"{self.name}/{trial.label}" if trial.label != "default" else self.name
-            try:
-                self._configs[key] = from_dict(data)
+            try:  # the sweep file's imports were imported when it was read; nothing else is
+                self._configs[key] = from_dict(data, run_imports=False)
             except ConfigError as e:
                 raise ConfigError(f"{self.path}: trial {trial.label!r}: {e}") from None
         return copy.deepcopy(self._configs[key])

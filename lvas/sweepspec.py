@@ -51,6 +51,7 @@ REPORTS = ("table1", "table2", "table3a", "table3b", "table3c", "table3d", "tabl
            "ablation", "hparams", "none")
 TOP_KEYS = ("name", "base", "imports", "overrides", "metric", "method", "parameters", "variants", "run_cap",
             "early_terminate", "report", "description", "seed", "seeds", "top_k")
+SWEEP_FILE_TAG = "lvas.sweep_file"  # the sweep file a parent run (and its study) belongs to
 MAX_SEEDS = 1000
 MAX_TRIALS = 10_000  # a grid of more trials is refused before it is expanded (LVAS_MAX_TRIALS raises it)
 
@@ -119,6 +120,8 @@ def _command_line(path: Path, texts: Sequence[str], variants: list[Variant], par
 
 def _parameter(path: Path, name: str, spec: Any) -> Parameter:
     key = f"parameters.{name}"
+    if name == "imports":
+        raise _err(path, key, "imports cannot be a parameter (the sweep's imports: and each row's overrides name them)")
     if not isinstance(spec, dict):
         raise _err(path, key, "expected a mapping with values, value or distribution")
     allowed = {"values", "value", "distribution", "min", "max", "q"}
@@ -215,17 +218,30 @@ def _header(path: Path, raw: dict) -> tuple[str, Path, list[str]]:
     name = raw["name"]
     if not isinstance(name, str) or not name or any(c in name for c in "/\\ ") or name_problem(name):
         raise _err(path, "name", "expected a non-empty name without spaces, slashes, '..' or control characters")
-    base = (path.parent / str(raw["base"])).resolve()
-    if not base.is_file():
-        raise _err(path, "base", f"experiment file {base} not found")
-    imports = raw.get("imports") or []
+    base = _experiment_file(path, "base", raw["base"])
+    return name, base, _import_list(path, "imports", raw.get("imports") or [])
+
+
+def _experiment_file(path: Path, key: str, value: Any) -> Path:
+    """An experiment YAML named by the sweep file (relative to it): it must exist and be a YAML file
+    (a base is never some other file whose content an error message would quote)."""
+    f = (path.parent / str(value)).resolve()
+    if f.suffix.lower() not in (".yaml", ".yml"):
+        raise _err(path, key, f"{shown(str(value))} is not an experiment YAML (.yaml or .yml)")
+    if not f.is_file():
+        raise _err(path, key, f"experiment file {f} not found")
+    return f
+
+
+def _import_list(path: Path, key: str, imports: Any) -> list[str]:
+    """The user's modules named at ``key`` of the sweep file, imported (the only code a sweep runs)."""
     if not isinstance(imports, list) or not all(isinstance(x, str) for x in imports):
-        raise _err(path, "imports", "expected a list of module names or .py files")
+        raise _err(path, key, "expected a list of module names or .py files")
     try:
-        import_plugins(imports)
+        import_plugins(imports, key)
     except RegistryError as e:
         raise ConfigError(f"{path}: {e}") from None
-    return name, base, imports
+    return imports
 
 
 def _metric_and_method(path: Path, raw: dict) -> tuple[str, str, str]:
@@ -257,14 +273,14 @@ def _variants(path: Path, raw: Any) -> list[Variant]:
                        + did_you_mean(k, ("label", "overrides", "base")))
         if not isinstance(v, dict) or "label" not in v:
             raise _err(path, key, "expected {label: ..., overrides: {key.path: value}, base: EXPERIMENT.yaml (optional)}")
-        vbase = None
-        if v.get("base") is not None:
-            vbase = (path.parent / str(v["base"])).resolve()
-            if not vbase.is_file():
-                raise _err(path, f"{key}.base", f"experiment file {vbase} not found")
+        vbase = None if v.get("base") is None else _experiment_file(path, f"{key}.base", v["base"])
         ov = v.get("overrides") or {}
         if not isinstance(ov, dict):
             raise _err(path, f"{key}.overrides", "expected a mapping of key.path -> value")
+        if "imports" in ov:  # a row's own plugins: imported now, as the sweep's (relative to this file)
+            ov = dict(ov)
+            ov["imports"] = _import_list(path, f"{key}.overrides.imports",
+                                         resolve_imports({"imports": ov["imports"]}, path.parent)["imports"])
         label = str(v["label"])
         if "/" in label or name_problem(label):
             raise _err(path, f"{key}.label", f"{shown(label)}: expected a label without '/', '..', backslashes or "
@@ -393,3 +409,15 @@ def resolve_checkpoint(ref: str, out: str | Path = "runs/sweeps", seed: int | No
     if not path.is_file():
         raise ConfigError(f"train.init_checkpoint: {path} not found: run `lvas sweep {file}` first")
     return path
+
+
+def check_owner(spec: SweepSpec, parent_tags: dict[str, str]) -> None:
+    """Refuse to read a sweep's runs for another file of the same ``name:`` (whose report it would
+    overwrite); a file that moved (the recorded one is gone) is the same sweep."""
+    stored = parent_tags.get(SWEEP_FILE_TAG)
+    if not stored:
+        return
+    owner, mine = Path(stored), Path(spec.path).resolve()
+    if owner != mine and owner.exists() and not (mine.exists() and owner.samefile(mine)):
+        raise ConfigError(f"{spec.path}: name: {spec.name!r} is the sweep of another file, {owner}: its runs and "
+                          f"report are that file's; give this sweep another name:")

@@ -295,7 +295,8 @@ def downloaded(run_id: str, path: str, uri: str) -> Iterator[Path]:
         shutil.rmtree(dst, ignore_errors=True)
 
 
-def reusable_run(uri: str, experiment: str, run_dir: Path, id_file: Path, resume: bool) -> tuple[str | None, str | None]:
+def reusable_run(uri: str, experiment: str, run_dir: Path, id_file: Path, resume: bool,
+                 config_hash: str | None = None) -> tuple[str | None, str | None]:
     """The MLflow run a training in ``run_dir`` continues instead of starting a new one, and the run
     it forks from (or None).
 
@@ -305,6 +306,10 @@ def reusable_run(uri: str, experiment: str, run_dir: Path, id_file: Path, resume
     into; the copy continues in a new run (second value: the original's id). Without that file (killed
     between creating the run and writing it), the newest unfinished run of ``experiment`` tagged with
     this ``run_dir``. (None, ...): start a new run.
+
+    ``config_hash``: a run recorded with another config (its ``config_hash`` tag: e.g. rerun with
+    ``data.skip_bad=true`` after a failure) is never continued: MLflow keeps a run's parameters, and the
+    old run keeps its failure; the second value is then that run's id with the prefix ``changed:``.
     """
     open_store(uri)
     client = _client(uri)
@@ -318,13 +323,22 @@ def reusable_run(uri: str, experiment: str, run_dir: Path, id_file: Path, resume
         owner = run.data.tags.get("run_dir")
         if owner is not None and owner != here:
             return None, run_id
+        if _other_config(run, config_hash):
+            return None, "changed:" + run_id
         return (run_id if resume or run.info.status != "FINISHED" else None), None
     exp = client.get_experiment_by_name(experiment)
     if exp is None or "'" in here:
         return None, None
     runs = client.search_runs([exp.experiment_id], f"tags.run_dir = '{here}' and "
                               f"attributes.status != 'FINISHED'", order_by=["attributes.start_time DESC"], max_results=1)
+    if runs and _other_config(runs[0], config_hash):
+        return None, "changed:" + runs[0].info.run_id
     return (runs[0].info.run_id if runs else None), None
+
+
+def _other_config(run, config_hash: str | None) -> bool:
+    recorded = run.data.tags.get("config_hash")
+    return config_hash is not None and recorded is not None and recorded != config_hash
 
 
 @contextlib.contextmanager

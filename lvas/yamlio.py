@@ -81,8 +81,9 @@ def _measure(node, max_nodes: int, max_depth: int) -> None:
         stack.extend((c, depth + 1, False) for c in children if id(c) not in sizes)
 
 
-def load(text: str | bytes) -> Any:
-    """Plain data from YAML ``text`` within the limits (raises :class:`YAMLLimit` or ``yaml.YAMLError``)."""
+def load(text: str | bytes, key_lines: dict | None = None) -> Any:
+    """Plain data from YAML ``text`` within the limits (raises :class:`YAMLLimit` or ``yaml.YAMLError``).
+    ``key_lines``: filled with the line (1-based) of each top-level key of a mapping."""
     max_bytes = _limit("LVAS_YAML_MAX_BYTES", MAX_BYTES)
     if len(text) > max_bytes:
         raise YAMLLimit(f"{len(text)} bytes; a config is at most {max_bytes} (LVAS_YAML_MAX_BYTES raises the limit)")
@@ -95,6 +96,10 @@ def load(text: str | bytes) -> Any:
         if node is None:
             return None
         _measure(node, _limit("LVAS_YAML_MAX_NODES", MAX_NODES), _limit("LVAS_YAML_MAX_DEPTH", MAX_DEPTH))
+        if key_lines is not None and isinstance(node, yaml.MappingNode):
+            for k, _ in node.value:
+                if isinstance(k, yaml.ScalarNode):
+                    key_lines.setdefault(k.value, k.start_mark.line + 1)
         return loader.construct_document(node)
     finally:
         loader.dispose()

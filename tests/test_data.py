@@ -192,11 +192,14 @@ def test_video_ids_that_leave_the_root_are_refused(a2d, tmp_path):
     root, _ = a2d
     ann = root / "text_annotations" / "a2d_annotation.txt"
     ann.write_text(ann.read_text() + "../../outside,1,the man\n")
-    with pytest.raises(DataError, match=r"a2d_annotation.txt: video_id is not a plain file name \(read: '../../outside'\)"):
+    line = len(ann.read_text().splitlines())
+    with pytest.raises(DataError, match=rf"a2d_annotation.txt: line {line}: video_id is not a plain file name") as e:
         A2DSentences(root, "train", frames=2, size=32)
+    assert "outside" not in str(e.value)
     jroot = tmp_path / "jhmdb"
     write_jhmdb(jroot)
     jann = jroot / "jhmdb_annotation.txt"
     jann.write_text(jann.read_text() + "..,a man\n")
-    with pytest.raises(DataError, match=r"jhmdb_annotation.txt: video_id is not a plain file name \(read: '\.\.'\)"):
+    line = len(jann.read_text().splitlines())
+    with pytest.raises(DataError, match=rf"jhmdb_annotation.txt: line {line}: video_id is not a plain file name"):
         JHMDBSentences(jroot)

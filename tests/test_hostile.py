@@ -163,16 +163,16 @@ def test_an_annotation_linked_to_a_credentials_file_is_not_quoted_or_tracked(tmp
     uri = f"sqlite:///{tmp_path / 'ml.db'}"
     assert main(["train", str(exp), "--run-dir", str(tmp_path / "run"), "-q", "--tracking-uri", uri]) == 2
     err = capsys.readouterr().err
-    assert "a2d_annotation.txt: header must name video_id,instance_id,query" in err
+    assert "a2d_annotation.txt: line 1: the header must name video_id,instance_id,query" in err
     assert SECRET not in err and SECRET[:16] not in err
     con = sqlite3.connect(tmp_path / "ml.db")
     stored = " ".join(str(v) for (v,) in con.execute("SELECT value FROM tags"))
     assert SECRET[:8] not in stored and "aws_secret" not in stored
     client = mlflow.MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("cpu_small").experiment_id])
-    assert run.info.status == "FAILED" and "a2d_annotation.txt: header must name" in run.data.tags["failure"]
+    assert run.info.status == "FAILED" and "a2d_annotation.txt: line 1: the header must name" in run.data.tags["failure"]
     tb = Path(client.download_artifacts(run.info.run_id, "traceback.txt", str(tmp_path))).read_text()
-    assert "a2d_annotation.txt: header must name" in tb and SECRET[:8] not in tb and "aws_secret" not in tb
+    assert "a2d_annotation.txt: line 1: the header must name" in tb and SECRET[:8] not in tb and "aws_secret" not in tb
 
 
 def test_a_planted_symlink_in_the_report_folder_is_never_uploaded_or_followed(tmp_path):

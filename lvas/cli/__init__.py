@@ -105,6 +105,8 @@ def _run_commands(sub) -> None:
                         "checkpoint with experiments/cstm_released.yaml")
     s.add_argument("--tracking-uri", default=None, help="MLflow tracking URI to find a RUN_ID in (default sqlite:///mlflow.db)")
     s.add_argument("--json", default=None, help="also write the metrics to this JSON file")
+    s.add_argument("--force", action="store_true",
+                   help="replace an existing --submission / --json file that lvas did not write (or a link)")
     s.add_argument("--import", dest="imports", action="append", metavar="MODULE_OR_FILE",
                    help="import your own components' module or .py file (a checkpoint never imports code)")
     s.set_defaults(func=cmd_eval)
@@ -199,6 +201,15 @@ def _data_commands(sub, _add, quiet) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    saved = sys.stdout, sys.stderr
+    _guard_output()
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from lvas.signals import Terminated, terminate_like_interrupt
 
     parser = build_parser()
@@ -233,6 +244,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lvas {args.command}: error: out of memory (a frame, clip or batch larger than this machine holds: "
               f"lower data.size, data.frames or train.batch_size)", file=sys.stderr)
         return 2
+
+
+def _guard_output() -> None:
+    """No password on the screen: stdout and stderr mask ``user:password@`` in every line (lvas's and
+    its libraries'), and MLflow does not print its own run links (lvas prints the UI link it means;
+    MLflow's would carry the tracking URI's credentials). Inherited by every process lvas starts."""
+    from lvas.errors import RedactedStream
+
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, RedactedStream):
+            setattr(sys, name, RedactedStream(stream))
 
 
 def _os_error(command: str, e: OSError) -> int:

@@ -143,19 +143,43 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if protocol not in PROTOCOLS:
         raise ConfigError(f"--protocol: {PROTOCOLS.unknown_message(protocol)}")
     if args.submission:
-        from lvas.engine.submission import write_submission
+        from lvas.engine.submission import is_submission, write_submission
+
+        _replaceable(args.submission, is_submission, args.force, "--submission")
 
         done = write_submission(model, batches, args.submission, protocol, device, progress=not args.quiet)
         print(f"{args.submission}: {done['masks']} masks of {done['expressions']} expressions in "
               f"{done['videos']} videos ({ds.split} split, binarised as protocol {protocol})")
         return 0
     require_masks(ds, "--split")
+    if args.json:
+        _replaceable(args.json, _is_metrics_json, args.force, "--json")
     res = evaluate(model, batches, protocol, device, progress=not args.quiet)
     _print_metrics(cfg, args.split or cfg.data.test_split, protocol, res)
     if args.json:
-        Path(args.json).write_text(json.dumps({"protocol": protocol, "dataset": cfg.data.dataset.name,
-                                               **res["metrics"]}, indent=1))
+        from lvas.liveness import write_atomic
+
+        write_atomic(args.json, json.dumps({"protocol": protocol, "dataset": cfg.data.dataset.name,
+                                            **res["metrics"]}, indent=1))
     return 0
+
+
+def _replaceable(path, is_ours, force: bool, option: str) -> None:
+    from lvas.liveness import check_replaceable
+
+    try:
+        check_replaceable(path, is_ours, force, option)
+    except FileExistsError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _is_metrics_json(path: Path) -> bool:
+    """Whether ``path`` is a metrics file ``lvas eval --json`` wrote (a small JSON object naming its
+    protocol and dataset)."""
+    if path.stat().st_size > 1 << 20:
+        return False
+    data = json.loads(path.read_text())
+    return isinstance(data, dict) and {"protocol", "dataset", "n"} <= set(data)
 
 
 def _print_metrics(cfg, split: str, protocol: str, res: dict) -> None:

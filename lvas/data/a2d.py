@@ -95,8 +95,8 @@ def read_videoset(path: Path) -> pd.DataFrame:
     if df.shape[1] != 9:
         raise DataError(path, f"expected 9 columns ({', '.join(VIDEOSET_COLUMNS)}), found {df.shape[1]}")
     df.columns = VIDEOSET_COLUMNS
-    for vid in df["vid"]:
-        plain_name(vid, "video id", path)
+    for i, vid in enumerate(df["vid"]):
+        plain_name(vid, "video id", path, f"line {i + 1}")
     bad = ~df["subset"].isin([0, 1])
     if bad.any():
         raise DataError(path, f"row {int(bad.idxmax()) + 1}: subset must be 0 (train) or 1 (test)")
@@ -120,20 +120,21 @@ def read_queries(path: Path) -> tuple[pd.DataFrame, list[str]]:
         raise DataError(path, "cannot be parsed as CSV", quoted=e) from None
     need = {"video_id", "instance_id", "query"}
     if not need <= set(df.columns):
-        raise DataError(path, f"header must name video_id,instance_id,query; found {len(df.columns)} other column(s)",
-                        quoted=",".join(map(str, df.columns)))
+        # the header is not quoted: a file that is not the annotation (a link to a password file) stays unread
+        raise DataError(path, f"line 1: the header must name video_id,instance_id,query; found {len(df.columns)} "
+                              f"other column(s)")
     notes = []
     ids = []
     for i, raw in enumerate(df["instance_id"]):
         m = _INSTANCE.match(raw)
         if m is None:
-            raise DataError(path, f"row {i + 2}: instance_id is not an integer", quoted=raw)
+            raise DataError(path, f"line {i + 2}: instance_id is not an integer")
         if m.group(0).strip() != raw.strip():
             notes.append(f"{path}: row {i + 2}: instance_id {excerpt(raw)} read as {m.group(1)}")
         ids.append(int(m.group(1)))
     df["instance_id"] = ids
-    for vid in df["video_id"]:
-        plain_name(vid, "video_id", path)
+    for i, vid in enumerate(df["video_id"]):
+        plain_name(vid, "video_id", path, f"line {i + 2}")
     require_words(df["query"], path)
     if "kind" not in df:
         df["kind"] = ""
@@ -382,7 +383,7 @@ def _extract(mp4: Path, folder: Path, quality: int, av) -> int:
     """Decode every frame of ``mp4`` into ``folder/%05d.jpg``; returns the count (DataError if none)."""
     n = 0
     try:
-        with av.open(str(mp4)) as container:
+        with open(mp4, "rb") as fh, av.open(fh) as container:  # a file, never an FFmpeg protocol ('concat:...')
             if not container.streams.video:
                 raise DataError(mp4, "has no video stream (audio only?)")
             for n, frame in enumerate(container.decode(video=0), start=1):

@@ -39,10 +39,9 @@ def read_annotations(path: Path) -> pd.DataFrame:
     except Exception as e:  # noqa: BLE001
         raise DataError(path, "cannot be parsed as CSV", quoted=e) from None
     if not {"video_id", "query"} <= set(df.columns):
-        raise DataError(path, f"header must name video_id,query; found {len(df.columns)} other column(s)",
-                        quoted=",".join(map(str, df.columns)))
-    for vid in df["video_id"]:
-        plain_name(vid, "video_id", path)
+        raise DataError(path, f"line 1: the header must name video_id,query; found {len(df.columns)} other column(s)")
+    for i, vid in enumerate(df["video_id"]):
+        plain_name(vid, "video_id", path, f"line {i + 2}")
     require_words(df["query"], path)
     return df[["video_id", "query"]]
 

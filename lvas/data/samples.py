@@ -18,12 +18,15 @@ from lvas.data.errors import DataError
 from lvas.inputs import InputSpec
 
 
-def plain_name(name: Any, what: str, path: Path) -> str:
-    """A video id or frame name read from an annotation file, refused (DataError naming ``path``)
-    unless it is one plain path part: a crafted file cannot make lvas read outside the dataset root."""
+def plain_name(name: Any, what: str, path: Path, where: str = "") -> str:
+    """A video id or frame name read from an annotation file, refused (DataError naming ``path`` and
+    ``where`` in it, e.g. ``line 12``) unless it is one plain path part: a crafted file cannot make
+    lvas read outside the dataset root. What the file says is not quoted (it may not be an
+    annotation file at all)."""
     s = str(name)
     if not s or s in (".", "..") or "/" in s or "\\" in s or any(ord(c) < 32 for c in s):
-        raise DataError(path, f"{what} is not a plain file name", quoted=s)
+        raise DataError(path, f"{where + ': ' if where else ''}{what} is not a plain file name (one path part: no "
+                              f"'/', '..' or control characters)")
     return s
 
 

@@ -65,15 +65,15 @@ def read_meta_expressions(path: Path, need_objects: bool) -> pd.DataFrame:
     if not isinstance(videos, dict):
         raise DataError(path, '"videos" must map video ids to {expressions, frames}')
     rows = []
-    for vid, v in sorted(videos.items()):
-        vid = plain_name(vid, "video id", path)
+    for k, (vid, v) in enumerate(sorted(videos.items())):
+        vid = plain_name(vid, "video id", path, f"video #{k + 1}")
         if not isinstance(v, dict) or not isinstance(v.get("expressions"), dict) or not isinstance(v.get("frames"), list):
             raise DataError(path, f"video {vid}: expected {{\"expressions\": {{...}}, \"frames\": [...]}}")
-        frames = [plain_name(f, f"video {vid}: frame", path) for f in v["frames"]]
+        frames = [plain_name(f, "frame name", path, f"video {vid}, frame #{j + 1}") for j, f in enumerate(v["frames"])]
         if not frames:
             raise DataError(path, f"video {vid}: no frames listed")
         for eid, e in sorted(v["expressions"].items(), key=lambda kv: (len(kv[0]), kv[0])):
-            eid = plain_name(eid, f"video {vid}: expression id", path)
+            eid = plain_name(eid, "expression id", path, f"video {vid}")
             if not isinstance(e, dict) or not isinstance(e.get("exp"), str):
                 raise DataError(path, f"video {vid}, expression {eid}: expected {{\"exp\": TEXT, ...}}")
             obj = e.get("obj_id")

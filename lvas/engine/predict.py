@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -13,6 +15,7 @@ from tqdm import tqdm
 from lvas.data.clips import Letterbox, clip_indices
 from lvas.inputs import input_spec
 from lvas.data.errors import DataError
+from lvas.liveness import replace_atomic, tmp_path
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -57,8 +60,8 @@ def iter_frames(path: str | Path, max_pixels: int = 40_000_000) -> Iterator[np.n
     import av
 
     n = 0
-    try:
-        with av.open(str(p)) as container:
+    try:  # a file object: a name such as 'concat:a.mp4' is a file here, never an FFmpeg protocol
+        with open(p, "rb") as fh, av.open(fh) as container:
             if not container.streams.video:
                 raise DataError(p, "no video stream")
             ctx = container.streams.video[0].codec_context
@@ -147,13 +150,17 @@ def predict(model, vocab, cfg, video: str | Path, query: str, out: str | Path,
             for j, lg in enumerate(outputs["logits"][:, k].float().cpu()):
                 frame = next(frames)
                 m = masks(lg, blank, meta, cfg.train.protocol)[0].numpy()
-                Image.fromarray((m * 255).astype(np.uint8)).save(out / f"mask_{start + j + 1:05d}.png")
+                png = Image.fromarray((m * 255).astype(np.uint8))
+                replace_atomic(out / f"mask_{start + j + 1:05d}.png", lambda tmp: png.save(tmp, format="PNG"))
                 drawn = tint(frame, m, (255, 40, 40))
                 for w in writers:
                     w.add(drawn)
-    finally:
+    except BaseException:
         for w in writers:
-            w.close()
+            w.discard()
+        raise
+    for w in writers:
+        w.close()
     result: dict[str, Path | int] = {"masks": n, "gif": out / "overlay.gif"}
     if opts.mp4:
         result["mp4"] = out / "overlay.mp4"
@@ -173,8 +180,9 @@ class _Video:
     def __init__(self, path: Path, fps: int, size: tuple[int, int], codec: str) -> None:
         import av
 
-        self.path = path
-        self.container = av.open(str(path), "w", format="gif" if codec == "gif" else None)
+        self.path, self.tmp = path, tmp_path(path)  # renamed into place when complete (never written through a link)
+        self.file = open(self.tmp, "wb")
+        self.container = av.open(self.file, "w", format="gif" if codec == "gif" else "mp4")
         self.stream = self.container.add_stream(codec, rate=fps)
         h, w = size if codec == "gif" else [d - d % 2 for d in size]
         self.stream.height, self.stream.width = max(2, h), max(2, w)
@@ -195,3 +203,12 @@ class _Video:
                 self.container.mux(pkt)
         finally:
             self.container.close()
+            self.file.close()
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        with contextlib.suppress(Exception):
+            self.container.close()
+        self.file.close()
+        with contextlib.suppress(OSError):
+            self.tmp.unlink()

@@ -27,6 +27,13 @@ def mask_png(mask: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def is_submission(path: Path) -> bool:
+    """Whether ``path`` is a submission zip lvas wrote: every member a mask under ``Annotations/``."""
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+    return all(n.startswith("Annotations/") and n.endswith(".png") for n in names)
+
+
 def entry_name(meta: dict[str, Any]) -> str:
     """The zip member of one sample: ``Annotations/<video>/<expression>/<frame name>.png``."""
     return f"Annotations/{meta['video']}/{meta['expression']}/{meta['frame_name']}.png"

@@ -209,8 +209,13 @@ def train_experiment(cfg: ExperimentConfig, run_dir: str | Path | None = None, *
         id_file = run_dir / "mlflow_run_id"
         uri = resolve_uri(track.uri, cfg.tracking.uri)
         experiment = track.experiment or cfg.tracking.experiment or cfg.name
-        run_id, forked = reusable_run(uri, experiment, run_dir, id_file, resume) if active else (None, None)
-        if forked and progress:
+        run_id, forked = reusable_run(uri, experiment, run_dir, id_file, resume, config_hash(cfg)) if active \
+            else (None, None)
+        if forked and forked.startswith("changed:"):
+            print(f"note: MLflow run {forked[8:]} of {run_dir} was recorded with another config; it keeps its "
+                  f"parameters and how it ended, and this training starts a new run", file=sys.stderr, flush=True)
+            forked = None
+        elif forked and progress:
             print(f"note: {run_dir} was copied from the folder of MLflow run {forked}; that run is left as it is and "
                   f"this folder's training goes on in a new run", file=sys.stderr, flush=True)
         tracker = Tracker(uri, experiment, run_name=track.run_name or cfg.name, run_id=run_id,

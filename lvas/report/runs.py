@@ -17,7 +17,7 @@ from typing import Any
 
 from lvas import catalogue
 from lvas.stats import Interval, interval
-from lvas.sweepspec import SweepSpec
+from lvas.sweepspec import SweepSpec, check_owner
 from lvas.tracking import metric_key
 
 METRICS8 = ("P@0.5", "P@0.6", "P@0.7", "P@0.8", "P@0.9", "AP", "oIoU", "mIoU")
@@ -126,6 +126,8 @@ def collect(spec: SweepSpec, tracking_uri: str) -> SweepRuns:
         runs = [] if exp is None else all_runs(client, exp.experiment_id, f"tags.sweep = '{spec.name}'")
     parents = sorted((r for r in runs if r["tags"].get("lvas_role") == "sweep"), key=lambda r: r["start_time"])
     parent = parents[-1]["run_id"] if parents else None
+    if parents:
+        check_owner(spec, parents[-1]["tags"])
     children = [r for r in runs if "mlflow.parentRunId" in r["tags"]]
     out = SweepRuns(spec, children, parent)
     for label, params in _points(spec, children):

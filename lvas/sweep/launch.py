@@ -12,7 +12,7 @@ import sys
 import time
 
 from lvas.config import redact
-from lvas.signals import reason
+from lvas.signals import child_env, python_command, reason
 from lvas.sweep.progress import Progress, summary
 from lvas.sweep.runner import SweepOptions, SweepRunner
 from lvas.sweep.study import STORAGE_ENV
@@ -62,8 +62,8 @@ def run_sweep(spec: SweepSpec, opts: SweepOptions, workers: int = 1) -> tuple[in
 def worker_env(runner: SweepRunner, opts: SweepOptions, workers: int, i: int) -> dict[str, str]:
     """A worker's environment: the storage URL and tracking URI travel here, never on its command
     line (which ``ps`` shows to every user of the machine)."""
-    env = dict(os.environ, LVAS_PARALLEL_TRIALS=str(workers if not opts.gpus else 1),
-               MLFLOW_TRACKING_URI=runner.tracking_uri)
+    env = child_env({"LVAS_PARALLEL_TRIALS": str(workers if not opts.gpus else 1),
+                     "MLFLOW_TRACKING_URI": runner.tracking_uri})
     if opts.storage:
         env[STORAGE_ENV] = opts.storage
     env[OVERRIDES_ENV] = json.dumps(list(runner.spec.cli_overrides))
@@ -73,8 +73,8 @@ def worker_env(runner: SweepRunner, opts: SweepOptions, workers: int, i: int) ->
 
 
 def worker_command(spec: SweepSpec, opts: SweepOptions) -> list[str]:
-    return [sys.executable, "-m", "lvas.cli", "sweep", str(spec.path), "--worker", "--out", opts.out,
-            "--stale-after", str(opts.stale_after)] + (["--quiet"] if not opts.progress else []) + \
+    return python_command("-m", "lvas.cli", "sweep", str(spec.path), "--worker", "--out", opts.out,
+                          "--stale-after", str(opts.stale_after)) + (["--quiet"] if not opts.progress else []) + \
         (["--gpus-per-trial", str(opts.gpus_per_trial)] if opts.gpus_per_trial > 1 else [])
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 
 from lvas.config import redact
+from lvas.sweepspec import SWEEP_FILE_TAG
 
 
 def create(spec, tracking_uri: str) -> str:
@@ -22,7 +23,8 @@ def create(spec, tracking_uri: str) -> str:
         share_runs_view(client, exp_id, view_metrics(spec.metric))
         run = client.create_run(exp_id, run_name=spec.name,
                                 tags={"sweep": spec.name, "report": spec.report, "method": spec.method,
-                                      "lvas_role": "sweep", NOTE_TAG: redact(spec.description or "")})
+                                      "lvas_role": "sweep", NOTE_TAG: redact(spec.description or ""),
+                                      SWEEP_FILE_TAG: str(spec.path.resolve())})
         run_id = run.info.run_id
         client.log_text(run_id, redact(spec.path.read_text()), "sweep.yaml")
         for k, v in {"sweep.method": spec.method, "sweep.metric": spec.metric, "sweep.base": str(spec.base),
@@ -95,3 +97,4 @@ def close(tracking_uri: str, run_id: str, *, failed: bool, live: bool, active: b
         else:  # others are still at work: they close it
             with contextlib.suppress(Exception):
                 client.delete_tag(run_id, PID_TAG)
+

@@ -55,9 +55,23 @@ def sweep_dir(spec: SweepSpec, opts: SweepOptions) -> Path:
 class SweepRunner:
     """One process's view of a sweep: its study, its trials' identity and state, claiming and running."""
 
-    def __init__(self, spec: SweepSpec, opts: SweepOptions) -> None:
+    def __init__(self, spec: SweepSpec, opts: SweepOptions, create: bool = True) -> None:
+        """``create=False`` (``--status``): only read; a sweep that never ran is an error and nothing
+        (folder, store, lock) is created."""
         self.spec, self.opts = spec, opts
         self.dir = sweep_dir(spec, opts)
+        if not create:
+            from lvas.tracking import open_store, resolve_uri
+
+            if not (self.dir / "optuna.journal").is_file() and not opts.storage:
+                raise ConfigError(f"{spec.path}: sweep {spec.name!r} has not started: no study under {self.dir} "
+                                  f"(start it with lvas sweep {spec.path}; --out if it ran elsewhere)")
+            self.tracking_uri = resolve_uri(opts.tracking_uri)
+            open_store(self.tracking_uri, orphans=False, create=False)
+            self.study = None
+            self.read_only = True
+            return
+        self.read_only = False
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -76,11 +90,12 @@ class SweepRunner:
         """Create (and initialise) or load the study, then (``sync_file``) bring it in line with the file."""
         spec = self.spec
         self.study = Study(spec.name, "maximize" if spec.goal == "maximize" else "minimize", spec.method, spec.seed,
-                           spec.early_terminate, self.opts.storage, self.dir / "optuna.journal")
+                           spec.early_terminate, self.opts.storage, self.dir / "optuna.journal",
+                           create=not self.read_only)
         self.study.trials()  # the whole journal read back before anything is written (a damaged line stops here)
         if self.study.created:
             self.study.set_attr("mlflow_parent_run_id", parent.create(spec, self.tracking_uri))
-            self.study.set_attr("sweep_file", str(spec.path))
+            self.study.set_attr("sweep_file", str(Path(spec.path).resolve()))
             self.study.set_attr("method", spec.method)
             sync(self)
             self.study.set_attr("initialised", True)
@@ -90,9 +105,36 @@ class SweepRunner:
                 raise RuntimeError(f"study {spec.name} exists but was never initialised "
                                    f"(its creator died?): delete it from the storage and start again")
             time.sleep(0.5)
+        if not self.study.created:
+            self._check_owner()
         if sync_file and not self.study.created:
             sync(self)
         return self.study
+
+    def _check_owner(self) -> None:
+        """Two sweep files with one ``name:`` would share a study, a parent run and a report: the
+        study belongs to the file that created it. A file that moved (its old path is gone) takes the
+        study over; another file that exists is refused."""
+        mine = Path(self.spec.path).resolve()
+        stored = self.study.attrs.get("sweep_file")
+        if not stored:
+            return
+        owner = Path(stored)
+        if not owner.is_absolute():  # recorded relative by lvas < 0.2: only its name is known
+            if owner.name != mine.name:
+                raise ConfigError(self._owned_by(owner))
+            return
+        if owner == mine:
+            return
+        if owner.exists() and not (mine.exists() and owner.samefile(mine)):
+            raise ConfigError(self._owned_by(owner))
+        if not owner.exists() and not self.read_only:
+            print(f"[{self.spec.name}] sweep file moved from {owner} to {mine}: continuing its study", flush=True)
+            self.study.set_attr("sweep_file", str(mine))
+
+    def _owned_by(self, owner: Path) -> str:
+        return (f"{self.spec.path}: name: {self.spec.name!r} is the sweep of another file, {owner} (its study and "
+                f"MLflow parent run are under {self.dir}); give this sweep another name:, or another --out")
 
     @property
     def parent_run_id(self) -> str:
@@ -113,7 +155,16 @@ class SweepRunner:
         a = frozen.user_attrs
         if "id" not in a:
             return None
-        return self.spec.trial_for(a["label"], json.loads(a.get("params") or "{}"), a.get("seed"))
+        try:
+            params = json.loads(a.get("params") or "{}")
+        except ValueError:
+            return None
+        # a stored trial names a point of this sweep file: one of its rows and only its parameters
+        # (a journal is data: what it says never adds a key, such as imports:, to a trial's config)
+        if not isinstance(params, dict) or set(params) - {p.name for p in self.spec.parameters} \
+                or a.get("label") not in self.spec.labels():
+            return None
+        return self.spec.trial_for(a["label"], params, a.get("seed"))
 
     def is_current(self, frozen) -> bool:
         """Whether ``frozen`` ran (or will run) the config the sweep file now gives it."""

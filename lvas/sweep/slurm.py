@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
 
-from lvas.config import ConfigError
+from lvas.config import ConfigError, shown
 from lvas.sweep.launch import OVERRIDES_ENV, run_worker
 from lvas.sweep.progress import Progress, summary
 from lvas.sweep.runner import SweepOptions, SweepRunner, sweep_dir
@@ -41,17 +42,70 @@ from lvas.sweepspec import SweepSpec, load_sweep
 DEFAULT_TIMEOUT_MIN = 24 * 60
 
 
+INT_KEYS = ("timeout_min", "nodes", "tasks_per_node", "gpus_per_node", "cpus_per_task", "slurm_array_parallelism")
+NUMBER_KEYS = ("mem_gb",)
+BOOL_KEYS = ("stderr_to_stdout",)
+# what a value written into an `#SBATCH --key=value` line may hold: no whitespace (sbatch reads the rest of
+# the line as more options: `x --output=/elsewhere`), no newline (a shell line in the job script), no quotes
+# or shell characters
+_DIRECTIVE_VALUE = re.compile(r"[A-Za-z0-9_.,:=/@+%*\[\]{}-]*")
+
+
 def parse_slurm_params(items: list[str]) -> dict[str, Any]:
-    """``key=value`` pairs (YAML scalars: ``cpus_per_task=8`` is an int) into submitit parameters."""
+    """``key=value`` pairs (YAML scalars: ``cpus_per_task=8`` is an int) into submitit parameters,
+    checked before anything is written: numbers where SLURM wants numbers, and values a job script's
+    ``#SBATCH`` line can hold (no newline, whitespace, quote or shell character). One line names the
+    key otherwise."""
     from lvas.yamlio import load
 
     out: dict[str, Any] = {}
     for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--slurm {item!r}: expected key=value (e.g. slurm_partition=gpu, cpus_per_task=8)")
-        out[key.strip()] = load(value) if value else ""
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--slurm {shown(item)}: expected key=value (e.g. slurm_partition=gpu, cpus_per_task=8)")
+        if any(ord(c) < 32 for c in item):
+            raise ConfigError(f"--slurm {key}: a newline or control character in the value (a job script line "
+                              f"holds one value)")
+        try:
+            value = load(text) if text else ""
+        except Exception:  # noqa: BLE001 - YAML errors: the value is then taken as written
+            value = text
+        out[key] = _checked(key, value, text)
     return out
+
+
+def _checked(key: str, value: Any, text: str) -> Any:
+    if key in INT_KEYS:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"--slurm {key}: {shown(value if text.strip()[:1] in '[{' else text)}: expected an "
+                              f"integer >= 0")
+        return value
+    if key in NUMBER_KEYS:
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"--slurm {key}: {shown(text)}: expected a number > 0")
+        return value
+    if key in BOOL_KEYS:
+        if not isinstance(value, bool):
+            raise ConfigError(f"--slurm {key}: {shown(text)}: expected true or false")
+        return value
+    for v in _scalars(value):
+        if isinstance(v, str) and not _DIRECTIVE_VALUE.fullmatch(v):
+            raise ConfigError(f"--slurm {key}: {shown(v)}: a SLURM directive value cannot hold spaces, quotes or "
+                              f"shell characters (letters, digits and _.,:=/@+%*-[] only)")
+    return value
+
+
+def _scalars(value: Any):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield str(k)
+            yield from _scalars(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _scalars(v)
+    else:
+        yield value
 
 
 def _array_task(sweep_path: str, opts: dict[str, Any]) -> int:
@@ -106,6 +160,7 @@ def submit(spec: SweepSpec, opts: SweepOptions, workers: int, params: dict[str, 
     os.environ["MLFLOW_TRACKING_URI"] = runner.tracking_uri
     os.environ[OVERRIDES_ENV] = json.dumps(list(spec.cli_overrides))
     os.environ["LVAS_PARALLEL_TRIALS"] = "1"  # each task has its own CPUs
+    os.environ["PYTHONSAFEPATH"] = "1"  # the job never imports from its working directory (lvas.signals)
     if opts.storage:
         os.environ[STORAGE_ENV] = opts.storage
     task_opts = {"out": str(Path(opts.out).resolve()), "stale_after": opts.stale_after, "progress": False,
@@ -141,9 +196,7 @@ def submit(spec: SweepSpec, opts: SweepOptions, workers: int, params: dict[str, 
 
 def status(spec: SweepSpec, opts: SweepOptions) -> tuple[int, str, bool]:
     """Progress from the study, and the submitted arrays' states from SLURM (when submitit can ask)."""
-    runner = SweepRunner(spec, opts)
-    if not (runner.dir / "optuna.journal").is_file() and not opts.storage:
-        raise ConfigError(f"{spec.path}: no study yet under {runner.dir} (start it with lvas sweep)")
+    runner = SweepRunner(spec, opts, create=False)
     runner.open_study(sync_file=False)
     print(Progress(runner).line())
     record = _folder(runner) / "jobs.json"

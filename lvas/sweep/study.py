@@ -126,13 +126,21 @@ class Study:
     """
 
     def __init__(self, name: str, direction: str, method: str, seed: int, early_terminate: dict | None,
-                 url: str | None, journal: Path) -> None:
+                 url: str | None, journal: Path, create: bool = True) -> None:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.url, self.journal = url, journal
         try:
             storage = open_storage(url, journal)
+            if not create:  # only read (--status): a study that does not exist is not made
+                try:
+                    self.optuna = optuna.load_study(study_name=name, storage=storage)
+                except KeyError:
+                    raise ConfigError(f"sweep {name!r} has not started: no study of that name in "
+                                      f"{redact(url) if url else journal}") from None
+                self.created = False
+                return
             try:
                 self.optuna = optuna.create_study(study_name=name, storage=storage, direction=direction,
                                                   sampler=sampler(method, seed), pruner=pruner(early_terminate))

@@ -4,7 +4,6 @@ this process, or on ``--gpus-per-trial`` processes through torchrun), and its ou
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 
 from lvas.config import ConfigError, redact, to_yaml
 from lvas.liveness import Heartbeat
+from lvas.signals import child_env, python_command
 from lvas.sweepspec import Trial
 
 
@@ -151,17 +151,17 @@ def _run_torchrun(runner, cfg, run_dir: Path, resume: bool, label: str, tags: di
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = run_dir / "trial_config.yaml"
     cfg_path.write_text(to_yaml(cfg))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={runner.opts.gpus_per_trial}", "-m", "lvas.cli", "train", str(cfg_path),
-           "--run-dir", str(run_dir), "--experiment-name", runner.spec.name,
-           "--parent-run-id", runner.parent_run_id, "--run-name", label, "--tags", json.dumps(tags)]
+    cmd = python_command("-m", "torch.distributed.run", "--standalone",
+                         f"--nproc_per_node={runner.opts.gpus_per_trial}", "-m", "lvas.cli", "train", str(cfg_path),
+                         "--run-dir", str(run_dir), "--experiment-name", runner.spec.name,
+                         "--parent-run-id", runner.parent_run_id, "--run-name", label, "--tags", json.dumps(tags))
     if resume:
         cmd.append("--resume")
     if not runner.opts.progress:
         cmd.append("--quiet")
     # the tracking URI travels in the environment, not on a command line that `ps` shows
     proc = subprocess.run(cmd, capture_output=True, text=True,
-                          env=dict(os.environ, MLFLOW_TRACKING_URI=runner.tracking_uri))
+                          env=child_env({"MLFLOW_TRACKING_URI": runner.tracking_uri}))
     if proc.returncode != 0:
         raise RuntimeError(f"torchrun exited with {proc.returncode}: {redact((proc.stderr or proc.stdout)[-1500:])}")
     test = json.loads((run_dir / "test_metrics.json").read_text())

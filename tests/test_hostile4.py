@@ -1,0 +1,260 @@
+"""Hostile and careless inputs, fourth round (issue 30), by class: code the user did not write never
+runs; no secret is printed; nothing is lost or overwritten; nothing is left running; one clear line
+instead of a traceback or silence. Each test failed on the code before the fix."""
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+
+from lvas.cli import main
+from tests.test_faults import TINY, all_runs, write_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+PASSWORD = "hunter2-Sup3rSecret"
+
+
+def one_error_line(err: str) -> str:
+    lines = [x for x in err.strip().splitlines() if x.strip()]
+    assert "Traceback" not in err and len(lines) == 1, err
+    return lines[0]
+
+
+def tiny_experiment(folder: Path, synth: Path, **extra) -> Path:
+    exp = folder / "tiny.yaml"
+    over = {**TINY, "data.root": str(synth), "train.epochs": 1, **extra}
+    data: dict = {"base": str(ROOT / "experiments" / "cpu_small.yaml")}
+    for k, v in over.items():
+        node = data
+        *head, last = k.split(".")
+        for h in head:
+            node = node.setdefault(h, {})
+        node[last] = v
+    exp.write_text(yaml.safe_dump(data))
+    return exp
+
+
+def open_study(sweep: Path, out: Path, uri: str):
+    """The sweep's study and parent run, created as `lvas sweep` creates them (no trial run)."""
+    from lvas.sweep.runner import SweepOptions, SweepRunner
+    from lvas.sweepspec import load_sweep
+
+    runner = SweepRunner(load_sweep(sweep), SweepOptions(out=str(out), tracking_uri=uri, progress=False))
+    runner.open_study()
+    return runner
+
+
+# --------------------------------------------------------------------------- code the user did not write
+
+
+def test_a_journal_naming_imports_never_makes_status_or_a_resume_import_it(synth, tmp_path, capsys):
+    """Item 1: a trial record appended to the Optuna journal with params {"imports": [payload.py]}."""
+    marker = tmp_path / "PWNED"
+    payload = tmp_path / "payload.py"
+    payload.write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    sweep, out, uri = write_sweep(tmp_path, synth), tmp_path / "sweeps", f"sqlite:///{tmp_path / 'ml.db'}"
+    runner = open_study(sweep, out, uri)
+    runner.study.enqueue({"variant": "Spatial"}, {"id": "forged", "point": "forged", "label": "Spatial", "seed": 0,
+                                                  "params": json.dumps({"imports": [str(payload)]}),
+                                                  "attempt": 0, "phase": "grid", "result_hash": "x"})
+    assert main(["sweep", str(sweep), "--status", "--out", str(out), "--tracking-uri", uri, "-q"]) == 0
+    assert not marker.exists()
+    # a plain resume reads the same journal: the forged record is not one of the sweep's trials
+    from lvas.sweep.runner import SweepOptions, SweepRunner
+    from lvas.sweepspec import load_sweep
+
+    again = SweepRunner(load_sweep(sweep), SweepOptions(out=str(out), tracking_uri=uri, progress=False))
+    again.open_study()
+    again.recover()
+    assert not marker.exists()
+
+
+def test_sweep_workers_never_import_from_the_working_directory(synth, tmp_path):
+    """Item 2: ./mlflow.py in the folder `lvas sweep --workers 2` runs from."""
+    marker = tmp_path / "IMPORTED"
+    (tmp_path / "mlflow.py").write_text(f"open({str(marker)!r}, 'a').write('x')\nraise ImportError('planted')\n")
+    spec = yaml.safe_load(write_sweep(tmp_path, synth).read_text())
+    spec["overrides"]["train.epochs"] = 1
+    spec["seeds"] = 1
+    sweep = tmp_path / "faults.yaml"
+    sweep.write_text(yaml.safe_dump(spec))
+    p = subprocess.run([str(Path(sys.executable).with_name("lvas")), "sweep", str(sweep), "--workers", "2", "-q",
+                        "--tracking-uri", f"sqlite:///{tmp_path / 'ml.db'}"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert not marker.exists(), "a worker imported ./mlflow.py"
+
+
+def test_slurm_values_are_checked_before_a_job_script_is_written(synth, tmp_path, capsys):
+    """Item 3: a value with a newline (a shell line in the job script), one with a space (another
+    #SBATCH directive), and values of the wrong type: one line each, nothing created."""
+    sweep = write_sweep(tmp_path, synth)
+    out = tmp_path / "sweeps"
+    for value, needle in [('slurm_comment=nightly\ntouch PWNED #', "slurm_comment: a newline"),
+                          ("slurm_comment=x --output=/tmp/owned", "slurm_comment: 'x --output=/tmp/owned'"),
+                          ("cpus_per_task=abc", "cpus_per_task: 'abc': expected an integer"),
+                          ("mem_gb=lots", "mem_gb: 'lots': expected a number"),
+                          ("timeout_min=[1]", "timeout_min: [1]: expected an integer")]:
+        code = main(["sweep", str(sweep), "--launcher", "slurm", "--slurm", value, "--out", str(out), "-q"])
+        line = one_error_line(capsys.readouterr().err)
+        assert code == 2 and needle in line, line
+    assert not out.exists() and not (tmp_path / "PWNED").exists()
+
+
+def test_a_video_named_like_an_ffmpeg_protocol_is_read_as_a_file(tmp_path, synth, capsys):
+    """Item 4: `concat:inner.mp4` names a file, not FFmpeg's concat protocol over inner.mp4."""
+    from tests.data_writers import write_mp4
+
+    write_mp4(tmp_path / "inner.mp4", 4, 48, 64)
+    planted = tmp_path / "concat:inner.mp4"
+    planted.write_bytes(b"not a video at all")
+    from lvas.engine.predict import iter_frames
+    from lvas.errors import DataError
+
+    os.chdir(tmp_path)
+    with pytest.raises(DataError, match="cannot decode video"):
+        list(iter_frames("concat:inner.mp4", 10**8))
+    planted.write_bytes((tmp_path / "inner.mp4").read_bytes())  # the same name holding a real video is read
+    assert len(list(iter_frames("concat:inner.mp4", 10**8))) == 4
+
+
+# --------------------------------------------------------------------------- no secret printed
+
+
+def test_a_password_in_the_tracking_uri_is_never_printed(synth, tmp_path):
+    """Item 5: MLflow's "View run ... at: http://user:PASSWORD@host" lines, and lvas's own."""
+    from tests.services import MlflowServer
+
+    server = MlflowServer(tmp_path / "mlflow")
+    try:
+        uri = server.start().replace("http://", f"http://lvas:{PASSWORD}@")
+        exp = tiny_experiment(tmp_path, synth)
+        for quiet in ([], ["--quiet"]):
+            p = subprocess.run([sys.executable, "-m", "lvas.cli", "train", str(exp), "--tracking-uri", uri,
+                                "--run-dir", str(tmp_path / f"run{len(quiet)}"), *quiet], capture_output=True,
+                               text=True, cwd=tmp_path, timeout=600)
+            assert p.returncode == 0, p.stderr[-2000:]
+            assert PASSWORD not in p.stdout + p.stderr
+            assert "View run" not in p.stdout  # lvas prints the link it means; MLflow's carried the URI
+    finally:
+        server.stop()
+
+
+def test_a_base_that_is_not_a_config_is_never_quoted(tmp_path, capsys):
+    """Item 6: a base: naming a password file, a shadow-like file: the file and the line, no content."""
+    (tmp_path / "secret.txt").write_text(f"db_password: {PASSWORD}\n")
+    (tmp_path / "shadow.yaml").write_text("root:$6$Zx9QsaltsaltQ$hashhashhash:19000:0:99999:7:::\n")
+    for base, needle in [("secret.txt", "base: 'secret.txt' is not an experiment YAML"),
+                         ("shadow.yaml", "shadow.yaml: line 1: not a config key")]:
+        exp = tmp_path / "e.yaml"
+        exp.write_text(f"base: {base}\nname: x\n")
+        for argv in (["config", str(exp)], ["train", str(exp)]):
+            assert main(argv) == 2
+            line = one_error_line(capsys.readouterr().err)
+            assert needle in line and PASSWORD not in line and "$6$" not in line and "root:" not in line, line
+
+
+# --------------------------------------------------------------------------- nothing lost or overwritten
+
+
+@pytest.fixture(scope="module")
+def trained(synth, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("trained")
+    exp = tiny_experiment(folder, synth)
+    assert main(["train", str(exp), "--run-dir", str(folder / "run"), "-q",
+                 "--tracking-uri", f"sqlite:///{folder / 'ml.db'}"]) == 0
+    return folder / "run" / "model.pt"
+
+
+def test_eval_never_replaces_a_file_it_did_not_write_nor_writes_through_a_link(trained, synth, tmp_path, capsys):
+    """Item 7: --submission over a checkpoint, --json and predict --out through planted links."""
+    precious = tmp_path / "best_model.pt"
+    precious.write_bytes(trained.read_bytes())
+    before = precious.read_bytes()
+    code = main(["eval", str(trained), "--submission", str(precious), "-q"])
+    line = one_error_line(capsys.readouterr().err)
+    assert code == 2 and "exists and is not a file this command wrote" in line and precious.read_bytes() == before
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep me")
+    link = tmp_path / "metrics.json"
+    link.symlink_to(outside)
+    assert main(["eval", str(trained), "--json", str(link), "-q"]) == 2
+    assert "is a symbolic link" in one_error_line(capsys.readouterr().err) and outside.read_text() == "keep me"
+    ours = tmp_path / "m.json"
+    assert main(["eval", str(trained), "--json", str(ours), "-q"]) == 0
+    assert main(["eval", str(trained), "--json", str(ours), "-q"]) == 0  # the same kind of file lvas wrote
+    assert json.loads(ours.read_text())["protocol"] == "paper"
+    out = tmp_path / "pred"
+    out.mkdir()
+    (out / "mask_00001.png").symlink_to(outside)
+    (out / "overlay.gif").symlink_to(outside)
+    frames = synth / "Release" / "frames" / sorted(os.listdir(synth / "Release" / "frames"))[0]
+    assert main(["predict", str(trained), "--video", str(frames), "--query", "the thing", "--out", str(out), "-q"]) == 0
+    assert outside.read_text() == "keep me"
+    assert not (out / "mask_00001.png").is_symlink() and (out / "mask_00001.png").stat().st_size > 0
+
+
+def test_two_sweep_files_with_one_name_are_kept_apart(synth, tmp_path, capsys):
+    """Item 8: the second file with the same name: refused by sweep and report, the first's untouched."""
+    uri, out = f"sqlite:///{tmp_path / 'ml.db'}", tmp_path / "sweeps"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = write_sweep(tmp_path / "a", synth)
+    second = write_sweep(tmp_path / "b", synth)
+    open_study(first, out, uri)
+    code = main(["sweep", str(second), "--out", str(out), "--tracking-uri", uri, "-q"])
+    line = one_error_line(capsys.readouterr().err)
+    assert code == 2 and f"is the sweep of another file, {first.resolve()}" in line, line
+    code = main(["report", str(second), "--tracking-uri", uri, "--out", str(tmp_path / "reports"), "--no-figures"])
+    line = one_error_line(capsys.readouterr().err)
+    assert code == 2 and "is the sweep of another file" in line
+    # the first file moved: it is the same sweep (its old path is gone)
+    moved = tmp_path / "moved.yaml"
+    first.rename(moved)
+    runner = open_study(moved, out, uri)
+    assert runner.study.attrs["sweep_file"] == str(moved.resolve())
+
+
+def test_a_changed_config_in_a_failed_runs_folder_starts_a_new_run(synth, tmp_path, capsys):
+    """Item 9: a run stops on a corrupt frame; rerun with data.skip_bad=true in the same folder (and
+    again after deleting it): a new run, said so; the first keeps its failure."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(synth, data)
+    frame = sorted((data / "Release" / "frames").rglob("*.jpg"))[0]
+    frame.write_bytes(b"corrupt")
+    exp = tiny_experiment(tmp_path, data)
+    uri, run = f"sqlite:///{tmp_path / 'ml.db'}", tmp_path / "run"
+    assert main(["train", str(exp), "--run-dir", str(run), "-q", "--tracking-uri", uri]) == 2
+    assert "corrupt frame image" in one_error_line(capsys.readouterr().err)
+    (first,) = all_runs(uri)
+    reason = first.data.tags["failure"]
+    assert first.info.status == "FAILED"
+    assert main(["train", str(exp), "--run-dir", str(run), "-q", "--tracking-uri", uri, "data.skip_bad=true"]) == 0
+    err = capsys.readouterr().err
+    assert "recorded with another config" in err and "starts a new run" in err and "Traceback" not in err
+    runs = {r.info.run_id: r for r in all_runs(uri)}
+    assert len(runs) == 2 and runs[first.info.run_id].info.status == "FAILED"
+    assert runs[first.info.run_id].data.tags["failure"] == reason
+    shutil.rmtree(run)
+    assert main(["train", str(exp), "--run-dir", str(run), "-q", "--tracking-uri", uri, "data.skip_bad=true",
+                 "train.epochs=2"]) == 0
+    assert len(all_runs(uri)) == 3
+
+
+def test_status_of_a_sweep_that_never_ran_creates_nothing(synth, tmp_path, capsys):
+    """Item 10: no store, no lock, no sweep folder."""
+    sweep = write_sweep(tmp_path, synth)
+    before = set(tmp_path.iterdir())
+    code = main(["sweep", str(sweep), "--status", "--out", str(tmp_path / "sweeps"),
+                 "--tracking-uri", f"sqlite:///{tmp_path / 'ml.db'}"])
+    line = one_error_line(capsys.readouterr().err)
+    assert code == 2 and "has not started" in line
+    assert set(tmp_path.iterdir()) == before
