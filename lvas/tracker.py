@@ -17,9 +17,18 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from lvas.errors import ConfigError, redact
 from lvas.signals import reason
-from lvas.tracking import (BEAT_EVERY, BEAT_TAG, END_TAG, _client, describe_experiment, metric_key, open_store,
-                           owner_tags, patiently)
+from lvas.tracking import (BEAT_EVERY, BEAT_TAG, END_TAG, _client, describe_experiment, keep_pending_end, metric_key,
+                           open_store, owner_tags, patiently, store_errors_quiet)
+
+
+def _drop_active_run(mlflow) -> None:
+    """Forget the fluent API's active run without writing to the store (which refused the write)."""
+    with contextlib.suppress(Exception):
+        from mlflow.tracking.fluent import _active_run_stack
+
+        _active_run_stack.get().clear()
 
 class Tracker:
     """One MLflow run (a context manager); ``active`` is False for a tracker that logs nothing."""
@@ -92,21 +101,44 @@ class Tracker:
         return False
 
     def _end(self, mlflow, exc_type, exc, tb) -> None:
+        """End the run FINISHED, KILLED or FAILED. A store that cannot take the write (its disk full,
+        read-only) gets no traceback: the run's end is kept as a pending record (:mod:`lvas.tracking`)
+        and written by the next lvas command that opens the store; a training that had finished then
+        stops with one line, a failed one with its own error."""
+        tags: dict[str, str] = {}
+        text = None
         if exc_type is None:
-            patiently(mlflow.end_run, "FINISHED")
+            status = "FINISHED"
         elif issubclass(exc_type, KeyboardInterrupt):  # Ctrl-C or SIGTERM (lvas.signals)
-            with contextlib.suppress(Exception):
-                patiently(mlflow.set_tag, END_TAG, reason(exc))
-            patiently(mlflow.end_run, "KILLED")
+            status, tags = "KILLED", {END_TAG: reason(exc)}
         else:
             # what a data file said stays on this machine: the stored message is the error's public
             # part (the file and the problem, lvas.errors.DataError), never an excerpt of the file
             message = f"{exc_type.__name__}: {getattr(exc, 'public', exc)}"
             text = "".join(traceback.format_tb(tb)) + message + "\n"
-            with contextlib.suppress(Exception):
-                patiently(mlflow.log_text, text, "traceback.txt")
-                patiently(mlflow.set_tag, "failure", message[:5000])
-            patiently(mlflow.end_run, "FAILED")
+            status, tags = "FAILED", {"failure": message[:5000]}
+        try:
+            with store_errors_quiet():
+                if text is not None:
+                    with contextlib.suppress(Exception):
+                        patiently(mlflow.log_text, text, "traceback.txt")
+                for k, v in tags.items():
+                    with contextlib.suppress(Exception):
+                        patiently(mlflow.set_tag, k, v)
+                patiently(mlflow.end_run, status)
+        except ConfigError:
+            keep_pending_end(self.uri, self.run_id, status, tags)
+            _drop_active_run(mlflow)
+            if exc_type is None:
+                raise
+        except Exception as e:  # noqa: BLE001 - the store refuses the write (full disk, read-only ...)
+            keep_pending_end(self.uri, self.run_id, status, tags)
+            _drop_active_run(mlflow)
+            if exc_type is None:
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise ConfigError(f"the MLflow store {redact(self.uri)} cannot be written ({redact(first)[:200]}); "
+                                  f"the training is complete in its folder, and the run's end is recorded when an "
+                                  f"lvas command next opens the store") from None
 
     # -- logging ------------------------------------------------------------
     def log_params(self, params: dict[str, Any]) -> None:

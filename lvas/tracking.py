@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from lvas.config import ConfigError, redact
+from lvas.liveness import write_atomic
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 
@@ -69,6 +70,65 @@ def patiently(call: Callable, *args, **kwargs):
             time.sleep(pause)
             pause = min(2.0, pause * 1.5)
 
+
+
+@contextlib.contextmanager
+def store_errors_quiet() -> Iterator[None]:
+    """MLflow's SQL store logs a database error with its whole traceback before raising it; lvas says
+    what happened in one line itself."""
+    import logging
+
+    log = logging.getLogger("mlflow.store.db.utils")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def _pending_dir() -> Path:
+    """Where a run's end waits while its store cannot be written: the user's lvas cache (not the
+    store's own disk, which may be the full one)."""
+    return Path(os.environ.get("LVAS_CACHE") or Path.home() / ".cache" / "lvas") / "pending_ends"
+
+
+def keep_pending_end(uri: str, run_id: str | None, status: str, tags: dict[str, str]) -> Path | None:
+    """Keep the end of run ``run_id`` (status and tags) for :func:`apply_pending_ends`; None if even
+    that cannot be written (the run is then ended KILLED as an orphan, :func:`end_orphans`)."""
+    if run_id is None:
+        return None
+    with contextlib.suppress(OSError):
+        folder = _pending_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        record = {"uri": uri, "run_id": run_id, "status": status, "tags": tags, "at": time.time()}
+        return write_atomic(folder / f"{run_id}.json", json.dumps(record))
+    return None
+
+
+def apply_pending_ends(uri: str) -> list[str]:
+    """Record the kept ends of this store's runs that are still RUNNING (their process could not write
+    them: the store's disk was full); returns their run ids."""
+    folder = _pending_dir()
+    if not folder.is_dir():
+        return []
+    done = []
+    client = _client(uri)
+    for f in sorted(folder.glob("*.json")):
+        try:
+            record = json.loads(f.read_text())
+            if record.get("uri") != uri:
+                continue
+            run = client.get_run(record["run_id"])
+            if run.info.status == "RUNNING":
+                for k, v in record.get("tags", {}).items():
+                    client.set_tag(record["run_id"], k, str(v))
+                client.set_terminated(record["run_id"], record["status"], end_time=int(record["at"] * 1000))
+                done.append(record["run_id"])
+            f.unlink()
+        except Exception:  # noqa: BLE001 - unreadable, another store's, or still unwritable: kept for later
+            continue
+    return done
 
 
 def describe_experiment(client, experiment_id: str, description: str = "") -> None:
@@ -184,6 +244,9 @@ def open_store(uri: str, orphans: bool = True, create: bool = True) -> None:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ConfigError(f"tracking URI {redact(uri)}: cannot open the MLflow store ({redact(first)[:300]})") from None
     _OPENED.add(uri)
+    if lock is not None or uri.startswith(("http://", "https://", "postgresql", "mysql")):
+        with contextlib.suppress(Exception), quiet_mlflow(), store_errors_quiet():
+            apply_pending_ends(uri)
     if orphans:
         end_orphans(uri)
 

@@ -258,3 +258,86 @@ def test_status_of_a_sweep_that_never_ran_creates_nothing(synth, tmp_path, capsy
     line = one_error_line(capsys.readouterr().err)
     assert code == 2 and "has not started" in line
     assert set(tmp_path.iterdir()) == before
+
+
+# --------------------------------------------------------------------------- nothing left running
+
+
+def _ranks_started(proc, timeout: float = 300.0) -> list:
+    """The processes of a `lvas sweep --gpus-per-trial 2` once both ranks have begun training."""
+    import time
+
+    import psutil
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and proc.poll() is None:
+        family = psutil.Process(proc.pid).children(recursive=True)
+        ranks = [p for p in family if "train" in " ".join(p.cmdline()) and "lvas.cli" in " ".join(p.cmdline())
+                 and "torch.distributed.run" not in " ".join(p.cmdline())]
+        if len(ranks) == 2:
+            time.sleep(3.0)  # into the training
+            return [proc.pid, *[p.pid for p in psutil.Process(proc.pid).children(recursive=True)]]
+        time.sleep(0.2)
+    raise AssertionError("the two ranks did not start")
+
+
+@pytest.mark.parametrize("how", ["SIGTERM to the sweep", "Ctrl-C to its process group"])
+def test_stopping_a_torchrun_sweep_ends_every_rank_and_every_run(synth, tmp_path, how):
+    """Item 11: `lvas sweep --gpus-per-trial 2` stopped: no rank trains on, no run stays RUNNING."""
+    import signal
+    import time
+
+    import psutil
+
+    spec = yaml.safe_load(write_sweep(tmp_path, synth).read_text())
+    spec.update(seeds=1, variants=[{"label": "Both", "overrides": {}}])
+    spec["overrides"]["train.epochs"] = 50
+    sweep = tmp_path / "faults.yaml"
+    sweep.write_text(yaml.safe_dump(spec))
+    uri = f"sqlite:///{tmp_path / 'ml.db'}"
+    proc = subprocess.Popen([sys.executable, "-m", "lvas.cli", "sweep", str(sweep), "--gpus-per-trial", "2", "-q",
+                             "--tracking-uri", uri, "--out", str(tmp_path / "sweeps")], cwd=tmp_path,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    family = _ranks_started(proc)
+    if how.startswith("SIGTERM"):
+        proc.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == (143 if how.startswith("SIGTERM") else 130), err[-2000:]
+    assert "Traceback" not in err
+    time.sleep(0.5)
+    alive = [p for p in family if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"processes left alive: {[' '.join(psutil.Process(p).cmdline())[:120] for p in alive]}"
+    runs = all_runs(uri)
+    assert not [r for r in runs if r.info.status == "RUNNING"], [(r.info.run_name, r.info.status) for r in runs]
+    assert {r.info.status for r in runs} == {"KILLED"} and len(runs) == 2  # the parent and the trial
+
+
+from tests.test_signals import small_disk  # noqa: E402,F401  (a fixture: a 24 MiB tmpfs)
+
+
+def test_a_full_disk_under_the_store_gives_one_line_and_the_run_ends_when_it_can(synth, tmp_path, small_disk,
+                                                                                   monkeypatch):
+    """Item 12: the disk that holds both the run folder and the SQLite store fills up during training."""
+    import time
+
+    monkeypatch.setenv("LVAS_CACHE", str(tmp_path / "cache"))  # where a run's end waits (not the full disk)
+    exp = tiny_experiment(tmp_path, synth, **{"train.epochs": 4})
+    uri, run = f"sqlite:///{small_disk / 'ml.db'}", small_disk / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "lvas.cli", "train", str(exp), "--run-dir", str(run), "-q",
+                             "--tracking-uri", uri], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    end = time.monotonic() + 300
+    while not (run / "history.json").is_file() and proc.poll() is None and time.monotonic() < end:
+        time.sleep(0.05)
+    subprocess.run(["dd", "if=/dev/zero", f"of={small_disk / 'filler'}", "bs=1M", "count=64"], capture_output=True)
+    _, err = proc.communicate(timeout=300)
+    line = one_error_line(err)
+    assert proc.returncode == 2 and str(small_disk) in line and "No space left on device" in line, line
+    (small_disk / "filler").unlink()
+    from lvas import tracking
+
+    tracking._OPENED.discard(uri)
+    tracking.open_store(uri)  # what every lvas command does first
+    (r,) = all_runs(uri)
+    assert r.info.status == "FAILED" and "No space left on device" in r.data.tags["failure"]

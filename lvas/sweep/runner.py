@@ -194,6 +194,15 @@ class SweepRunner:
 
     _dead = dead  # the name earlier tests and tools use
 
+    @staticmethod
+    def owned_here(t) -> bool:
+        """Whether this very process claimed the RUNNING trial ``t``."""
+        from lvas.liveness import HOST, process_start
+
+        owner = t.user_attrs.get("owner") or {}
+        return owner.get("host") == HOST and str(owner.get("pid")) == str(os.getpid()) and \
+            owner.get("start") in (None, process_start())
+
     def recover(self) -> dict[str, int]:
         """Re-enqueue interrupted trials (and failed ones with ``retry_failed``)."""
         from optuna.trial import TrialState
@@ -201,6 +210,8 @@ class SweepRunner:
         counts = {"interrupted": 0, "retried": 0}
         for t in self.latest_by_id().values():
             trial = self.trial_of(t)
+            if trial is None:  # not a trial of this sweep file (a record it does not define)
+                continue
             if t.state == TrialState.RUNNING:
                 if not self.dead(t) or not self.study.retire(t, "interrupted"):
                     continue  # alive, or another worker recovered it first
@@ -305,7 +316,9 @@ class SweepRunner:
 
         latest = self.latest_by_id()
         failed = [t for t in latest.values() if t.state == TrialState.FAIL and not t.user_attrs.get("interrupted")]
-        live = [t for t in self.study.active() if t.state == TrialState.RUNNING and not self.dead(t)]
+        # a forced end (this process was stopped): the trial this process itself ran is not live any more
+        live = [t for t in self.study.active() if t.state == TrialState.RUNNING and not self.dead(t)
+                and not (status is not None and self.owned_here(t))]
         parent.close(self.tracking_uri, self.parent_run_id, failed=bool(failed), live=bool(live),
                      active=bool(self.study.active()), status=status, reason=reason)
         return not failed

@@ -159,14 +159,85 @@ def _run_torchrun(runner, cfg, run_dir: Path, resume: bool, label: str, tags: di
         cmd.append("--resume")
     if not runner.opts.progress:
         cmd.append("--quiet")
-    # the tracking URI travels in the environment, not on a command line that `ps` shows
-    proc = subprocess.run(cmd, capture_output=True, text=True,
-                          env=child_env({"MLFLOW_TRACKING_URI": runner.tracking_uri}))
+    # the tracking URI travels in the environment, not on a command line that `ps` shows; torchrun and
+    # its ranks form their own process group, stopped as one when this process is stopped
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env=child_env({"MLFLOW_TRACKING_URI": runner.tracking_uri}))
+    try:
+        out, err = proc.communicate()
+    except BaseException:
+        stop_group(proc)
+        _end_run_killed(runner.tracking_uri, run_dir)
+        raise
     if proc.returncode != 0:
-        raise RuntimeError(f"torchrun exited with {proc.returncode}: {redact((proc.stderr or proc.stdout)[-1500:])}")
+        raise RuntimeError(f"torchrun exited with {proc.returncode}: {redact((err or out)[-1500:])}")
     test = json.loads((run_dir / "test_metrics.json").read_text())
     selected = load_checkpoint(run_dir / "model.pt").get("selected", {})
     return test, selected, (run_dir / "mlflow_run_id").read_text().strip()
+
+
+TORCHRUN_GRACE = 60.0  # seconds torchrun's ranks get to end their runs after SIGTERM
+
+
+def stop_group(proc: subprocess.Popen, grace: float = TORCHRUN_GRACE) -> None:
+    """SIGTERM to torchrun's process group (torchrun passes it to every rank, whose trainer ends its
+    MLflow run KILLED), then SIGKILL to whatever is left after ``grace`` seconds."""
+    import os
+    import signal
+
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=wait)
+            _wait_group_gone(proc.pid, wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _wait_group_gone(pgid: int, timeout: float) -> None:
+    """Until no process of group ``pgid`` is left (the ranks outlive torchrun by a moment)."""
+    import os
+
+    import psutil
+
+    end = time.time() + timeout
+    while time.time() < end:
+        alive = []
+        for p in psutil.process_iter(["pid"]):
+            try:
+                if os.getpgid(p.info["pid"]) == pgid:
+                    alive.append(p)
+            except (ProcessLookupError, PermissionError, psutil.Error):
+                continue
+        if not alive:
+            return
+        time.sleep(0.2)
+    raise subprocess.TimeoutExpired("torchrun", timeout)
+
+
+def _end_run_killed(tracking_uri: str, run_dir: Path) -> None:
+    """A trial's MLflow run still RUNNING after its ranks were stopped (killed before they could end
+    it) ends KILLED here."""
+    import contextlib
+
+    f = run_dir / "mlflow_run_id"
+    if not f.is_file():
+        return
+    with contextlib.suppress(Exception):
+        from mlflow import MlflowClient
+
+        from lvas.tracking import END_TAG, quiet_mlflow
+
+        with quiet_mlflow():
+            client = MlflowClient(tracking_uri)
+            run_id = f.read_text().strip()
+            if client.get_run(run_id).info.status == "RUNNING":
+                client.set_tag(run_id, END_TAG, "stopped with the sweep that ran it; rerun the sweep to resume")
+                client.set_terminated(run_id, "KILLED")
 
 
 def _set_run(trial, run_dir: Path) -> None:
