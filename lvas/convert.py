@@ -99,7 +99,8 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         out = _convert(value, base, path)
         for check in meta:
             if isinstance(check, S.Check) and not check.ok(out):
-                raise ConfigError(f"{path}: {shown(value)} is not valid; expected {check.expected}")
+                expected = check.expected(out) if callable(check.expected) else check.expected
+                raise ConfigError(f"{path}: {shown(value)} is not valid; expected {expected}")
         return out
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):

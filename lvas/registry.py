@@ -188,8 +188,10 @@ class Registry:
                 if known.target == target and known.obj is None:  # the lazy entry of this very object
                     known.obj = obj
                     return obj
+                again = _ORIGIN[-1] if _ORIGIN else _origin_of(where)
                 raise DuplicateComponentError(
-                    f"{self.family} {key!r} is already registered (by {known.target}, from {known.origin})")
+                    f"{self.family} {key!r} is already registered (by {known.target}, from {known.origin}); "
+                    f"{again} registers it again: give yours another name")
             doc = description or summary(getattr(obj, "__doc__", None))
             meta = {k: _plain_default(getattr(obj, k), f"{key}.{k}") for k in self.meta_keys if hasattr(obj, k)}
             self._entries[key] = Entry(key, target, declared_params(obj, f"{self.family} {key}"), doc.strip(),
@@ -379,44 +381,104 @@ def plugin_module_name(path: Path) -> str:
         "".join(c if c.isalnum() else "_" for c in path.stem)
 
 
+_PLUGIN_FILES: dict[str, str] = {}  # file name -> the resolved path of the plugin file imported under it
+
+
 def plugin_imported(name: str) -> bool:
-    """Whether the module or ``.py`` file ``name`` (as an ``imports:`` entry names it) is imported."""
-    if name.endswith(".py") or "/" in name:
-        return plugin_module_name(Path(name).resolve()) in sys.modules
-    return name in sys.modules
+    """Whether the module or ``.py`` file ``name`` (as an ``imports:`` entry names it) is imported. A
+    file is matched by its name, not its folder: a project moved elsewhere (its stored configs name
+    the old paths) evaluates with ``--import`` of the file where it is now."""
+    if _is_file(name):
+        return plugin_module_name(Path(name).resolve()) in sys.modules or Path(name).name in _PLUGIN_FILES
+    return name in sys.modules and _registered_by(name)
+
+
+def _is_file(name: str) -> bool:
+    return name.endswith(".py") or "/" in name
+
+
+def _registered_by(origin: str) -> bool:
+    return any(e.origin == origin for reg in FAMILIES.values() for e in reg._entries.values())
 
 
 def import_plugins(names: list[str], where: str = "imports") -> None:
     """Import the user's modules (a dotted module name, or a path to a ``.py`` file): their
     decorators register their components. Importing runs their code: this is the one place lvas
-    runs code a config names, and only code the user named. A module is imported once per process."""
+    runs code a config names, and only code the user named. A module is imported once per process.
+
+    Every problem is one RegistryError naming the entry: a missing file or module, a relative module
+    name, a syntax error (file and line), a package the plugin imports that is not installed, an
+    exception raised while importing it, and a module that registers no component (``json``: not a
+    plugin)."""
     load_catalogue()
     for i, name in enumerate(names):
         key = f"{where}[{i}]"
-        path = Path(name)
-        if name.endswith(".py") or "/" in name:
-            if not path.is_file():
-                raise RegistryError(f"{key}: {shown(name)}: no such Python file")
-            module = plugin_module_name(path.resolve())
-            if module in sys.modules:
-                continue
-            spec = importlib.util.spec_from_file_location(module, path.resolve())
-            with _importing(str(path.resolve())):
-                mod = importlib.util.module_from_spec(spec)
-                sys.modules[module] = mod
-                try:
-                    spec.loader.exec_module(mod)
-                except BaseException:
-                    sys.modules.pop(module, None)
-                    raise
-        else:
-            if name in sys.modules:
-                continue
-            try:
-                with _importing(name):
-                    importlib.import_module(name)
-            except ModuleNotFoundError as e:
+        if _is_file(name):
+            _import_file(key, name)
+            continue
+        if name.startswith(".") or not all(part.isidentifier() for part in name.split(".")):
+            raise RegistryError(f"{key}: {shown(name)}: not a module name (a dotted name such as mypkg.parts, or a "
+                                f"path to a .py file; relative names like .mod cannot be imported from a config)")
+        if name in sys.modules:
+            if not _registered_by(name):
+                raise RegistryError(_not_a_plugin(key, name))
+            continue
+        try:
+            with _importing(name):
+                importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name and (e.name == name or name.startswith(e.name + ".")):
                 raise RegistryError(f"{key}: {shown(name)}: module not found ({e.name})") from None
+            raise RegistryError(f"{key}: {shown(name)} imports {e.name!r}, which is not installed") from None
+        except RegistryError as e:
+            raise RegistryError(f"{key}: {e}") from None
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as e:
+            raise _import_failed(key, shown(name), e) from None
+        if not _registered_by(name):
+            raise RegistryError(_not_a_plugin(key, name))
+
+
+def _import_file(key: str, name: str) -> None:
+    path = Path(name)
+    if not path.is_file():
+        raise RegistryError(f"{key}: {shown(name)}: no such Python file")
+    module = plugin_module_name(path.resolve())
+    if module in sys.modules:
+        return
+    spec = importlib.util.spec_from_file_location(module, path.resolve())
+    with _importing(str(path.resolve())):
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[module] = mod
+        try:
+            spec.loader.exec_module(mod)
+        except BaseException as e:
+            sys.modules.pop(module, None)
+            if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                raise
+            if isinstance(e, RegistryError):
+                raise RegistryError(f"{key}: {e}") from None
+            if isinstance(e, SyntaxError):
+                raise RegistryError(f"{key}: {path}: line {e.lineno}: syntax error ({e.msg})") from None
+            if isinstance(e, ModuleNotFoundError):
+                raise RegistryError(f"{key}: {path} imports {e.name!r}, which is not installed") from None
+            raise _import_failed(key, str(path), e) from None
+    _PLUGIN_FILES.setdefault(path.name, str(path.resolve()))
+
+
+def _import_failed(key: str, what: str, e: BaseException) -> RegistryError:
+    """An exception the user's module raised while being imported: its type, message and line."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if not f.filename.startswith(str(Path(__file__).parent))]
+    at = f" (line {frames[-1].lineno} of {frames[-1].filename})" if frames else ""
+    return RegistryError(f"{key}: importing {what} raised {type(e).__name__}: {str(e)[:300]}{at}")
+
+
+def _not_a_plugin(key: str, name: str) -> str:
+    return (f"{key}: {shown(name)} registers no component: not a plugin (a plugin's classes or functions carry "
+            f"@REGISTRY.register(...), e.g. @FUSIONS.register('mine'))")
 
 
 @contextlib.contextmanager

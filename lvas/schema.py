@@ -38,7 +38,8 @@ Threads = _range(1, 1024, auto=True) | Literal["auto"]
 Epochs, BatchSize, Overlays = _range(1, 100_000), _range(1, 65_536), _range(0, 1000)
 Accumulate = _range(1, 65_536, auto=True) | Literal["auto"]
 Device = typing.Annotated[str, S.Check(_device_ok, "auto, cpu, mps, cuda or cuda:N")]
-RunName = typing.Annotated[str, S.Check(_name_ok, "a name without '..' parts, backslashes or control characters")]
+RunName = typing.Annotated[str, S.Check(_name_ok, lambda v: (name_problem(v) or "").removeprefix("expected ")
+                                        + (f" (it has {len(v)})" if len(v) > 200 else ""))]
 Seed = typing.Annotated[int, S.Check(lambda v: 0 <= v < 2**32, "an integer from 0 to 2**32 - 1")]
 
 

@@ -19,7 +19,8 @@ from lvas import catalogue as _catalogue
 
 
 class Check:
-    """A constraint on a setting's value: ``ok(value)``, and what was expected (for the message)."""
+    """A constraint on a setting's value: ``ok(value)``, and what was expected (for the message: a
+    text, or a function of the refused value that says why it is refused)."""
 
     def __init__(self, ok, expected: str) -> None:
         self.ok, self.expected = ok, expected

@@ -178,6 +178,10 @@ def load_sweep(path: str | Path, cli_overrides: Sequence[str] = ()) -> SweepSpec
             if not p.is_discrete:
                 raise _err(path, f"parameters.{p.name}", "grid sweeps need values or value, not a distribution")
     variants = _variants(path, raw.get("variants") or [])
+    for i, v in enumerate(variants):  # a trial's run is named '<sweep>/<label>'
+        if len(name) + 1 + len(v.label) > 200:
+            raise _err(path, f"variants[{i}].label", f"{len(v.label)} characters: the run name '{name}/<label>' "
+                                                     f"would have {len(name) + 1 + len(v.label)}, at most 200")
     labels = [v.label for v in variants]
     overrides = raw.get("overrides") or {}
     if not isinstance(overrides, dict):
@@ -282,9 +286,9 @@ def _variants(path: Path, raw: Any) -> list[Variant]:
             ov["imports"] = _import_list(path, f"{key}.overrides.imports",
                                          resolve_imports({"imports": ov["imports"]}, path.parent)["imports"])
         label = str(v["label"])
-        if "/" in label or name_problem(label):
-            raise _err(path, f"{key}.label", f"{shown(label)}: expected a label without '/', '..', backslashes or "
-                                             f"control characters (it names runs and files)")
+        why = "expected no '/'" if "/" in label else name_problem(label)
+        if why:
+            raise _err(path, f"{key}.label", f"{shown(label)}: {why} (a label names runs and files)")
         variants.append(Variant(label, dict(ov), vbase))
     labels = [v.label for v in variants]
     if len(set(labels)) != len(labels):
@@ -421,3 +425,21 @@ def check_owner(spec: SweepSpec, parent_tags: dict[str, str]) -> None:
     if owner != mine and owner.exists() and not (mine.exists() and owner.samefile(mine)):
         raise ConfigError(f"{spec.path}: name: {spec.name!r} is the sweep of another file, {owner}: its runs and "
                           f"report are that file's; give this sweep another name:")
+
+
+def check_processes(spec: SweepSpec, processes: int) -> None:
+    """Every trial can be split over ``processes`` (``--gpus-per-trial``): its global batch gives each
+    process one sample at least. Checked before anything starts (``--dry-run`` included)."""
+    if processes <= 1:
+        return
+    trials = spec.grid(spec.seeds.values[:1]) if spec.method == "grid" else [spec.trial_for(spec.labels()[0], {})]
+    sizes = {spec.config_for(t).train.batch_size: t for t in trials}
+    for p in spec.parameters:
+        if p.name == "train.batch_size" and p.is_discrete:
+            sizes.update({v: None for v in p.values if isinstance(v, int)})
+    for b, t in sorted(sizes.items(), key=lambda kv: kv[0]):
+        if b < processes:
+            row = f" (row {t.label!r})" if t is not None and t.label != "default" else ""
+            raise ConfigError(f"train.batch_size: {b}{row} is smaller than --gpus-per-trial {processes}: the global "
+                              f"batch is split over the processes, one sample each at least; raise it to {processes} "
+                              f"or run fewer processes per trial")

@@ -52,6 +52,14 @@ class Tracker:
         from lvas.liveness import Heartbeat
 
         open_store(self.uri)
+        if self.parent_run_id is not None:
+            try:
+                patiently(_client(self.uri).get_run, self.parent_run_id)
+            except ConfigError:
+                raise
+            except Exception:  # noqa: BLE001 - MLflow's "Run ... not found"
+                raise ConfigError(f"--parent-run-id {self.parent_run_id}: no such run in the MLflow store "
+                                  f"{redact(self.uri)}") from None
         self._saved_env = os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(self.uri)  # also exports MLFLOW_TRACKING_URI; restored on exit
         exp = patiently(mlflow.set_experiment, self.experiment)

@@ -233,6 +233,8 @@ def open_store(uri: str, orphans: bool = True, create: bool = True) -> None:
         raise ConfigError(f"tracking URI {redact(uri)}: the folder {lock.parent} does not exist")
     if lock is not None and not os.access(lock.parent, os.W_OK):
         raise ConfigError(f"tracking URI {redact(uri)}: cannot write in {lock.parent} (permission denied)")
+    if uri.startswith(("http://", "https://")):
+        wait_for_server(uri)
     try:
         with quiet_mlflow(), (file_lock(lock) if lock is not None else contextlib.nullcontext()):
             from mlflow import MlflowClient
@@ -249,6 +251,47 @@ def open_store(uri: str, orphans: bool = True, create: bool = True) -> None:
             apply_pending_ends(uri)
     if orphans:
         end_orphans(uri)
+
+
+SERVER_WAIT = 120.0  # seconds a tracking server that does not answer is waited for (LVAS_SERVER_WAIT)
+
+
+def wait_for_server(uri: str) -> None:
+    """An MLflow tracking server that does not answer is said at once (MLflow's own client retries
+    silently for minutes), then retried every few seconds up to ``LVAS_SERVER_WAIT`` seconds; past
+    that, one ConfigError. Any HTTP answer counts (a 401 or 404 is a server that is there)."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(uri)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port:
+        netloc += f":{parts.port}"
+    probe = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", ""))
+    limit = float(os.environ.get("LVAS_SERVER_WAIT", SERVER_WAIT))
+    deadline, told = time.time() + limit, False
+    while True:
+        try:
+            with urllib.request.urlopen(probe, timeout=5):
+                pass
+            break
+        except urllib.error.HTTPError:
+            break  # it answered
+        except (OSError, ValueError) as e:
+            why = getattr(e, "reason", None) or e
+            if time.time() >= deadline:
+                raise ConfigError(f"tracking URI {redact(uri)}: the server did not answer for {limit:.0f} s ({why}); "
+                                  f"start it, or give another --tracking-uri (LVAS_SERVER_WAIT waits longer)") from None
+            if not told:
+                stamp = time.strftime("%H:%M:%S", time.localtime(deadline))
+                print(f"lvas: the tracking server {redact(uri)} does not answer ({why}); retrying until {stamp} "
+                      f"(LVAS_SERVER_WAIT={limit:.0f} s)", file=sys.stderr, flush=True)
+                told = True
+            time.sleep(min(3.0, max(0.0, deadline - time.time())))
+    if told:
+        print(f"lvas: the tracking server {redact(uri)} answers; going on", file=sys.stderr, flush=True)
 
 
 def end_orphans(uri: str, now: float | None = None) -> list[str]:

@@ -263,8 +263,9 @@ def test_status_of_a_sweep_that_never_ran_creates_nothing(synth, tmp_path, capsy
 # --------------------------------------------------------------------------- nothing left running
 
 
-def _ranks_started(proc, timeout: float = 300.0) -> list:
-    """The processes of a `lvas sweep --gpus-per-trial 2` once both ranks have begun training."""
+def _ranks_started(proc, out: Path, timeout: float = 300.0) -> list:
+    """The processes of a `lvas sweep --gpus-per-trial 2` once both ranks train and rank 0 has its
+    MLflow run (the trial folder names it)."""
     import time
 
     import psutil
@@ -274,8 +275,7 @@ def _ranks_started(proc, timeout: float = 300.0) -> list:
         family = psutil.Process(proc.pid).children(recursive=True)
         ranks = [p for p in family if "train" in " ".join(p.cmdline()) and "lvas.cli" in " ".join(p.cmdline())
                  and "torch.distributed.run" not in " ".join(p.cmdline())]
-        if len(ranks) == 2:
-            time.sleep(3.0)  # into the training
+        if len(ranks) == 2 and list(out.rglob("trials/*/history.json")):  # an epoch done: both ranks in training
             return [proc.pid, *[p.pid for p in psutil.Process(proc.pid).children(recursive=True)]]
         time.sleep(0.2)
     raise AssertionError("the two ranks did not start")
@@ -298,7 +298,7 @@ def test_stopping_a_torchrun_sweep_ends_every_rank_and_every_run(synth, tmp_path
     proc = subprocess.Popen([sys.executable, "-m", "lvas.cli", "sweep", str(sweep), "--gpus-per-trial", "2", "-q",
                              "--tracking-uri", uri, "--out", str(tmp_path / "sweeps")], cwd=tmp_path,
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    family = _ranks_started(proc)
+    family = _ranks_started(proc, tmp_path / "sweeps")
     if how.startswith("SIGTERM"):
         proc.send_signal(signal.SIGTERM)
     else:
@@ -341,3 +341,170 @@ def test_a_full_disk_under_the_store_gives_one_line_and_the_run_ends_when_it_can
     tracking.open_store(uri)  # what every lvas command does first
     (r,) = all_runs(uri)
     assert r.info.status == "FAILED" and "No space left on device" in r.data.tags["failure"]
+
+
+# --------------------------------------------------------------------------- one clear line
+
+
+@pytest.mark.parametrize("body,entry,needle", [
+    ("def broken(:\n", "bad.py", "bad.py: line 1: syntax error"),
+    ("raise RuntimeError('plugin not ready')\n", "bad.py", "importing"),
+    ("import not_installed_pkg_xyz\n", "bad.py", "imports 'not_installed_pkg_xyz', which is not installed"),
+    ("", ".myplug", "'.myplug': not a module name"),
+    ("", "json", "'json' registers no component: not a plugin"),
+    ("from lvas.registry import FUSIONS\n@FUSIONS.register('add')\nclass Add:\n    pass\n", "bad.py",
+     "fusion 'add' is already registered (by lvas.models"),
+])
+def test_a_plugin_that_cannot_be_imported_is_one_line(tmp_path, capsys, body, entry, needle):
+    """Item 13: a syntax error, an exception at import, a missing package, a relative name, a module
+    that registers nothing, a name lvas already has (naming the file that registers it again)."""
+    (tmp_path / "bad.py").write_text(body)
+    name = str(tmp_path / "bad.py") if entry == "bad.py" else entry
+    exp = tmp_path / "e.yaml"
+    exp.write_text(yaml.safe_dump({"base": str(ROOT / "experiments" / "cpu_small.yaml"), "imports": [name]}))
+    assert main(["config", str(exp)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "imports[0]" in line and needle in line, line
+    if "already registered" in needle:
+        assert f"{tmp_path / 'bad.py'} registers it again" in line
+    if "raise RuntimeError" in body:
+        assert "RuntimeError: plugin not ready (line 1 of" in line
+
+
+def test_a_moved_project_evaluates_its_checkpoint_with_the_plugin_where_it_is_now(synth, tmp_path, capsys):
+    """Item 13: a checkpoint made with plugins/x.py of a project since moved: --import of the file at its
+    new place is the same plugin; without it the message says so in full (with the --import hint)."""
+    import shutil
+
+    old = tmp_path / "old"
+    (old / "plugins").mkdir(parents=True)
+    (old / "plugins" / "x.py").write_text(
+        "import torch\nfrom lvas.registry import FUSIONS\n\n@FUSIONS.register('moved_sum')\n"
+        "class MovedSum(torch.nn.Module):\n    def __init__(self, channels, text_channels):\n        super().__init__()\n"
+        "    def forward(self, spatial, temporal, sentence):\n        return spatial + temporal\n")
+    exp = tiny_experiment(old, synth, **{"model.fusion": "moved_sum"})
+    data = yaml.safe_load(exp.read_text())
+    data["imports"] = ["plugins/x.py"]
+    exp.write_text(yaml.safe_dump(data))
+    code = subprocess.run([sys.executable, "-m", "lvas.cli", "train", str(exp), "--run-dir", str(old / "run"), "-q",
+                           "--tracking-uri", f"sqlite:///{old / 'ml.db'}"], cwd=old, capture_output=True, text=True)
+    assert code.returncode == 0, code.stderr[-2000:]
+    new = tmp_path / "new"
+    shutil.move(old, new)
+    ckpt = new / "run" / "model.pt"
+    p = subprocess.run([sys.executable, "-m", "lvas.cli", "eval", str(ckpt), "-q"], cwd=new, capture_output=True,
+                       text=True)
+    line = one_error_line(p.stderr)
+    assert p.returncode == 2 and "import them yourself (--import" in line and line.rstrip().endswith(")"), line
+    p = subprocess.run([sys.executable, "-m", "lvas.cli", "eval", str(ckpt), "-q", "--import", "plugins/x.py",
+                        f"data.root={synth}"], cwd=new, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-2000:]
+
+
+def test_a_batch_smaller_than_the_processes_of_a_trial_is_refused_before_anything_starts(synth, tmp_path, capsys):
+    """Item 14: train.batch_size=1 with --gpus-per-trial 2, also under --dry-run."""
+    sweep = write_sweep(tmp_path, synth)
+    for extra in (["--dry-run"], []):
+        code = main(["sweep", str(sweep), "--gpus-per-trial", "2", "train.batch_size=1", "--out",
+                     str(tmp_path / "sweeps"), *extra])
+        line = one_error_line(capsys.readouterr().err)
+        assert code == 2 and line.startswith("lvas sweep: error: train.batch_size: 1") and "--gpus-per-trial 2" in line
+    assert not (tmp_path / "sweeps").exists()
+
+
+def test_an_empty_test_split_is_said_before_anything_runs(synth, tmp_path, capsys):
+    """Item 15: eval (every protocol), data check and train on a set whose test split is empty."""
+    import shutil
+
+    import pandas as pd
+
+    data = tmp_path / "data"
+    shutil.copytree(synth, data)
+    vs = data / "Release" / "videoset.csv"
+    df = pd.read_csv(vs, header=None)
+    df[8] = 0  # every video in the training split
+    df.to_csv(vs, header=False, index=False)
+    assert main(["data", "check", str(data), "--dataset", "synth"]) == 1
+    assert "the test split has no samples" in capsys.readouterr().out
+    exp = tiny_experiment(tmp_path, data)
+    uri = f"sqlite:///{tmp_path / 'ml.db'}"
+    assert main(["train", str(exp), "--run-dir", str(tmp_path / "run"), "-q", "--tracking-uri", uri]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "data.test_split: the test split" in line and "has no samples" in line
+    assert not (tmp_path / "run" / "last.pt").exists()
+    ckpt_exp = tiny_experiment(tmp_path, synth)
+    assert main(["train", str(ckpt_exp), "--run-dir", str(tmp_path / "ok"), "-q", "--tracking-uri", uri]) == 0
+    capsys.readouterr()
+    for protocol in ("coco", "paper"):
+        code = main(["eval", str(tmp_path / "ok" / "model.pt"), f"data.root={data}", "--protocol", protocol,
+                     "--json", str(tmp_path / f"{protocol}.json"), "-q"])
+        line = one_error_line(capsys.readouterr().err)
+        assert code == 2 and "has no samples" in line and not (tmp_path / f"{protocol}.json").exists()
+
+
+def test_mlflow_names_and_parents_that_cannot_be_are_one_line(synth, tmp_path, capsys):
+    """Item 16: an experiment name too long for a store, an unknown parent run, '../../x' as a parent,
+    and a 200-character sweep label (refused for its length, not for characters it does not have)."""
+    exp = tiny_experiment(tmp_path, synth)
+    uri = f"sqlite:///{tmp_path / 'ml.db'}"
+    for argv, needle in [(["--experiment-name", "e" * 600], "--experiment-name: 600 characters"),
+                         (["--parent-run-id", "0" * 32], f"--parent-run-id {'0' * 32}: no such run"),
+                         (["--parent-run-id", "../../x"], "'../../x' is not an MLflow run id")]:
+        code = main(["train", str(exp), "--run-dir", str(tmp_path / "r"), "-q", "--tracking-uri", uri, *argv])
+        line = one_error_line(capsys.readouterr().err)
+        assert code == 2 and needle in line, line
+    spec = yaml.safe_load(write_sweep(tmp_path, synth).read_text())
+    spec["variants"][0]["label"] = "L" * 200
+    sweep = tmp_path / "long.yaml"
+    sweep.write_text(yaml.safe_dump(spec))
+    assert main(["sweep", str(sweep), "--dry-run"]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "variants[0].label: 200 characters" in line and "at most 200" in line and "backslash" not in line, line
+
+
+def test_a_tracking_server_that_does_not_answer_is_said_at_once(synth, tmp_path):
+    """Item 17: the first line comes within seconds, names the server and the deadline; then one line."""
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    exp = tiny_experiment(tmp_path, synth)
+    proc = subprocess.Popen([sys.executable, "-m", "lvas.cli", "train", str(exp), "-q", "--run-dir", str(tmp_path / "r"),
+                             "--tracking-uri", f"http://u:{PASSWORD}@127.0.0.1:{port}"], cwd=tmp_path,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "LVAS_SERVER_WAIT": "6"})
+    start = time.monotonic()
+    first = proc.stderr.readline()
+    assert time.monotonic() - start < 30 and "does not answer" in first and "retrying until" in first, first
+    rest = proc.stderr.read()
+    proc.wait(timeout=120)
+    assert proc.returncode == 2 and "did not answer for 6 s" in one_error_line(rest)
+    assert PASSWORD not in first + rest
+
+
+def test_reports_keep_long_labels_in_their_column_and_links_to_odd_names_whole(tmp_path):
+    """Item 18: a 150-character label without a space compiles within the column; a sweep named
+    abl#2 keeps its links in reports/README.md."""
+    import shutil
+
+    import pandas as pd
+
+    from lvas.report.generate import write_index
+    from lvas.report.tables import to_latex, write_table
+    from tests.test_report import _compile
+
+    df = pd.DataFrame({"row": ["X" * 150, "add"], "AP": [50.1, 49.0]})
+    tex = tmp_path / "long.tex"
+    tex.write_text(to_latex(df, caption="long", label="long"))
+    if shutil.which("pdflatex"):
+        log, scales = _compile(tmp_path, [tex], "doc")
+        assert "Overfull \\hbox" not in log and scales[0][1] >= 0.8, scales
+    else:
+        from tools import missing
+
+        missing("pdflatex not installed (texlive-latex-*; .ci/run installs them)")
+    reports = tmp_path / "reports"
+    write_table(df, reports / "abl#2", "methods", caption="x")
+    index = write_index(reports).read_text()
+    assert "(abl%232/methods.md)" in index and "(abl%232/methods.tex)" in index

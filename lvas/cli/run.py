@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Iterator
 
 from lvas import catalogue
-from lvas.config import ConfigError
+from lvas.config import ConfigError, shown
 
+MAX_MLFLOW_NAME = 250  # an experiment or run name every MLflow store takes (PostgreSQL: VARCHAR(256))
 # keys an evaluation may change: where the data is and how fast it runs, never what was trained
 EVAL_OVERRIDABLE = ("data.", "train.protocol", "train.batch_size", "train.device", "train.threads",
                     "train.channels_last", "train.amp", "tracking.")
@@ -32,6 +34,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError(f"--tags: not valid JSON ({e})") from None
     if not isinstance(tags, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
         raise ConfigError('--tags: expected a JSON object of strings, e.g. \'{"team": "vision"}\'')
+    for option, value in (("--experiment-name", args.experiment_name), ("--run-name", args.run_name)):
+        if value is not None and (not 1 <= len(value) <= MAX_MLFLOW_NAME or any(ord(c) < 32 for c in value)):
+            raise ConfigError(f"{option}: {len(value)} characters; expected 1 to {MAX_MLFLOW_NAME} without control "
+                              f"characters (what every MLflow store holds)")
+    if args.parent_run_id is not None and not re.fullmatch(r"[0-9a-f]{32}", args.parent_run_id):
+        raise ConfigError(f"--parent-run-id: {shown(args.parent_run_id)} is not an MLflow run id (32 hexadecimal digits)")
     about = file_description(args.experiment)
     track = TrackOptions(args.tracking_uri, args.experiment_name, args.parent_run_id, args.run_name, tags,
                          about + (f"\n\nOverrides: `{' '.join(args.overrides)}`" if args.overrides else ""), about)
@@ -61,9 +69,9 @@ def checkpoint_path(ref: str, tracking_uri: str | None) -> Iterator[Path]:
         return
     from lvas.tracking import downloaded, resolve_uri
 
+    fetch = downloaded(ref, "checkpoints/model.pt", resolve_uri(tracking_uri))
     try:
-        with downloaded(ref, "checkpoints/model.pt", resolve_uri(tracking_uri)) as local:
-            yield local
+        local = fetch.__enter__()
     except ConfigError:
         raise
     except Exception as e:  # noqa: BLE001 - mlflow raises several types for an unknown run
@@ -71,6 +79,10 @@ def checkpoint_path(ref: str, tracking_uri: str | None) -> Iterator[Path]:
 
         raise ConfigError(f"{ref}: neither a checkpoint file nor an MLflow run with checkpoints/model.pt "
                           f"({excerpt(e, 200, secrets=False)})") from None
+    try:  # what goes wrong with the checkpoint itself is said as it is, not as a failed download
+        yield local
+    finally:
+        fetch.__exit__(None, None, None)
 
 
 def _released(args: argparse.Namespace, path: Path):
@@ -138,6 +150,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if cfg.train.channels_last:
         to_channels_last(model)
     ds = build_dataset(cfg, args.split or cfg.data.test_split, vocab=vocab)
+    if len(ds) == 0:
+        raise ConfigError(f"--split: the {args.split or cfg.data.test_split} split of {cfg.data.root} has no samples: "
+                          f"nothing to score (lvas data check {cfg.data.root} --dataset {cfg.data.dataset.name})")
     batches = loader(ds, cfg, workers=workers)
     protocol = args.protocol or cfg.train.protocol.name
     if protocol not in PROTOCOLS:

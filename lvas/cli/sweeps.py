@@ -16,12 +16,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from lvas.sweep.progress import dry_run_table
     from lvas.sweep.runner import SweepOptions
     from lvas.sweep.study import STORAGE_ENV
-    from lvas.sweepspec import load_sweep
+    from lvas.sweepspec import check_processes, load_sweep
 
     overrides = list(args.overrides)
     if args.worker:  # the coordinator's command-line overrides, passed in the environment
         overrides = json.loads(os.environ.get(OVERRIDES_ENV, "[]"))
     spec = load_sweep(args.sweep, overrides)
+    check_processes(spec, args.gpus_per_trial)
     if args.dry_run:
         table = dry_run_table(spec)
         print(f"{spec.name}: method {spec.method}, metric {spec.metric} ({spec.goal}), base {spec.base}")

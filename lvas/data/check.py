@@ -69,6 +69,10 @@ def check_a2d(root: str | Path, frames: int = 8, dataset: str = "a2d", decode: b
     if short:
         rep.notes.append(f"{short} video(s) shorter than a {frames}-frame clip: indices are clamped at the ends")
     rep.counts = dict(sorted(counts.items()))
+    for split in ("train", "test"):
+        if not counts.get(f"samples ({split})"):
+            rep.problems.append(f"{lay.root}: the {split} split has no samples (no {split} video with a query whose "
+                                f"instance is annotated in some frame)")
     rep.problems = list(dict.fromkeys(rep.problems))  # a frame both unreadable and annotated: once
     return rep
 
@@ -183,6 +187,8 @@ def check_jhmdb(root: str | Path, frames: int = 8) -> CheckReport:
             counts["videos with unmasked trailing frames"] += 1
         counts["samples (test)"] += len(choose_frames(min(n_png, masks.shape[2])))
     rep.counts = dict(counts)
+    if not counts.get("samples (test)"):
+        rep.problems.append(f"{root}: no samples to evaluate (no annotated video with frames and masks)")
     return rep
 
 

@@ -91,6 +91,9 @@ def make_splits(cfg: ExperimentConfig, selector, vocab=None) -> Splits:
     require_masks(full, "data.train_split")
     test = build_dataset(cfg, cfg.data.test_split, vocab=full.vocab)
     require_masks(test)
+    if len(test) == 0:  # said before training: a run with nothing to score would finish with no result
+        raise ConfigError(f"data.test_split: the {cfg.data.test_split} split of {cfg.data.root} has no samples "
+                          f"(lvas data check {cfg.data.root} --dataset {cfg.data.dataset.name} says why)")
     train, val, held = selector.carve(full)
     return Splits(train, val, test, full.vocab, held)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from lvas.config import ConfigError, redact
 from lvas.report.build import table_stem, write_sweep_tables
 from lvas.report.runs import collect
+from lvas.report.tables import markdown_cell
 from lvas.sweepspec import SweepSpec
 
 
@@ -69,6 +70,14 @@ def finished_rows(csv: Path) -> int:
         return 0
 
 
+def _link(rel: Path) -> str:
+    """A relative link target: every path part percent-encoded (a sweep named ``abl#2`` or ``a b``
+    would otherwise cut the link at the ``#`` or the space)."""
+    from urllib.parse import quote
+
+    return "/".join(quote(part, safe="") for part in rel.parts)
+
+
 def write_index(out_root: str | Path = "reports") -> Path:
     """``reports/README.md``: every generated table and figure, with links."""
     root = Path(out_root)
@@ -88,10 +97,11 @@ def write_index(out_root: str | Path = "reports") -> Path:
         lines += [f"## {d.name}", ""]
         for md in mds:
             rel = md.relative_to(root)
-            lines.append(f"- [{rel}]({rel}) · [.tex]({rel.with_suffix('.tex')}) · [.csv]({rel.with_suffix('.csv')})")
+            lines.append(f"- [{markdown_cell(rel)}]({_link(rel)}) · [.tex]({_link(rel.with_suffix('.tex'))}) · "
+                         f"[.csv]({_link(rel.with_suffix('.csv'))})")
         for png in sorted((d / "figures").glob("*.png")):
             rel = png.relative_to(root)
-            lines.append(f"- figure: [{rel.name}]({rel})")
+            lines.append(f"- figure: [{markdown_cell(rel.name)}]({_link(rel)})")
         lines.append("")
     lines += metric_gap_section(root)
     path = root / "README.md"

@@ -143,10 +143,27 @@ def _header_tex(name: str, align: str) -> str:
     return rf"\shortstack[{pos}]{{{latex_escape(lines[0])}\\{latex_escape(lines[1])}}}"
 
 
-def _cell_tex(text: str) -> str:
+def _cell_tex(text: str, breakable: bool = False) -> str:
     main, small = _split_interval(text)
-    out = latex_escape(main)
+    out = breakable_tex(main) if breakable else latex_escape(main)
     return out + rf"{{\scriptsize\,$\pm${latex_escape(small)}}}" if small else out
+
+
+BREAK_EVERY = 8  # characters between break points in a long unbroken run of a wrapped label
+
+
+def breakable_tex(text: str) -> str:
+    """``latex_escape(text)`` with a line-break point (``\\allowbreak{}``) every few characters of any
+    run without spaces longer than a column holds: a 150-character label with no space wraps inside
+    its paragraph column instead of running hundreds of points past it."""
+    out = []
+    for word in re.split(r"( +)", str(text)):
+        if len(word) <= 2 * BREAK_EVERY or word.isspace():
+            out.append(latex_escape(word))
+            continue
+        pieces = [word[i:i + BREAK_EVERY] for i in range(0, len(word), BREAK_EVERY)]
+        out.append(r"\allowbreak{}".join(latex_escape(p) for p in pieces))
+    return "".join(out)
 
 
 def to_latex(df: pd.DataFrame, caption: str = "", digits: int = 1, marks: Marks | None = None, label: str = "",
@@ -172,7 +189,7 @@ def to_latex(df: pd.DataFrame, caption: str = "", digits: int = 1, marks: Marks 
     for idx, row in shown.iterrows():
         cells = []
         for col in df.columns:
-            text = _cell_tex(row[col])
+            text = _cell_tex(row[col], breakable=wrap and col == first)
             if wrap and col == first:  # ragged right in the paragraph column (no stretched spaces)
                 text = rf"\raggedright {text}"  # (rows end with \tabularnewline, which \raggedright leaves alone)
             if marks is not None and col == marks.column:
