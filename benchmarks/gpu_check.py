@@ -75,7 +75,7 @@ def _batch(cfg, b: int, device: torch.device) -> dict:
 def train_steps(cfg, device: torch.device, batch: int, steps: int, bf16: bool, seed: int = 0) -> dict:
     """``steps`` timed optimiser steps after 3 warm-up steps; returns clips/s, peak memory, losses."""
     from lvas.engine.inference import forward, training_pairs
-    from lvas.engine.losses import build_loss
+    from lvas.models.losses.segmentation import build_loss
     from lvas.engine.setup import cpu_bf16_guard
     from lvas.models import build_model
     from lvas.models.base import to_channels_last
@@ -171,7 +171,7 @@ def _ddp_worker(rank: int, world: int, name: str, tiny: bool, batch: int, steps:
     torch.set_num_threads(1)
     cfg = _config(name, tiny)
     from lvas.engine.inference import forward, training_pairs
-    from lvas.engine.losses import build_loss
+    from lvas.models.losses.segmentation import build_loss
     from lvas.models import build_model
 
     torch.manual_seed(0)

@@ -3,7 +3,7 @@
 Not a test (the project's tests never depend on the released code). Given a checkout of the
 released repository (RyanHTR/CSTM), builds its ``CSTMModel`` with random weights (randomised
 BatchNorm statistics and CMAM gates, so nothing is trivially zero), saves its state dict, loads
-that into lvas through ``lvas.models.released.load_released`` (strict) and compares the six
+that into lvas through ``lvas.models.layouts.cstm.load_released`` (strict) and compares the six
 output maps on a random clip and query.
 
     python benchmarks/oracle_released_cstm.py --released /path/to/CSTM [--size 320 --frames 8]
@@ -75,7 +75,7 @@ def main() -> None:
 
     from lvas.config import load_config
     from lvas.models import build_model
-    from lvas.models.released import load_released
+    from lvas.models.layouts.cstm import load_released
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "experiments" / "cstm_released.yaml",
                       [f"data.size={a.size}", f"data.frames={a.frames}"])

@@ -18,7 +18,6 @@ import sys
 import types
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 

@@ -4,7 +4,7 @@ same inputs.
 Not a test (the project's tests never depend on the released code). Given checkouts of
 dzh19990407/LBDT and haowang1992/ACGA, builds each released model with random weights (randomised
 BatchNorm statistics), saves its state dict, loads it into lvas through the registered layout
-(``lvas.models.released.load_layout``, strict) and compares the outputs in eval mode.
+(``lvas.models.layouts.base.load_layout``, strict) and compares the outputs in eval mode.
 
     python benchmarks/oracle_released_lbdt_acga.py --lbdt /path/to/LBDT --acga /path/to/ACGA [--size 320]
 
@@ -28,7 +28,7 @@ import torch
 
 from lvas.config import load_config
 from lvas.models import build_model
-from lvas.models.released import find_layout, load_layout
+from lvas.models.layouts.base import find_layout, load_layout
 
 
 def randomise(model: torch.nn.Module, seed: int) -> None:

@@ -8,7 +8,7 @@ import torch
 
 from lvas.config import load_config
 from lvas.engine.inference import forward, training_pairs
-from lvas.engine.losses import build_loss
+from lvas.models.losses.segmentation import build_loss
 from lvas.engine.setup import amp_enabled
 from lvas.engine.trainer import TrackOptions, train_experiment
 from lvas.models import build_model

@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lvas.models.cmam import CMAM
+from lvas.models.cross_modal.cmam import CMAM
 from lvas.models.coords import coord_feature
-from lvas.models.fusion import LGFS
+from lvas.models.fusions.cstm import LGFS
 
 
 def cmam_by_the_equations(m: CMAM, v, words, mask):
@@ -76,7 +76,7 @@ def test_decoder_eq9_top_down_sum():
     without CMAM gets the sentence as a per-sample bias, equal to a 1x1 conv over the tiled input."""
     from lvas.models.base import StageSpec
     from lvas.models.coords import with_coords
-    from lvas.models.decoder import Decoder
+    from lvas.models.decoders.cstm import Decoder
 
     torch.manual_seed(0)
     specs = [StageSpec(3, 2**i) for i in range(1, 6)]

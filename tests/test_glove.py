@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lvas.data.vocab import Vocabulary, tokenize
-from lvas.models.text import load_glove
+from lvas.models.text.glove import load_glove
 
 LINES = [
     "the " + " ".join(["0.1"] * 4),

@@ -6,10 +6,8 @@ import json
 import os
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
-import mlflow
 import pytest
 import yaml
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torchvision
 
-from lvas.models.i3d import I3D_STAGES, convert_i3d_state_dict, detect_layout
-from lvas.models.spatial import InceptionV3Encoder, ResNet50Encoder
-from lvas.models.temporal import I3DEncoder, S3DEncoder
+from lvas.models.backbones.i3d import I3D_STAGES, convert_i3d_state_dict, detect_layout
+from lvas.models.backbones.spatial import InceptionV3Encoder, ResNet50Encoder
+from lvas.models.backbones.temporal import I3DEncoder, S3DEncoder
 
 
 def _piergiaj_state(enc: I3DEncoder) -> dict:

@@ -25,7 +25,7 @@ import torch
 
 from lvas.config import ConfigError, from_dict, load_config
 from lvas.engine.inference import training_pairs
-from lvas.engine.losses import build_loss
+from lvas.models.losses.segmentation import build_loss
 from lvas.models import build_model
 from lvas.registry import CROSS_MODAL, DECODERS, FUSIONS, LOSSES, SPATIAL_ENCODERS, TEMPORAL_ENCODERS, TEXT_ENCODERS
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from lvas.config import load_config
 from lvas.models import build_model
-from lvas.models.released import is_released_cstm, load_released
+from lvas.models.layouts.cstm import is_released_cstm, load_released
 from released_layout import released_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,7 +112,7 @@ def test_the_loaded_model_computes_the_released_forward(model, released):
 def test_released_cmam_term_by_term():
     """V~ = V + v * (sigmoid(Linear(l)) - 0.5), v = ReLU(BN(Conv3x3(V + coords))), keys BN(Conv1x1(v)),
     queries BN1d(Conv1d(L)), softmax over all N positions of the L2-normalised summed attention."""
-    from lvas.models.cmam import ReleasedCMAM
+    from lvas.models.cross_modal.cmam import ReleasedCMAM
     from lvas.models.coords import with_coords
 
     torch.manual_seed(0)

@@ -15,7 +15,7 @@ from lvas.config import load_config
 from lvas.models import build_model
 from lvas.models.coords import with_coords
 from lvas.models.model import Language
-from lvas.models.released import find_layout, load_layout
+from lvas.models.layouts.base import find_layout, load_layout
 from released_layout import acga_state_dict, lbdt_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,7 +169,7 @@ def test_acga_trains_mixed_4f_only():
 
 def test_lbdt_loss_is_the_release_formula_with_its_clamped_sigmoid():
     """0.5 BCE(pos_weight 1.5) + 0.5 Dice, Dice on sigmoid clamped to [1e-4, 1 - 1e-4] (LBDT train.py)."""
-    from lvas.engine.losses import build_loss
+    from lvas.models.losses.segmentation import build_loss
 
     cfg = load_config(ROOT / "experiments" / "lbdt4_paper.yaml")
     loss = build_loss(cfg)

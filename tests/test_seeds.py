@@ -128,7 +128,7 @@ def test_every_point_runs_once_per_seed_and_the_report_aggregates_them(tmp_path,
 
     assert {t["fp.cpu"] for t in tags} == {cpu_model()} and {t["fp.torch"] for t in tags} == {torch.__version__}
     assert all(t["fp.cpu_capability"] and t["fp.threads"].isdigit() and t["fp.device"] == "cpu" for t in tags)
-    assert f"Machines (what decides the floating-point path" in md and cpu_model() in md
+    assert "Machines (what decides the floating-point path" in md and cpu_model() in md
     assert f"p {p_text(ours.loc['Temporal', 'p (seeds)'], '= ')}" in md
 
 

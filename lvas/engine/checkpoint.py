@@ -77,7 +77,7 @@ def model_from_released(path: str | Path, cfg, vocab) -> torch.nn.Module:
     import copy
 
     from lvas.models import build_model
-    from lvas.models.released import find_layout, load_layout
+    from lvas.models.layouts.base import find_layout, load_layout
     from lvas.registry import LAYOUTS
 
     state = read_torch_file(path)

@@ -26,7 +26,7 @@ from lvas.engine import resources
 from lvas.engine.checkpoint import load_checkpoint, save_checkpoint
 from lvas.engine.evaluate import evaluate
 from lvas.engine.inference import forward, training_pairs
-from lvas.engine.losses import build_loss
+from lvas.models.losses.segmentation import build_loss
 from lvas.engine.optim import build_optimizer
 from lvas.engine.batching import BatchPlan, MicroBatchSampler, plan_batches
 from lvas.engine.setup import Splits, amp_enabled, cpu_bf16_guard, dist_info, epoch_order, loader, resolve_device

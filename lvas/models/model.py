@@ -202,7 +202,7 @@ def _text(t, branches: tuple[str, ...], vocab, load_weights: bool, cache_dir: st
             raise ValueError("model.text.glove_path: required when model.text.embedding is 'glove'")
         if vocab is None:
             raise ValueError("GloVe embeddings need the dataset vocabulary")
-        from lvas.models.text import load_glove
+        from lvas.models.text.glove import load_glove
 
         embeddings, _ = load_glove(t.glove_path, list(vocab), t.embed_dim, cache_dir, oov=t.oov)
     return TEXT_ENCODERS.build(t.name, t.settings(), vocab_size=len(vocab) if vocab is not None else t.vocab_size,

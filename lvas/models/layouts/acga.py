@@ -15,8 +15,8 @@ Mixed_4f; and ``text.embedding.weight`` is ours alone (the release reads word ve
 
 from __future__ import annotations
 
-from lvas.models.i3d import convert_i3d_state_dict, to_staged_keys
-from lvas.models.released import Layout, rename
+from lvas.models.backbones.i3d import convert_i3d_state_dict, to_staged_keys
+from lvas.models.layouts.base import Layout, rename
 from lvas.registry import LAYOUTS
 
 UNUSED_I3D = ("mixed_5b.", "mixed_5c.", "conv3d_0c_1x1.")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from torch import nn
 
 from lvas.models.base import StagedEncoder, StageSpec, load_into, read_checkpoint, resolve_weights, torchvision_state
-from lvas.models.i3d import I3D_CHANNELS, I3D_T_STRIDES, convert_i3d_state_dict, i3d_stages, to_staged_keys
+from lvas.models.backbones.i3d import I3D_CHANNELS, I3D_T_STRIDES, convert_i3d_state_dict, i3d_stages, to_staged_keys
 from lvas.registry import TEMPORAL_ENCODERS
 
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)

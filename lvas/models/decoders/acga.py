@@ -1,73 +1,27 @@
-"""ACGA's components (Wang et al., ICCV 2019, "Asymmetric Cross-Guided Attention Network for Actor
-and Action Video Segmentation from Natural Language Query").
+"""ACGA's decoder ``acga`` (Wang et al., ICCV 2019): the asymmetric cross-guided attention on the
+last encoder map and three heads. With V the L2-normalised visual map (C channels) and c the 8-d
+coordinates:
 
-Registered here, each usable in any model:
+    vision-guided language attention   A = softmax_words(W_r [V; c] . L / sqrt(E)),  L_att = A L^T
+    language-guided vision attention   g = W_g maxpool(L);  K = W_k [V; c] * g,  Q = W_q [V; c] * g
+                                       V_att = softmax(K Q^T / sqrt(C + 8)) W_v [V; c]
 
-* temporal encoder ``i3d_mixed4f`` — Kinetics I3D up to Mixed_4f (stride 16, 832 channels),
-  averaged over time (``temporal_reduce = "mean"``); the release trains Mixed_4f only
-  (``model.temporal.trainable: [stages.3.Mixed_4f.]``) and uses PyTorch's BatchNorm eps 1e-5;
-* text encoder ``conv1d`` — word vectors -> Conv1d(k = 3) -> Tanh over all N positions; the
-  sentence is the max over positions (the release's ``MaxPool1d(sentence_length)``);
-* decoder ``acga`` — the asymmetric cross-guided attention on the last encoder map and three
-  heads. With V the L2-normalised visual map (C channels) and c the 8-d coordinates:
-
-      vision-guided language attention   A = softmax_words(W_r [V; c] . L / sqrt(E)),  L_att = A L^T
-      language-guided vision attention   g = W_g maxpool(L);  K = W_k [V; c] * g,  Q = W_q [V; c] * g
-                                         V_att = softmax(K Q^T / sqrt(C + 8)) W_v [V; c]
-
-  Heads at 1x, 4x and 16x the map (two ConvTranspose2d(k 8, s 4) + 3x3), each on
-  [vision; L_att; c] (3x3-3x3-1x1); a 3x3 conv over the three (upsampled) responses gives the
-  logits; the two coarser responses are the auxiliary outputs (loss ``acga`` sums all three).
+Heads at 1x, 4x and 16x the map (two ConvTranspose2d(k 8, s 4) + 3x3), each on
+[vision; L_att; c] (3x3-3x3-1x1); a 3x3 conv over the three (upsampled) responses gives the
+logits; the two coarser responses are the auxiliary outputs (loss ``acga`` sums all three).
 """
 
 from __future__ import annotations
 
 from typing import Sequence
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from lvas.models.base import StagedEncoder, StageSpec
+from lvas.models.base import StageSpec
 from lvas.models.coords import COORD_CHANNELS, with_coords
 from lvas.models.model import Language
-from lvas.models.temporal import I3DEncoder, Tiny3DEncoder
-from lvas.models.text import SharedTextEncoder
-from lvas.registry import DECODERS, TEMPORAL_ENCODERS, TEXT_ENCODERS
+from lvas.registry import DECODERS
 from lvas.settings import PositiveInt
-
-
-@TEMPORAL_ENCODERS.register("i3d_mixed4f")
-def i3d_mixed4f(*, pretrained: str = "none") -> I3DEncoder:
-    """I3D up to Mixed_4f, averaged over time (ACGA's video encoder; BatchNorm eps 1e-5 as its release)."""
-    enc = I3DEncoder(bn_eps=1e-5, pretrained=pretrained)
-    enc.stages = enc.stages[:4]
-    enc.stage_specs = enc.stage_specs[:4]
-    enc.temporal_reduce = "mean"
-    return enc
-
-
-@TEXT_ENCODERS.register("conv1d")
-class Conv1dTextEncoder(SharedTextEncoder):
-    """Word vectors -> Conv1d(k = 3, same width) -> Tanh (ACGA); sentence = max over all positions."""
-
-    shared_sentence = True
-
-    def __init__(self, vocab_size: int, embed_dim: int = 300, branches: Sequence[str] = ("temporal",),
-                 embeddings: np.ndarray | None = None, frozen_embedding: bool = True) -> None:
-        super().__init__(vocab_size, embed_dim, branches, embeddings, frozen_embedding)
-        self.conv = nn.Conv1d(embed_dim, embed_dim, 3, padding=1)
-        self.out_channels = embed_dim  # the release keeps the word width
-
-    @staticmethod
-    def sentence(words: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B, N, E) -> (B, E): the max over all N positions (the release pools padding too)."""
-        return words.amax(1)
-
-    def words(self, embedded: torch.Tensor) -> torch.Tensor:
-        """(B, N, E) -> (B, N, E): Conv1d (k = 3) over the words, Tanh."""
-        return torch.tanh(self.conv(embedded.transpose(1, 2))).transpose(1, 2)
 
 
 def _normal_init(m: nn.Module) -> None:
@@ -182,13 +136,3 @@ class ACGADecoder(nn.Module):
         if tuple(fused.shape[-2:]) != tuple(out_size):
             fused = F.interpolate(fused, size=out_size, mode="bilinear", align_corners=False)
         return {"logits": fused, "aux": [small, medium]}
-
-
-@TEMPORAL_ENCODERS.register("tiny3d_s16")
-def tiny3d_s16(*, pretrained: str = "none") -> StagedEncoder:
-    """The CPU-sized 3D encoder stopped at stride 16 and averaged over time (an ACGA stand-in; not a paper component)."""
-    enc = Tiny3DEncoder(pretrained=pretrained)
-    enc.stages = enc.stages[:4]
-    enc.stage_specs = enc.stage_specs[:4]
-    enc.temporal_reduce = "mean"
-    return enc

@@ -190,7 +190,7 @@ def stage_key(name: str) -> str:
 
 
 def to_staged_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """piergiaj names -> the key names of :class:`lvas.models.temporal.I3DEncoder`."""
+    """piergiaj names -> the key names of :class:`lvas.models.backbones.temporal.I3DEncoder`."""
     out = {}
     for key, value in state.items():
         head, rest = key.split(".", 1)

@@ -17,7 +17,7 @@ by the release but never called in its forward (so they change neither outputs n
 
 from __future__ import annotations
 
-from lvas.models.released import Layout, rename
+from lvas.models.layouts.base import Layout, rename
 from lvas.registry import LAYOUTS
 
 _STREAM = {"1": "spatial", "2": "temporal"}
