@@ -61,7 +61,7 @@ def bench_model(cfg, frames: int | None = None, size: int | None = None, batch: 
         sync()
         t = time.perf_counter()
         out = model(clip, tokens, mask)
-        (out["logits"].mean() + sum(a.mean() for a in out["aux"])).backward()
+        (out["logits"].mean() + sum(a.mean() for a in out.get("aux") or [])).backward()
         sync()
         bwd.append(time.perf_counter() - t)
     rss_train = _peak_rss_gib()

@@ -127,7 +127,8 @@ class CocoEvaluator:
         t = truth.numpy().astype(bool)
         self.images.append({"id": image_id, "height": int(t.shape[0]), "width": int(t.shape[1])})
         self.truths.append({"image_id": image_id, "segmentation": rle(t)})
-        cands = [(pred, float(meta["score"])), *meta.get("candidates", [])]
+        # a query-based model's every query in its order (``detections``); else this mask and any further candidates
+        cands = meta.get("detections") or [(pred, float(meta["score"])), *meta.get("candidates", [])]
         best = max(range(len(cands)), key=lambda i: cands[i][1])  # the first of equal scores
         for i, (m, s) in enumerate(cands):
             if self.top1 and i != best:

@@ -75,7 +75,7 @@ def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is typing.Annotated:
         check = next((a for a in tp.__metadata__ if isinstance(a, S.Check)), None)
-        return check.expected if check else _type_name(typing.get_args(tp)[0])
+        return check.expected if check and isinstance(check.expected, str) else _type_name(typing.get_args(tp)[0])
     if origin is Literal:
         return " | ".join(repr(a) for a in typing.get_args(tp))
     if origin in (typing.Union, types.UnionType):

@@ -58,14 +58,16 @@ class TextKeys:
 
     ``embedding``: ``learned`` (random init), ``glove`` (GloVe init, trained) or ``glove_frozen`` (a
     fixed table, as the releases); ``glove_path``; ``oov``: vectors of words GloVe lacks, ``random``
-    or ``zero`` (the releases); ``tokenizer``: ``words`` or ``released`` (punctuation kept as tokens,
-    see lvas/data/vocab.py); ``max_words`` per query; ``vocab_size`` when no dataset gives a
-    vocabulary (FLOP counts); ``embed_dim`` of the word vectors."""
+    or ``zero`` (the releases); ``tokenizer``: ``words``, ``released`` (punctuation kept as tokens)
+    or ``subword`` (a pretrained language model's own tokenizer, read from ``tokenizer_path``; see
+    lvas/data/vocab.py); ``max_words`` per query (tokens for ``subword``); ``vocab_size`` when no
+    dataset gives a vocabulary (FLOP counts); ``embed_dim`` of the word vectors."""
 
     embedding: Literal["learned", "glove", "glove_frozen"] = "learned"
     glove_path: str | None = used_if(lambda t: t.embedding != "learned")
     oov: Literal["random", "zero"] = used_if(lambda t: t.embedding != "learned", "random")
-    tokenizer: Literal["words", "released"] = "words"
+    tokenizer: Literal["words", "released", "subword"] = "words"
+    tokenizer_path: str | None = used_if(lambda t: t.tokenizer == "subword")
     max_words: S.PositiveInt = 20
     vocab_size: VocabSize = 10000
     embed_dim: S.PositiveInt = 300
@@ -135,6 +137,9 @@ class TrainConfig:
     freeze_bn: bool = False  # every BatchNorm uses its running statistics and is not trained
     drop_last: bool = False  # drop each epoch's last incomplete training batch (LBDT's release does)
     lr: S.PositiveFloat = 5e-4
+    # the visual encoders' learning rate relative to lr (DETR-style models: ReferFormer trains its
+    # backbone at 0.5 x, --lr_backbone 5e-5 beside --lr 1e-4)
+    encoder_lr_mult: S.NonNegativeFloat = 1.0
     grad_clip: S.NonNegativeFloat = 10.0
     init_checkpoint: str | None = None
     eval_only: bool = False

@@ -23,6 +23,10 @@ def build_dataset(cfg, split: str, vocab=None):
     the dataset with its own settings, its clip geometry, the query length cap and the input
     pipeline (``model.input``)."""
     d = cfg.data
+    if vocab is None and cfg.model.text.tokenizer == "subword":  # the text model's own tokenizer, not the queries'
+        from lvas.data.vocab import vocabulary
+
+        vocab = vocabulary(cfg.model.text)
     ds = DATASETS.build(d.dataset.name, d.dataset.settings(), root=d.root, split=split, frames=d.frames,
                         frame_stride=d.frame_stride, size=d.size, vocab=vocab, max_words=cfg.model.text.max_words,
                         skip_bad=d.skip_bad, input=cfg.model.input, tokenizer=cfg.model.text.tokenizer)

@@ -55,8 +55,11 @@ def read_torch_file(path: str | Path) -> Any:
     if not path.is_file():
         raise DataError(path, "checkpoint not found")
     check_unpacked_size(path)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+    import argparse
+
+    try:  # DETR-style releases (ReferFormer, MTTR) also save their argparse options: plain data
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - pickle errors, truncated files, forbidden globals
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(path, f"not a readable checkpoint of tensors and plain types ({first[:200]})") from None
@@ -81,13 +84,15 @@ def model_from_released(path: str | Path, cfg, vocab) -> torch.nn.Module:
     from lvas.registry import LAYOUTS
 
     state = read_torch_file(path)
-    inner = state.get("state_dict", state) if isinstance(state, dict) else None
+    inner = state
     layout = find_layout(inner) if isinstance(inner, dict) else None
     if layout is None:
         raise DataError(Path(path), "neither an lvas checkpoint nor a state dict in a released layout "
                                     f"({', '.join(e.builder.name for e in LAYOUTS)})")
     c = copy.deepcopy(cfg)
     c.model.spatial.pretrained = c.model.temporal.pretrained = "none"  # every encoder weight comes from the file
+    if isinstance(c.model.text.settings().get("pretrained"), bool):  # a language model's too
+        c.model.text.pretrained = False
     model = build_model(c, vocab=vocab.itos, cache_dir=str(Path(cfg.data.root) / ".lvas_cache"))
     load_layout(model, inner, layout, str(path))
     return model
@@ -97,14 +102,14 @@ def model_from_checkpoint(state: dict[str, Any], path: str | Path = "checkpoint"
     """(config, model, vocabulary) rebuilt from a checkpoint alone; weights that do not fit the
     stored config raise a DataError naming the first mismatching keys."""
     from lvas.config import ConfigError
-    from lvas.data.vocab import Vocabulary
+    from lvas.data.vocab import vocabulary
     from lvas.models import build_model
 
     try:
         cfg = from_dict(state["config"], run_imports=False)
     except ConfigError as e:
         raise DataError(Path(path), f"its stored config is not valid for this lvas ({e})") from None
-    vocab = Vocabulary(state["vocab"][2:], cfg.model.text.tokenizer)
+    vocab = vocabulary(cfg.model.text, state["vocab"])
     model = build_model(cfg, vocab=vocab.itos, load_weights=False)  # in the precision it was trained in
     weights = state["model"]
     own = model.state_dict()

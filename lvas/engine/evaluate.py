@@ -27,8 +27,13 @@ class Scores:
 
     def process(self, logits: torch.Tensor, gt: torch.Tensor, meta: dict) -> tuple[dict, torch.Tensor, torch.Tensor]:
         pred, truth = masks(logits, gt, meta, self.protocol)
-        if self.spec.score is not None:  # a ranked protocol: the mask's detection score
-            meta = {**meta, "score": self.spec.score(logits, geometry(meta, logits.shape[-1]))}
+        if self.spec.score is not None:  # a ranked protocol: the mask's detection score, the model's if it gives one
+            score = meta["model_score"] if "model_score" in meta else \
+                self.spec.score(logits, geometry(meta, logits.shape[-1]))
+            meta = {**meta, "score": score}
+            if "candidate_logits" in meta:  # every query of the model a detection, in the model's query order
+                cl, cs = meta["candidate_logits"], meta["candidate_scores"]
+                meta["detections"] = [(masks(cl[q], gt, meta, self.protocol)[0], float(cs[q])) for q in range(cl.shape[0])]
         record: dict = {}
         for ev in self.evaluators:
             record.update(ev.process(pred, truth, meta))

@@ -4,9 +4,12 @@ the overlays, the report's figures and the submission writer.
 
 The model contract: ``model(clip, tokens, mask)`` returns ``logits`` (B, K, H, W) — one mask per
 predicted frame — and optionally ``frames``, the K clip positions it predicts (default: the target
-frame, position T // 2, for K = 1); ``aux`` are deep-supervision logits (B, K, h, w). A dataset item
-supplies ground truth for its annotated clip positions (``target_frames``); a frame is trained on and
-scored when the model predicted it and the dataset annotated it.
+frame, position T // 2, for K = 1); ``aux`` are deep-supervision logits (B, K, h, w). A query-based
+model also returns ``scores`` (B, K), the detection score of each of those masks, ``query`` (B,) the
+index of the chosen query, and in eval mode ``candidates``: ``logits`` (B, K, Q, H, W) and ``scores``
+(B, K, Q) of every query (a ranked protocol, ``coco``, submits them all). A dataset item supplies
+ground truth for its annotated clip positions (``target_frames``); a frame is trained on and scored
+when the model predicted it and the dataset annotated it.
 """
 
 from __future__ import annotations
@@ -69,17 +72,46 @@ def training_pairs(outputs: dict, batch: dict, device: torch.device) -> tuple[di
     return flat, torch.stack(targets)[:, None].to(device)
 
 
+def clip_targets(outputs: dict, batch: dict, device: torch.device) -> dict[str, torch.Tensor]:
+    """The ground truth of every predicted frame of every clip at once, for a loss that matches
+    predictions to objects across a clip (``per_clip``, e.g. ``referformer``): ``masks`` (B, K, S, S)
+    on the input grid (zero where a frame is not annotated) and ``annotated`` (B, K) bool."""
+    frames = predicted_frames(outputs, batch["clip"].shape[2])
+    first = batch["target"][0]
+    b, k = len(batch["target"]), len(frames)
+    masks = torch.zeros(b, k, *first.shape[-2:], dtype=first.dtype)
+    annotated = torch.zeros(b, k, dtype=torch.bool)
+    for i, (positions, target) in enumerate(zip(batch["target_frames"], batch["target"])):
+        for a, pos in enumerate(positions):
+            if pos in frames:
+                masks[i, frames.index(pos)] = target[a]
+                annotated[i, frames.index(pos)] = True
+    if not annotated.any():
+        raise ValueError(f"the model predicts clip positions {frames}, none of which the dataset annotated")
+    return {"masks": masks.to(device, dtype=outputs["logits"].dtype if outputs["logits"].dtype == torch.float64
+                                else torch.float32), "annotated": annotated.to(device)}
+
+
 def scored_frames(outputs: dict, batch: dict) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict]]:
     """Every predicted frame that has ground truth: (logits (S, S) float on the CPU, ground truth (H, W)
     bool, the sample's meta for that frame — ``position`` and ``frame`` set)."""
     frames = predicted_frames(outputs, batch["clip"].shape[2])
     logits = outputs["logits"].float().cpu()
+    scores = outputs["scores"].float().cpu() if "scores" in outputs else None
+    cands = outputs.get("candidates")
+    if cands is not None:
+        cands = {"logits": cands["logits"].float().cpu(), "scores": cands["scores"].float().cpu()}
     for i, (positions, gts, meta) in enumerate(zip(batch["target_frames"], batch["gt"], batch["meta"])):
         for a, pos in enumerate(positions):
             if pos not in frames:
                 continue
+            k = frames.index(pos)
             m = meta if pos == positions[0] else {**meta, "frame": _frame_number(meta, pos)}
-            yield logits[i, frames.index(pos)], gts[a], {**m, "position": pos}
+            extra = {} if scores is None else {"model_score": float(scores[i, k])}
+            if cands is not None:  # every query's mask and score (a ranked protocol submits them all)
+                extra.update(candidate_logits=cands["logits"][i, k], candidate_scores=cands["scores"][i, k],
+                             query=int(outputs["query"][i]) if "query" in outputs else -1)
+            yield logits[i, k], gts[a], {**m, "position": pos, **extra}
 
 
 def _frame_number(meta: dict, pos: int) -> Any:

@@ -25,7 +25,7 @@ from lvas.config import ConfigError, ExperimentConfig
 from lvas.engine import resources
 from lvas.engine.checkpoint import load_checkpoint, save_checkpoint
 from lvas.engine.evaluate import evaluate
-from lvas.engine.inference import forward, training_pairs
+from lvas.engine.inference import clip_targets, forward, training_pairs
 from lvas.models.losses.segmentation import build_loss
 from lvas.engine.optim import build_optimizer
 from lvas.engine.batching import BatchPlan, MicroBatchSampler, plan_batches
@@ -137,7 +137,7 @@ def _setup(ctx: Context, model: torch.nn.Module, lr: float, trainable, frozen) -
         for m in norms:
             m.requires_grad_(False)
     params = [p for p in (trainable if trainable is not None else model.parameters()) if p.requires_grad]
-    optimizer, scheduler = build_optimizer(cfg, params, lr)
+    optimizer, scheduler = build_optimizer(cfg, lr_groups(model, params, lr, t.encoder_lr_mult), lr)
     net = model
     if world > 1:  # DistributedDataParallel under torchrun; BatchNorm over the global batch (train.sync_bn)
         if t.sync_bn:
@@ -161,6 +161,17 @@ def _setup(ctx: Context, model: torch.nn.Module, lr: float, trainable, frozen) -
                     and (t.freeze_bn or (m.weight is not None and not any(p.requires_grad for p in m.parameters())))]
     return _Run(ctx, model, net, device, params, optimizer, scheduler, build_loss(cfg), sampler, train_loader,
                 val_loader, [*frozen, *frozen_norms], amp_enabled(t.amp, device) and t.precision != "float64", plan)
+
+
+def lr_groups(model: torch.nn.Module, params: list, lr: float, encoder_mult: float) -> list:
+    """``params`` as the optimiser takes them: one list, or with ``train.encoder_lr_mult`` != 1 two
+    groups, the visual encoders' (``spatial.*``, ``temporal.*``) at ``lr * encoder_mult``."""
+    if encoder_mult == 1.0:
+        return params
+    names = {id(p): n for n, p in model.named_parameters()}
+    enc = [p for p in params if names.get(id(p), "").startswith(("spatial.", "temporal."))]
+    rest = [p for p in params if not names.get(id(p), "").startswith(("spatial.", "temporal."))]
+    return [g for g in ({"params": rest, "lr": lr}, {"params": enc, "lr": lr * encoder_mult}) if g["params"]]
 
 
 def _resume(run: _Run) -> int:
@@ -207,8 +218,11 @@ def _train_epoch(run: _Run, epoch: int, epochs: int) -> dict[str, Any]:
         # gradients are exchanged once per optimiser step, after its last micro-batch
         with run.net.no_sync() if world > 1 and not mb.last else contextlib.nullcontext(), \
                 cpu_bf16_guard(run.device, run.amp):
-            outputs, target = training_pairs(forward(run.net, batch, run.device, run.amp), batch, run.device)
-            loss = run.loss_fn(outputs, target)
+            outputs = forward(run.net, batch, run.device, run.amp)
+            if getattr(run.loss_fn, "per_clip", False):  # matched across a clip's frames (referformer)
+                loss = run.loss_fn(outputs, clip_targets(outputs, batch, run.device))
+            else:
+                loss = run.loss_fn(*training_pairs(outputs, batch, run.device))
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"training diverged: loss is {loss.item()} at epoch {epoch + 1}, "
                                        f"step {step + 1} (lower train.lr or check the data)")

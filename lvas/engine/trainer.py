@@ -80,9 +80,9 @@ def train_model(cfg: ExperimentConfig, run_dir: Path, *, tracker=None, resume: b
         return evaluate_only(cfg, run_dir, init, progress)
     vocab = None
     if init is not None:
-        from lvas.data.vocab import Vocabulary
+        from lvas.data.vocab import vocabulary
 
-        vocab = Vocabulary(init["vocab"][2:], cfg.model.text.tokenizer)
+        vocab = vocabulary(cfg.model.text, init["vocab"])
     selector = build_selector(cfg)
     splits = make_splits(cfg, selector, vocab)
     if tracker is not None:

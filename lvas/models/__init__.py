@@ -15,5 +15,5 @@ component module is imported here explicitly so that each registry is complete a
 ``lvas.models`` is imported."""
 
 from lvas.models import base, coords  # noqa: F401
-from lvas.models import backbones, text, cross_modal, fusions, decoders, losses, layouts  # noqa: F401
+from lvas.models import backbones, text, cross_modal, fusions, transformers, heads, decoders, losses, layouts  # noqa: F401
 from lvas.models.model import SegmentationModel, build_model  # noqa: F401

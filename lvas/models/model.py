@@ -69,6 +69,8 @@ class SegmentationModel(nn.Module):
                                    for b in self.encoders()})
         if bridge and len(self.encoders()) != 2:
             raise ValueError("a bridge needs both streams (model.mode: both)")
+        if bridge and getattr(decoder, "all_frames", False):
+            raise ValueError("model.bridge.stages: a bridge exchanges target-frame maps; this decoder reads every frame")
         self.bridge = nn.ModuleDict({str(i): m for i, m in (bridge or {}).items()})
         self.decoder = decoder
 
@@ -85,6 +87,10 @@ class SegmentationModel(nn.Module):
 
     def language(self, tokens: torch.Tensor, mask: torch.Tensor) -> Language:
         """Word features, sentence vectors and the joint sentence (see :class:`Language`)."""
+        if hasattr(self.text, "encode"):  # a pretrained language model: its own sentence vector
+            w, sentence = self.text.encode(tokens, mask)
+            branches = list(self.encoders())
+            return Language({b: w for b in branches}, mask, {b: sentence for b in branches}, sentence)
         words = self.text(tokens, mask)
         sentences = {b: self.text.sentence(w, mask) for b, w in words.items()}
         shared = getattr(self.text, "shared_sentence", False)
@@ -102,14 +108,21 @@ class SegmentationModel(nn.Module):
         Returns:
             branch -> one map per stage, (B, C_i, H/2^i, W/2^i); for a decoder that asks for them
             (``temporal_maps = True``, e.g. one that predicts several frames), a 3D encoder's maps keep
-            their time axis, (B, C_i, T_i, H/2^i, W/2^i).
+            their time axis, (B, C_i, T_i, H/2^i, W/2^i); a decoder with ``all_frames = True`` (a
+            query-based video model) also has every 2D encoder run on each of the T frames, its maps
+            (B, C_i, T, H/2^i, W/2^i), the words repeated for each frame's CMAM.
         """
-        target = clip.shape[2] // 2
+        target, frames = clip.shape[2] // 2, clip.shape[2]
         keep_time = getattr(self.decoder, "temporal_maps", False)
+        every_frame = getattr(self.decoder, "all_frames", False)  # 2-D encoders run on every frame too
         encs = self.encoders()
-        x, size = {}, {}
+        x, size, words, masks = {}, {}, {}, {}
         for b, enc in encs.items():
-            x[b], size[b] = enc.prepare(enc.view(clip))
+            per_frame = every_frame and not enc.is_3d
+            view = clip.transpose(1, 2).flatten(0, 1) if per_frame else enc.view(clip)  # (B*T, 3, H, W)
+            x[b], size[b] = enc.prepare(view)
+            words[b], masks[b] = ((lang.words[b].repeat_interleave(frames, 0), lang.mask.repeat_interleave(frames, 0))
+                                  if per_frame else (lang.words[b], lang.mask))
         feats: dict[str, list[torch.Tensor]] = {b: [] for b in encs}
         for i in range(1, max(len(e.stages) for e in encs.values()) + 1):
             for b, enc in encs.items():
@@ -117,11 +130,16 @@ class SegmentationModel(nn.Module):
                     continue
                 x[b] = enc.run_stage(i, x[b], size[b])
                 if str(i) in self.cmam[b]:
-                    x[b] = self.cmam[b][str(i)](x[b], lang.words[b], lang.mask)
+                    x[b] = self.cmam[b][str(i)](x[b], words[b], masks[b])
             if str(i) in self.bridge:
                 x = self.bridge[str(i)](x, lang, target, {b: e.stage_specs[i - 1] for b, e in encs.items()})
             for b, enc in encs.items():
-                if i <= len(enc.stages):
+                if i > len(enc.stages):
+                    continue
+                if every_frame and not enc.is_3d:  # (B*T, C, h, w) -> (B, C, T, h, w)
+                    m = x[b]
+                    feats[b].append(m.view(-1, frames, *m.shape[1:]).transpose(1, 2))
+                else:
                     feats[b].append(x[b] if keep_time else enc.frame_feature(x[b], i, target))
         return feats
 
@@ -196,6 +214,9 @@ def _encoder(component, family, load_weights: bool, raw_input: bool) -> StagedEn
 
 
 def _text(t, branches: tuple[str, ...], vocab, load_weights: bool, cache_dir: str | None) -> nn.Module:
+    settings = t.settings()
+    if not load_weights and isinstance(settings.get("pretrained"), bool):  # a language model's weights
+        settings["pretrained"] = False
     embeddings = None
     if t.embedding in ("glove", "glove_frozen") and load_weights:
         if t.glove_path is None:
@@ -205,7 +226,7 @@ def _text(t, branches: tuple[str, ...], vocab, load_weights: bool, cache_dir: st
         from lvas.models.text.glove import load_glove
 
         embeddings, _ = load_glove(t.glove_path, list(vocab), t.embed_dim, cache_dir, oov=t.oov)
-    return TEXT_ENCODERS.build(t.name, t.settings(), vocab_size=len(vocab) if vocab is not None else t.vocab_size,
+    return TEXT_ENCODERS.build(t.name, settings, vocab_size=len(vocab) if vocab is not None else t.vocab_size,
                                embed_dim=t.embed_dim, branches=branches, embeddings=embeddings,
                                frozen_embedding=t.embedding == "glove_frozen")
 

@@ -6,6 +6,7 @@ Each gives five stage maps at strides 2, 4, 8, 16, 32 (``StagedEncoder`` contrac
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Literal
 
 from torch import nn
 
@@ -31,16 +32,18 @@ class ResNet50Encoder(StagedEncoder):
     """ResNet-50 (torchvision, ImageNet): conv1 | layer1 | layer2 | layer3 | layer4.
 
     ``pretrained: imagenet`` is torchvision's IMAGENET1K_V2; ``imagenet_v1`` the V1 weights the
-    released CSTM code starts from.
+    released CSTM code starts from. ``norm: frozen`` uses torchvision's FrozenBatchNorm2d (fixed
+    statistics and affine parameters, eps 1e-5), as DETR-style models (ReferFormer) do.
     """
 
     mean, std = IMAGENET_MEAN, IMAGENET_STD
 
-    def __init__(self, *, pretrained: str = "none") -> None:
+    def __init__(self, *, pretrained: str = "none", norm: Literal["batch", "frozen"] = "batch") -> None:
         super().__init__()
         from torchvision.models import ResNet50_Weights, resnet50  # imported here: 1.7 s saved where unused
+        from torchvision.ops import FrozenBatchNorm2d
 
-        net = resnet50(weights=None)
+        net = resnet50(weights=None, norm_layer=FrozenBatchNorm2d if norm == "frozen" else None)
         _load_torchvision(net, pretrained, {"imagenet": ResNet50_Weights.IMAGENET1K_V2,
                                             "imagenet_v1": ResNet50_Weights.IMAGENET1K_V1}, "r50", ignore=("fc.",))
         self.stages = nn.ModuleList([

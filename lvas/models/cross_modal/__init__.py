@@ -1,3 +1,3 @@
 """Language acting inside the visual encoders (``model.cmam``, ``model.bridge``)."""
 
-from lvas.models.cross_modal import cmam, lbdt_bridge  # noqa: F401
+from lvas.models.cross_modal import cmam, lbdt_bridge, vision_language  # noqa: F401

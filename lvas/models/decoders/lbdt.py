@@ -9,23 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from lvas.models.base import StageSpec
+from lvas.models.heads.dynamic_mask import aligned_upsample
 from lvas.models.decoders.cstm import require_five_stages
 from lvas.models.model import Language
 from lvas.registry import DECODERS
 from lvas.settings import PositiveInt
-
-
-def aligned_upsample(x: torch.Tensor, factor: int) -> torch.Tensor:
-    """Upsample (B, C, h, w) by an integer ``factor`` so that output pixel centres line up with the
-    input's (AdelaiDet's ``aligned_bilinear``, used by LBDT): replicate-pad one pixel right and
-    bottom, resize to (f h + 1, f w + 1) with align_corners, shift by f // 2, crop to (f h, f w)."""
-    if factor == 1:
-        return x
-    h, w = x.shape[-2:]
-    x = F.pad(x, (0, 1, 0, 1), mode="replicate")
-    x = F.interpolate(x, size=(factor * h + 1, factor * w + 1), mode="bilinear", align_corners=True)
-    x = F.pad(x, (factor // 2, 0, factor // 2, 0), mode="replicate")
-    return x[:, :, : factor * h, : factor * w]
 
 
 def _conv3x3_bn_relu(cin: int, cout: int) -> nn.Sequential:

@@ -26,9 +26,12 @@ class Layout:
 
 
 def unwrap(state: dict) -> dict:
-    """The state dict inside a ``{"state_dict": ...}`` wrapper, ``module.`` prefixes removed."""
-    if isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
+    """The state dict inside a ``{"state_dict": ...}`` (CSTM, LBDT, ACGA) or ``{"model": ...}``
+    (DETR-style: ReferFormer, MTTR) wrapper, ``module.`` prefixes removed."""
+    for key in ("state_dict", "model"):
+        if isinstance(state.get(key), dict):
+            state = state[key]
+            break
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
