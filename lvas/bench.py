@@ -130,6 +130,13 @@ def bench_train_overrides(cfg, root, glove, batch: int) -> list[str]:
             over.append(f"{slot}.pretrained=none")
     if cfg.model.text.embedding != "learned":
         over.append(f"model.text.glove_path={glove}")
+    if cfg.model.text.tokenizer == "subword":  # a pretrained language model: its tokenizer's files, random weights
+        from pathlib import Path
+
+        from lvas.data.vocab import write_byte_bpe_tokenizer
+
+        folder = write_byte_bpe_tokenizer(Path(glove).with_name("tokenizer"))
+        over += [f"model.text.tokenizer_path={folder}", "model.text.pretrained=false"]
     return over
 
 

@@ -95,6 +95,11 @@ def _check_combinations(cfg: ExperimentConfig) -> None:
     if cfg.model.bridge.stages and cfg.model.mode != "both":
         raise ConfigError(f"model.bridge.stages: a bridge exchanges between two streams; model.mode is "
                           f"{cfg.model.mode!r} (use model.mode: both, or model.bridge.stages: [])")
+    needs = FAMILIES["loss"].get(cfg.train.loss.name).meta.get("needs")
+    if needs and FAMILIES["decoder"].get(cfg.model.decoder.name).meta.get("gives") != needs:
+        raise ConfigError(f"train.loss: {cfg.train.loss.name!r} needs a decoder that gives {needs} (model.decoder "
+                          f"{cfg.model.decoder.name!r} gives one mask per frame; use model.decoder: referformer, or "
+                          f"another train.loss)")
     if cfg.train.precision == "float64" and cfg.train.amp == "bf16":
         raise ConfigError("train.precision: float64 cannot run under train.amp: bf16 (set train.amp: off or auto)")
     if cfg.model.mode in ("temporal", "both"):

@@ -262,8 +262,9 @@ CROSS_MODAL = Registry("cross-modal", "language modulation of an encoder stage (
 BRIDGES = Registry("bridge", "cross-modal exchange between the two streams at an encoder stage (LBDT)",
                    wiring=("stage_specs", "text_channels"))
 DECODERS = Registry("decoder", "stage maps of one or two branches -> mask logits",
-                    wiring=("branch_specs", "text_channels", "sentence_channels", "fusion", "modulated"))
-LOSSES = Registry("loss", "training loss over the model's outputs")
+                    wiring=("branch_specs", "text_channels", "sentence_channels", "fusion", "modulated"),
+                    meta=("gives",))  # gives = "queries": per-query logits, boxes and masks (DETR-style)
+LOSSES = Registry("loss", "training loss over the model's outputs", meta=("needs",))  # needs = what a decoder gives
 OPTIMIZERS = Registry("optimizer", "torch optimizer over the trained parameters", wiring=("params", "lr"))
 SCHEDULERS = Registry("scheduler", "learning-rate schedule, stepped once per epoch", wiring=("optimizer",))
 RECIPES = Registry("recipe", "how a model is trained: jointly, or the paper's two stages")

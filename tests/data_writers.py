@@ -167,3 +167,19 @@ def write_ytvos(root: Path, n_train: int = 10, n_valid: int = 2, h: int = 36, w:
         if folder == "train":
             (root / "train" / "meta.json").write_text(json.dumps({"videos": meta_obj}))
     return {"names": names, "truth": truth, "h": h, "w": w}
+
+
+def write_roberta(folder: Path, hidden: int = 64, layers: int = 1, seed: int = 0) -> Path:
+    """A small RoBERTa saved as `save_pretrained` writes it, with a byte-level BPE tokenizer in RoBERTa's
+    file format (vocab.json, merges.txt): what `model.text.path` / `tokenizer_path` read, no download."""
+    import torch
+    from transformers import RobertaConfig, RobertaModel
+
+    from lvas.data.vocab import write_byte_bpe_tokenizer
+
+    write_byte_bpe_tokenizer(folder)
+    torch.manual_seed(seed)
+    cfg = RobertaConfig(vocab_size=262, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
+                        intermediate_size=2 * hidden, max_position_embeddings=80, type_vocab_size=1, pad_token_id=1)
+    RobertaModel(cfg).save_pretrained(folder)
+    return folder

@@ -227,3 +227,137 @@ def acga_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     w.t("conv_fusion.weight", 1, 3, 3, 3)
     w.t("conv_fusion.bias", 1)
     return w.state
+
+
+# --------------------------------------------------------------------------- ReferFormer (wjn922/ReferFormer)
+# ReferFormer (models/referformer.py), the A2D options (--with_box_refine --binary --masks):
+#   backbone.0.body     torchvision ResNet-50 with FrozenBatchNorm2d (conv1, bn1, layer1..4; no fc), or the
+#                       Video-Swin backbone: patch_embed.proj (C, 3, 1, 4, 4) + .norm, layers.{i}.blocks.{j}
+#                       (norm1, attn.relative_position_bias_table (15*13*13, heads), attn.relative_position_index
+#                       (392, 392), attn.qkv, attn.proj, norm2, mlp.fc1 (4C), mlp.fc2), downsamples.{0,1,2}
+#                       (reduction 4C -> 2C no bias, norm 4C)
+#   text_encoder        Hugging Face RobertaModel (its own keys; older transformers also saved
+#                       embeddings.position_ids); resizer.fc (768 -> 256) + resizer.layer_norm
+#   input_proj.{0,1,2}  1x1 conv C_l -> 256 + GroupNorm; input_proj.3 3x3 stride-2 conv C_5 -> 256 + GroupNorm
+#   fusion_module.multihead_attn (256, 8 heads)
+#   transformer         level_embed (4, 256); encoder.layers.{0..3}: self_attn (MSDeformAttn: sampling_offsets
+#                       256 -> 8*4*4*2, attention_weights 256 -> 8*4*4, value_proj, output_proj), norm1,
+#                       linear1 (256 -> 2048), linear2, norm2; decoder.layers.{0..3}: cross_attn (MSDeformAttn),
+#                       norm1, self_attn (MultiheadAttention), norm2, linear1, linear2, norm3; reference_points
+#                       (256 -> 2); decoder.bbox_embed (the box heads registered a second time)
+#   class_embed.{0..3} (256 -> 1), bbox_embed.{0..3}.layers.{0,1,2} (256 -> 256 -> 256 -> 4), query_embed (5, 256)
+#   pixel_decoder       adapter_{1..4} (1x1 conv C -> 256 no bias + norm GroupNorm), layer_{1..4} (3x3 conv no
+#                       bias + norm), mask_features (3x3 conv 256 -> 256), cross_attn_{1..4}: self_attn,
+#                       multihead_attn (MultiheadAttention), linear1 (256 -> 2048), linear2, norm1..3
+#   controller.layers.{0,1,2}   256 -> 256 -> 256 -> 2153 (the dynamic mask network: (256+2)*8 + 8*8 + 8
+#                       weights and 8 + 8 + 1 biases)
+
+SWIN = {"t": (96, [2, 2, 6, 2], [3, 6, 12, 24]), "b": (128, [2, 2, 18, 2], [4, 8, 16, 32])}
+
+
+def _mha(w: _Writer, p: str, d: int) -> None:
+    w.t(f"{p}.in_proj_weight", 3 * d, d)
+    w.t(f"{p}.in_proj_bias", 3 * d)
+    _linear(w, f"{p}.out_proj", d, d)
+
+
+def _norm(w: _Writer, p: str, c: int) -> None:
+    w.state[f"{p}.weight"] = torch.rand(c, generator=w.g) + 0.5
+    w.state[f"{p}.bias"] = torch.randn(c, generator=w.g) * 0.1
+
+
+def _swin(w: _Writer, variant: str) -> list[int]:
+    dim, depths, heads = SWIN[variant]
+    p = "backbone.0.body"
+    w.t(f"{p}.patch_embed.proj.weight", dim, 3, 1, 4, 4)
+    w.t(f"{p}.patch_embed.proj.bias", dim)
+    _norm(w, f"{p}.patch_embed.norm", dim)
+    index = torch.randint(0, 15 * 13 * 13, (392, 392), generator=w.g)
+    for i, (depth, h) in enumerate(zip(depths, heads)):
+        c = dim * 2**i
+        for j in range(depth):
+            b = f"{p}.layers.{i}.blocks.{j}"
+            _norm(w, f"{b}.norm1", c)
+            w.t(f"{b}.attn.relative_position_bias_table", 15 * 13 * 13, h)
+            w.state[f"{b}.attn.relative_position_index"] = index.clone()
+            _linear(w, f"{b}.attn.qkv", c, 3 * c)
+            _linear(w, f"{b}.attn.proj", c, c)
+            _norm(w, f"{b}.norm2", c)
+            _linear(w, f"{b}.mlp.fc1", c, 4 * c)
+            _linear(w, f"{b}.mlp.fc2", 4 * c, c)
+        if i < 3:
+            w.t(f"{p}.downsamples.{i}.reduction.weight", 2 * c, 4 * c)
+            _norm(w, f"{p}.downsamples.{i}.norm", 4 * c)
+    return [dim * 2**i for i in range(4)]
+
+
+def referformer_state_dict(backbone: str, roberta: dict[str, torch.Tensor], seed: int = 0,
+                           position_ids: bool = True) -> dict[str, torch.Tensor]:
+    """Random weights under every key of the released ReferFormer (A2D options) with ``backbone``
+    ``r50``, ``swin_t`` or ``swin_b``; ``roberta``: the state dict of the text model it was built with."""
+    w = _Writer(seed)
+    if backbone == "r50":
+        torch.manual_seed(seed)
+        net = torchvision.models.resnet50(weights=None, norm_layer=torchvision.ops.FrozenBatchNorm2d)
+        for k, v in net.state_dict().items():
+            if not k.startswith("fc."):
+                w.state[f"backbone.0.body.{k}"] = v
+        channels = [256, 512, 1024, 2048]
+    else:
+        channels = _swin(w, backbone.removeprefix("swin_"))
+    for k, v in roberta.items():
+        w.state[f"text_encoder.{k}"] = v.clone()
+    if position_ids:
+        w.state["text_encoder.embeddings.position_ids"] = torch.arange(514)[None]
+    hidden = roberta["embeddings.word_embeddings.weight"].shape[1]
+    _linear(w, "resizer.fc", hidden, 256)
+    _norm(w, "resizer.layer_norm", 256)
+    for i, c in enumerate(channels[1:]):
+        w.t(f"input_proj.{i}.0.weight", 256, c, 1, 1)
+        w.t(f"input_proj.{i}.0.bias", 256)
+        _norm(w, f"input_proj.{i}.1", 256)
+    w.t("input_proj.3.0.weight", 256, channels[-1], 3, 3)
+    w.t("input_proj.3.0.bias", 256)
+    _norm(w, "input_proj.3.1", 256)
+    _mha(w, "fusion_module.multihead_attn", 256)
+    w.t("transformer.level_embed", 4, 256)
+    for kind in ("encoder", "decoder"):
+        for i in range(4):
+            p = f"transformer.{kind}.layers.{i}"
+            attn = "self_attn" if kind == "encoder" else "cross_attn"
+            _linear(w, f"{p}.{attn}.sampling_offsets", 256, 256)
+            _linear(w, f"{p}.{attn}.attention_weights", 256, 128)
+            _linear(w, f"{p}.{attn}.value_proj", 256, 256)
+            _linear(w, f"{p}.{attn}.output_proj", 256, 256)
+            _norm(w, f"{p}.norm1", 256)
+            _linear(w, f"{p}.linear1", 256, 2048)
+            _linear(w, f"{p}.linear2", 2048, 256)
+            _norm(w, f"{p}.norm2", 256)
+            if kind == "decoder":
+                _mha(w, f"{p}.self_attn", 256)
+                _norm(w, f"{p}.norm3", 256)
+    _linear(w, "transformer.reference_points", 256, 2)
+    for i in range(4):
+        _linear(w, f"class_embed.{i}", 256, 1)
+        for j, (a, b) in enumerate(((256, 256), (256, 256), (256, 4))):
+            _linear(w, f"bbox_embed.{i}.layers.{j}", a, b)
+            w.state[f"transformer.decoder.bbox_embed.{i}.layers.{j}.weight"] = w.state[f"bbox_embed.{i}.layers.{j}.weight"]
+            w.state[f"transformer.decoder.bbox_embed.{i}.layers.{j}.bias"] = w.state[f"bbox_embed.{i}.layers.{j}.bias"]
+    w.t("query_embed.weight", 5, 256)
+    for i, c in enumerate([channels[0], 256, 256, 256], start=1):
+        p = "pixel_decoder"
+        w.t(f"{p}.adapter_{i}.weight", 256, c, 1, 1)
+        _norm(w, f"{p}.adapter_{i}.norm", 256)
+        w.t(f"{p}.layer_{i}.weight", 256, 256, 3, 3)
+        _norm(w, f"{p}.layer_{i}.norm", 256)
+        _mha(w, f"{p}.cross_attn_{i}.self_attn", 256)
+        _mha(w, f"{p}.cross_attn_{i}.multihead_attn", 256)
+        _linear(w, f"{p}.cross_attn_{i}.linear1", 256, 2048)
+        _linear(w, f"{p}.cross_attn_{i}.linear2", 2048, 256)
+        for n in (1, 2, 3):
+            _norm(w, f"{p}.cross_attn_{i}.norm{n}", 256)
+    w.t("pixel_decoder.mask_features.weight", 256, 256, 3, 3)
+    w.t("pixel_decoder.mask_features.bias", 256)
+    for j, (a, b) in enumerate(((256, 256), (256, 256), (256, 2153))):
+        _linear(w, f"controller.layers.{j}", a, b)
+    return w.state

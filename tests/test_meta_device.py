@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from lvas.config import ConfigError, from_dict, load_config
-from lvas.engine.inference import training_pairs
+from lvas.engine.inference import clip_targets, training_pairs
 from lvas.models.losses.segmentation import build_loss
 from lvas.models import build_model
 from lvas.registry import CROSS_MODAL, DECODERS, FUSIONS, LOSSES, SPATIAL_ENCODERS, TEMPORAL_ENCODERS, TEXT_ENCODERS
@@ -64,7 +64,7 @@ REFUSALS: dict[str, str] = {}
 
 def _refusal(combo: dict) -> str | None:
     """Why lvas refuses the combination (the config, or the component's constructor, on meta), or None."""
-    key = repr(sorted(combo.items()))
+    key = repr(sorted((k, combo[k]) for k in _active(combo)))  # unused slots do not change the model
     if key not in REFUSALS:
         try:
             _meta_model(_config(combo))
@@ -104,7 +104,45 @@ def _all_pairs(candidates: int = 40, seed: int = 0) -> list[dict]:
     return chosen
 
 
-COMBOS = _all_pairs()
+COVER = Path(__file__).with_name("fixtures") / "meta_cover.json"
+
+
+def _slots_digest() -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha1(json.dumps({k: [str(v) for v in vs] for k, vs in SLOTS.items()}).encode()).hexdigest()[:16]
+
+
+def write_cover() -> None:
+    """``python tests/test_meta_device.py --write-cover``: compute the cover (a few minutes: thousands of
+    models are built on meta to find the refusals) and store it, with the refusals it met."""
+    import json
+
+    combos = _all_pairs()
+    refused = sorted({k: m for k, m in REFUSALS.items() if m}.items())
+    COVER.write_text(json.dumps({"slots": _slots_digest(), "combos": [{k: list(v) if isinstance(v, tuple) else v
+                                                                         for k, v in c.items()} for c in combos],
+                                 "refused": [k for k, _ in refused[::max(1, len(refused) // 60)][:60]]},
+                                indent=0) + "\n")
+    print(f"wrote {COVER}: {len(combos)} combinations, {len(refused)} refusals seen")
+
+
+def _load_cover() -> tuple[list[dict], list[str], bool]:
+    """The stored cover (combinations, refused combinations), and whether it was made for these registries."""
+    import json
+
+    if not COVER.is_file():
+        return [], [], False
+    data = json.loads(COVER.read_text())
+    combos = [{k: tuple(v) if isinstance(v, list) else v for k, v in c.items()} for c in data["combos"]]
+    return combos, data["refused"], data["slots"] == _slots_digest()
+
+
+# The cover is computed once per change of the registries and stored (building the thousands of
+# candidate models it tries takes minutes, in every test process); test_the_cover_is_current says when
+# to rebuild it.
+COMBOS, REFUSED, CURRENT = _load_cover()
 
 
 def _run_on_meta(cfg, batch: int = 2) -> dict:
@@ -122,18 +160,33 @@ def _run_on_meta(cfg, batch: int = 2) -> dict:
     positions = list(frames) if frames is not None else [f // 2]
     target = [torch.empty(len(positions), s, s, device="meta") for _ in range(batch)]
     fake = {"clip": clip, "target": target, "target_frames": [positions] * batch}
-    flat, tgt = training_pairs(outputs, fake, torch.device("meta"))
-    loss = build_loss(cfg)(flat, tgt)
+    loss_fn = build_loss(cfg)
+    if getattr(loss_fn, "per_clip", False):  # matched across the clip's frames (referformer)
+        loss = loss_fn(outputs, clip_targets(outputs, fake, torch.device("meta")))
+    else:
+        loss = loss_fn(*training_pairs(outputs, fake, torch.device("meta")))
     assert loss.device.type == "meta" and loss.dim() == 0
     return {"k": k, "logits": tuple(outputs["logits"].shape)}
 
 
+def test_the_cover_is_current():
+    assert CURRENT, (f"{COVER.name} was made for other registries (a component added or removed): run "
+                     f"`python tests/test_meta_device.py --write-cover`")
+
+
 def test_the_cover_holds_every_valid_pair():
     """Every registered choice is built, and most pairs of choices (a pair no valid config holds, like
-    ACGA's decoder with two streams, cannot be)."""
+    ACGA's decoder with two streams, cannot be); every combination the cover met refused is refused
+    again, in a message naming the model.* key to change."""
+    import ast
+
     seen = {(k, c[k]) for c in COMBOS for k in _active(c)}
     assert seen == {(k, v) for k, vs in SLOTS.items() for v in vs}, "a registered choice never built"
-    refused = [m for m in REFUSALS.values() if m]
+    refused = []
+    for key in REFUSED:
+        combo = dict(ast.literal_eval(key))
+        combo = {**{k: vs[0] for k, vs in SLOTS.items()}, **combo}
+        refused.append(_refusal(combo) or "")
     assert refused and all("model." in m for m in refused), "a refusal must name the key to change"
     covered = set().union(*(_pairs(c) for c in COMBOS))
     assert len(covered) > 0.8 * sum(len(SLOTS[a]) * len(SLOTS[b]) for a, b in itertools.combinations(SLOTS, 2))
@@ -147,7 +200,7 @@ def test_combination_runs_on_meta(choice):
 
 
 SHIPPED = ["cstm_paper", "cstm_released", "lbdt4_paper", "lbdt4_ytvos", "acga_paper", "cpu_small", "lbdt_cpu",
-           "acga_cpu"]
+           "acga_cpu", "referformer_paper", "referformer_swin_t", "referformer_r50", "referformer_cpu"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -172,3 +225,11 @@ def test_a_tensor_made_on_the_cpu_inside_forward_is_caught():
         m = Careless()
     with pytest.raises((RuntimeError, NotImplementedError)):
         m(torch.empty(2, 3, device="meta"))
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--write-cover"]:
+        sys.exit("usage: python tests/test_meta_device.py --write-cover")
+    write_cover()

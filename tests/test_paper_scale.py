@@ -1,7 +1,8 @@
-"""Paper size on the CPU (issue 22 §1): one experiment per method trains one optimiser step and
-evaluates the test split at its real input size (320^2 x 8 frames; ACGA 16 x 512^2) on synthetic
-frames of that size, through ``lvas bench train`` (the real training path, the real GloVe reader on
-a tiny file it writes, no download). Timings are printed for the note, never asserted; the measured
+"""Paper size on the CPU (issue 22 §1, issue 27 §2): one experiment per method trains one optimiser step
+and evaluates the test split at its real input size (320^2 x 8 frames; ACGA 16 x 512^2; ReferFormer
+5 x 384^2 with Video-Swin-B, -T and ResNet-50 and a RoBERTa-base of random weights) on synthetic frames
+of that size, through ``lvas bench train`` (the real training path, the real GloVe reader on a tiny
+file it writes, RoBERTa's real tokenizer on byte-level files it writes, no download). Timings are printed for the note, never asserted; the measured
 table of every shipped YAML comes from benchmarks/paper_scale.py."""
 
 import json
@@ -15,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 LVAS = str(Path(sys.executable).with_name("lvas"))
 # one clip per step: the input size is the paper's; the batch is the CI machine's budget
 SIZES = {"cstm_paper": "1x8x320x320", "cstm_released": "1x8x320x320", "lbdt4_paper": "1x2x320x320",
-         "acga_paper": "1x16x512x512"}
+         "acga_paper": "1x16x512x512", "referformer_paper": "1x5x384x384", "referformer_swin_t": "1x5x384x384",
+         "referformer_r50": "1x5x384x384"}
 
 
 @pytest.mark.parametrize("name", list(SIZES))

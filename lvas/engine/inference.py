@@ -79,7 +79,7 @@ def clip_targets(outputs: dict, batch: dict, device: torch.device) -> dict[str, 
     frames = predicted_frames(outputs, batch["clip"].shape[2])
     first = batch["target"][0]
     b, k = len(batch["target"]), len(frames)
-    masks = torch.zeros(b, k, *first.shape[-2:], dtype=first.dtype)
+    masks = torch.zeros(b, k, *first.shape[-2:], dtype=first.dtype, device=first.device)
     annotated = torch.zeros(b, k, dtype=torch.bool)
     for i, (positions, target) in enumerate(zip(batch["target_frames"], batch["target"])):
         for a, pos in enumerate(positions):

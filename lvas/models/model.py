@@ -71,6 +71,12 @@ class SegmentationModel(nn.Module):
             raise ValueError("a bridge needs both streams (model.mode: both)")
         if bridge and getattr(decoder, "all_frames", False):
             raise ValueError("model.bridge.stages: a bridge exchanges target-frame maps; this decoder reads every frame")
+        if getattr(decoder, "all_frames", False):
+            for b, enc in self.encoders().items():
+                if not enc.is_3d and type(enc).view is not StagedEncoder.view:
+                    raise ValueError(f"model.{b}: {type(enc).__name__} builds its input from several frames (a frame "
+                                     f"difference); this decoder runs 2-D encoders on every frame: use a 2-D or 3-D "
+                                     f"encoder of the frames themselves")
         self.bridge = nn.ModuleDict({str(i): m for i, m in (bridge or {}).items()})
         self.decoder = decoder
 

@@ -56,7 +56,9 @@ BACKBONE_LEVELS = 4  # the backbone maps the decoder reads: strides 4, 8, 16, 32
 
 
 def _group_norm_conv(cin: int, cout: int, kernel: int = 1, stride: int = 1, padding: int = 0) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding), nn.GroupNorm(32, cout))
+    """Conv + GroupNorm(32 groups, or as many as divide ``cout``: the release's 32 at its widths)."""
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding),
+                         nn.GroupNorm(math.gcd(32, cout), cout))
 
 
 @DECODERS.register("referformer")
@@ -78,6 +80,7 @@ class ReferFormerDecoder(nn.Module):
 
     temporal_maps = True
     all_frames = True
+    gives = "queries"  # pred_logits / pred_boxes / pred_masks per query (what the loss referformer needs)
 
     def __init__(self, branch_specs: dict[str, list[StageSpec]], text_channels: int, sentence_channels: int | None = None,
                  fusion=None, modulated: Sequence[str] = (), *, hidden: PositiveInt = 256, queries: PositiveInt = 5,
@@ -96,8 +99,11 @@ class ReferFormerDecoder(nn.Module):
                              f"are supported")
         self.branches = list(branch_specs)
         specs = {b: s[-BACKBONE_LEVELS:] for b, s in branch_specs.items()}
-        if any(len(s) < BACKBONE_LEVELS for s in branch_specs.values()):
-            raise ValueError("decoder referformer: needs encoders with at least four stages (strides 4 to 32)")
+        self.t_strides = {b: [s.t_stride for s in ss] for b, ss in specs.items()}
+        for b, ss in specs.items():
+            if len(ss) < BACKBONE_LEVELS or [s.stride for s in ss] != [4, 8, 16, 32]:
+                raise ValueError(f"model.{b}: decoder referformer reads maps at strides 4, 8, 16, 32; this encoder's "
+                                 f"last stages have strides {[s.stride for s in ss]}")
         main = specs["temporal"] if "temporal" in specs else next(iter(specs.values()))
         channels = [s.channels for s in main]
         self.align = nn.ModuleDict()
@@ -132,12 +138,20 @@ class ReferFormerDecoder(nn.Module):
         return heads[layer if self.box_refine else 0]
 
     def _levels(self, feats: dict[str, list[torch.Tensor]], lang: Language) -> tuple[list[torch.Tensor], int]:
-        """The four backbone maps, frames folded into the batch: [(B*T', C_l, H_l, W_l)], and T'."""
-        maps = {b: [m if m.dim() == 5 else m.unsqueeze(2) for m in feats[b][-BACKBONE_LEVELS:]] for b in self.branches}
-        t = next(iter(maps.values()))[0].shape[2]
-        if self.frames == "target":  # the release's A2D mode: the annotated (middle) frame alone
-            maps = {b: [m[:, :, t // 2: t // 2 + 1] for m in ms] for b, ms in maps.items()}
-            t = 1
+        """The four backbone maps, frames folded into the batch: [(B*T', C_l, H_l, W_l)], and T'.
+
+        Every clip frame takes the temporal cell of a map that covers it (frame t -> cell t // t_stride:
+        a per-frame backbone's own map; an I3D's shared cell, as CSTM reads its target frame)."""
+        total = clip_frames(feats)
+        keep = [total // 2] if self.frames == "target" else list(range(total))  # target: the release's A2D mode
+        maps = {}
+        for b in self.branches:
+            maps[b] = []
+            for m, ts in zip(feats[b][-BACKBONE_LEVELS:], self.t_strides[b]):
+                m = m if m.dim() == 5 else m.unsqueeze(2)
+                cells = [min(f // ts, m.shape[2] - 1) for f in keep]
+                maps[b].append(m[:, :, cells] if cells != list(range(m.shape[2])) else m)
+        t = len(keep)
         fold = {b: [rearrange(m, "b c t h w -> (b t) c h w") for m in ms] for b, ms in maps.items()}
         if self.fusions is None:
             return fold[self.branches[0]], t
@@ -233,6 +247,6 @@ class ReferFormerDecoder(nn.Module):
 
 
 def clip_frames(feats: dict[str, list[torch.Tensor]]) -> int:
-    """T of the clip the maps come from (their time axis; 1 for maps without one)."""
-    m = next(iter(feats.values()))[-1]
-    return m.shape[2] if m.dim() == 5 else 1
+    """T of the clip the maps come from: the longest time axis of the finest maps (a per-frame encoder
+    keeps every frame; a map without a time axis counts 1)."""
+    return max((ms[0].shape[2] if ms[0].dim() == 5 else 1) for ms in feats.values())

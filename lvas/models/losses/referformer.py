@@ -92,7 +92,9 @@ def match(out: dict, gt: torch.Tensor, boxes: torch.Tensor, valid: torch.Tensor,
             g = gt[i].flatten()[None].to(m.dtype)
             cost = (costs["class"] * cls + costs["bbox"] * l1 + costs["giou"] * giou
                     + costs["mask"] * _focal_cost(m, g) - costs["dice"] * _dice(m, g))
-            rows, _ = linear_sum_assignment(cost[:, None].detach().cpu().double().numpy())
+            # (a degenerate box pair -- both of zero area -- gives GIoU 0/0: never the match)
+            cost = torch.nan_to_num(cost.double(), nan=1e8)
+            rows, _ = linear_sum_assignment(cost[:, None].detach().cpu().numpy())
             chosen.append(int(rows[0]))
     return torch.tensor(chosen, device=out["pred_logits"].device)
 
@@ -120,7 +122,6 @@ def layer_losses(out: dict, gt: torch.Tensor, boxes: torch.Tensor, valid: torch.
     return {"class": loss_ce, "bbox": loss_bbox, "giou": loss_giou, "mask": loss_mask, "dice": loss_dice}
 
 
-@LOSSES.register("referformer")
 def referformer_loss(*, cost_class: NonNegativeFloat = 2.0, cost_bbox: NonNegativeFloat = 5.0,
                      cost_giou: NonNegativeFloat = 2.0, cost_mask: NonNegativeFloat = 2.0,
                      cost_dice: NonNegativeFloat = 5.0, class_weight: NonNegativeFloat = 2.0,
@@ -135,21 +136,31 @@ def referformer_loss(*, cost_class: NonNegativeFloat = 2.0, cost_bbox: NonNegati
     def loss(outputs: dict, targets: dict) -> torch.Tensor:
         """outputs: the ``referformer`` decoder's; targets: ``masks`` (B, T, H, W) on the input grid and
         ``annotated`` (B, T) bool, for the predicted frames (lvas.engine.inference.clip_targets)."""
+        if "pred_logits" not in outputs:
+            raise ValueError("train.loss: referformer matches queries to the object; model.decoder gives one mask per "
+                             "frame, not queries (use model.decoder: referformer, or another train.loss)")
         masks, annotated = targets["masks"], targets["annotated"]
         b, t, h, w = masks.shape
         if h % STRIDE or w % STRIDE:
             raise ValueError(f"loss referformer: the input ({h} x {w}) must be a multiple of {STRIDE} (data.size)")
-        boxes = mask_boxes(masks.flatten(0, 1)).view(b, t, 4).to(masks.device)
+        shapes_only = masks.device.type == "meta"  # (lvas's meta-device tests: no data to match on)
+        boxes = (torch.zeros(b, t, 4, dtype=masks.dtype, device=masks.device) if shapes_only
+                 else mask_boxes(masks.flatten(0, 1)).view(b, t, 4).to(masks.device))
         valid = annotated & (masks.flatten(2) > 0.5).any(-1)
         gt = masks[:, :, STRIDE // 2::STRIDE, STRIDE // 2::STRIDE]
-        num = max(float(valid.sum()), 1.0)
+        num = 1.0 if shapes_only else max(float(valid.sum()), 1.0)
         total = 0.0
         layers = [outputs, *(outputs.get("aux_outputs") or [] if aux else [])]
         for out in layers:
-            idx = match(out, gt, boxes, valid, costs)
+            idx = (torch.zeros(b, dtype=torch.long, device=masks.device) if shapes_only
+                   else match(out, gt, boxes, valid, costs))
             parts = layer_losses(out, gt, boxes, valid, idx, num, focal_alpha)
             total = total + sum(weights[k] * v for k, v in parts.items())
         return total
 
     loss.per_clip = True  # it takes every predicted frame of a clip at once (lvas.engine.inference.clip_targets)
     return loss
+
+
+referformer_loss.needs = "queries"  # a decoder that gives per-query outputs (model.decoder: referformer)
+LOSSES.register("referformer")(referformer_loss)

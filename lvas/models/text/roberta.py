@@ -103,8 +103,11 @@ class RobertaTextEncoder(nn.Module):
         Returns:
             words (B, N, C), sentence (B, C).
         """
+        # (on the meta device a mask has no values, and transformers reads them to pick its attention
+        # kernel: shapes are computed without it)
+        attention = None if tokens.is_meta else mask.long()
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
-            out = self.text_encoder(input_ids=tokens, attention_mask=mask.long())
+            out = self.text_encoder(input_ids=tokens, attention_mask=attention)
         return self.resizer(out.last_hidden_state), self.resizer(out.pooler_output)
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
