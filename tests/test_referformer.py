@@ -261,3 +261,35 @@ def test_every_frame_of_a_clip_is_predicted_trained_and_scored(tmp_path):
     samples = len(build_dataset(cfg, "test"))
     assert result.test["n"] == 3 * samples  # every frame of every test clip, not only its middle one
     assert torch.isfinite(torch.tensor(result.history[0]["train_loss"]))
+
+
+def test_a_whole_ref_youtube_vos_video_is_one_clip_with_one_query(tmp_path, capsys):
+    """data.dataset: {name: ytvos, clips: video}: each held-out expression is one clip of its video's listed
+    frames; the model predicts every one, keeps one query for the whole video, and each frame is scored
+    (J&F per expression) and written in the submission layout."""
+    import zipfile
+
+    from lvas.cli import main
+    from lvas.data import build_dataset
+    from tests.data_writers import write_ytvos
+
+    root = tmp_path / "ytvos"
+    write_ytvos(root, n_train=10, n_valid=2, h=32, w=48, n_listed=5)
+    over = [f"data.root={root}", "data.dataset={name: ytvos, clips: video}", "data.train_split=train",
+            "data.test_split=heldout",
+            "data.frames=3", "data.size=48", "train.epochs=1", "train.batch_size=4", "data.workers=0",
+            "tracking.overlays=0", "model.decoder.queries=2", "model.decoder.frames=all", "train.protocol=strict"]
+    cfg = load_config(ROOT / "experiments" / "referformer_cpu.yaml", over)
+    held = build_dataset(cfg, "heldout")
+    assert len(held) == held.index["expression"].count() and held.variable_clips
+    item = held[0]
+    assert item["clip"].shape[1] == 5 and item["target_frames"] == [2, 0, 1, 3, 4]
+    from lvas.engine.trainer import TrackOptions, train_experiment
+
+    result, _ = train_experiment(cfg, tmp_path / "run", progress=False, track=TrackOptions(active=False))
+    assert result.test["n"] == 5 * len(held) and result.test["expressions"] == len(held)
+    assert 0 <= result.test["JF"] <= 100
+    out = tmp_path / "sub.zip"
+    assert main(["eval", str(result.checkpoint), "--split", "valid", "--submission", str(out), "-q"]) == 0
+    names = zipfile.ZipFile(out).namelist()
+    assert len(names) == 2 * 2 * 5 and "Annotations/v001vid/1/00020.png" in names

@@ -36,7 +36,7 @@ import json
 import warnings
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -143,13 +143,19 @@ class RefYouTubeVOS(SampleDataset):
         root: dataset folder (holding ``meta_expressions/``, ``train/``, ``valid/``).
         split: ``train``, ``heldout``, ``valid`` or ``test`` (see the module docstring).
         frames, frame_stride, size, vocab, max_words, skip_bad, input, tokenizer: as A2D Sentences.
+        clips: evaluation samples (every split but ``train``): ``frame`` -- one per listed frame, a clip of
+            ``data.frames`` around it; ``video`` -- one per expression, the clip being every listed frame
+            of the video, each scored (how ReferFormer's and MTTR's video inference reads a video: a
+            model that predicts every frame of its clip, ``decoder.frames: all``, picks one query for
+            the whole video). Such clips differ in length: they are evaluated one per batch.
     """
 
     evaluators = ("segmentation", "video_jf")
 
     def __init__(self, root: str | Path, split: str = "train", frames: int = 2, frame_stride: int = 1,
                  size: int = 320, vocab: Vocabulary | None = None, max_words: int = 20,
-                 skip_bad: bool = False, input: str = "stretch", tokenizer: str = "words") -> None:
+                 skip_bad: bool = False, input: str = "stretch", tokenizer: str = "words", *,
+                 clips: Literal["frame", "video"] = "frame") -> None:
         if split not in SPLITS:
             raise DataError(Path(root), f"Ref-YouTube-VOS has no split {split!r}; expected one of {', '.join(SPLITS)}")
         self.root = Path(root)
@@ -170,8 +176,14 @@ class RefYouTubeVOS(SampleDataset):
         self.frame_lists = {r.video: r.frames for r in table.itertuples(index=False)}
         # training: the frames where the object is annotated; evaluation: every listed frame
         present = _object_frames(self.root / "train" / "meta.json", self.annotations, table) if split == "train" else None
-        rows = [(r.video, r.expression, r.query, r.obj_id, i + 1, f) for r in table.itertuples(index=False)
-                for i, f in enumerate(r.frames) if present is None or f in present.get((r.video, r.obj_id), ())]
+        self.whole_videos = clips == "video" and split != "train"
+        self.variable_clips = self.whole_videos  # each clip its video's length: one per batch
+        if self.whole_videos:  # one sample per expression (its middle frame names it)
+            rows = [(r.video, r.expression, r.query, r.obj_id, len(r.frames) // 2 + 1, r.frames[len(r.frames) // 2])
+                    for r in table.itertuples(index=False)]
+        else:
+            rows = [(r.video, r.expression, r.query, r.obj_id, i + 1, f) for r in table.itertuples(index=False)
+                    for i, f in enumerate(r.frames) if present is None or f in present.get((r.video, r.obj_id), ())]
         self.index = pd.DataFrame(rows, columns=["video", "expression", "query", "obj_id", "frame", "frame_name"])
         if vocab is None:  # the training queries: already read when this is the training split
             vocab = (Vocabulary.build(table["query"], tokenizer=tokenizer) if split == "train"
@@ -190,15 +202,20 @@ class RefYouTubeVOS(SampleDataset):
         row = self.index.iloc[i]
         vid, frame = str(row["video"]), int(row["frame"])
         names = self.frame_lists[vid]
-        idx = clip_indices(frame, len(names), self.frames, self.frame_stride, self.input.clip_start)
+        idx = (list(range(1, len(names) + 1)) if self.whole_videos
+               else clip_indices(frame, len(names), self.frames, self.frame_stride, self.input.clip_start))
         paths = [self.images / vid / f"{names[j - 1]}.jpg" for j in idx]
         imgs = stack_frames([read_image(p) for p in paths], paths)
-        png = self.annotations / vid / f"{row['frame_name']}.png"
-        if self.has_masks:
-            gt = torch.from_numpy(read_object_mask(png, int(row["obj_id"])))
-        else:  # no public masks: a blank stand-in so the item has the frame's size; never scored
-            gt = torch.zeros(imgs.shape[-2:], dtype=torch.bool)
+        gts = {}
+        for pos in (range(len(idx)) if self.whole_videos else [len(idx) // 2]):
+            png = self.annotations / vid / f"{names[idx[pos] - 1]}.png"
+            if self.has_masks:
+                gts[pos] = (torch.from_numpy(read_object_mask(png, int(row["obj_id"]))), png)
+            else:  # no public masks: a blank stand-in so the item has the frame's size; never scored
+                gts[pos] = (torch.zeros(imgs.shape[-2:], dtype=torch.bool), png)
         meta = {"video": vid, "frame": frame, "instance": int(row["expression"]) if str(row["expression"]).isdigit()
                 else 0, "expression": str(row["expression"]), "frame_name": str(row["frame_name"]), "kind": "",
-                "frames": idx}
-        return make_item(imgs, gt, png, self.size, self.vocab, str(row["query"]), self.max_words, meta, self.input)
+                "frames": idx, "frame_names": [names[j - 1] for j in idx]}
+        gt, png = gts.pop(len(idx) // 2)
+        return make_item(imgs, gt, png, self.size, self.vocab, str(row["query"]), self.max_words, meta, self.input,
+                         gts)

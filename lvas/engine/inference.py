@@ -107,6 +107,8 @@ def scored_frames(outputs: dict, batch: dict) -> Iterator[tuple[torch.Tensor, to
                 continue
             k = frames.index(pos)
             m = meta if pos == positions[0] else {**meta, "frame": _frame_number(meta, pos)}
+            if "frame_names" in meta:  # the file name of each clip frame (submissions, per-frame records)
+                m = {**m, "frame_name": meta["frame_names"][pos]}
             extra = {} if scores is None else {"model_score": float(scores[i, k])}
             if cands is not None:  # every query's mask and score (a ranked protocol submits them all)
                 extra.update(candidate_logits=cands["logits"][i, k], candidate_scores=cands["scores"][i, k],

@@ -115,6 +115,8 @@ def loader(ds, cfg: ExperimentConfig, sampler=None, batch_size: int | None = Non
     if batch_sampler is not None:
         return DataLoader(ds, batch_sampler=batch_sampler, num_workers=workers, collate_fn=collate,
                           pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
+    if getattr(getattr(ds, "dataset", ds), "variable_clips", False):  # clips of different lengths (whole videos)
+        batch_size = 1
     return DataLoader(ds, batch_size=batch_size or cfg.train.batch_size, shuffle=False, sampler=sampler,
                       num_workers=workers, collate_fn=collate, pin_memory=torch.cuda.is_available(),
                       persistent_workers=workers > 0, drop_last=drop_last)
