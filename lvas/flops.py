@@ -31,6 +31,7 @@ class FlopReport:
     parts: dict[str, int] = field(default_factory=dict)  # part -> MACs
     part_params: dict[str, int] = field(default_factory=dict)
     branch_params: dict[str, int] = field(default_factory=dict)  # branch -> encoder + its CMAMs + its text
+    trainable: int = 0  # parameters the recipe trains (frozen encoders' stages, a frozen language model left out)
 
     @property
     def gmacs(self) -> float:
@@ -86,7 +87,9 @@ def measure_model(model: nn.Module, frames: int = 8, size: int = 320, words: int
 
     handles = [m.register_forward_hook(lstm_hook(n)) for n, m in model.named_modules() if isinstance(m, nn.LSTM)]
     try:
-        with torch.no_grad(), FlopCounterMode(display=False, depth=None) as fc:
+        # grad stays on: on the meta device the graph costs nothing, and the counter's module tracker
+        # cannot hook a parameter's view made under no_grad (ReferFormer's expanded query embeddings)
+        with FlopCounterMode(display=False, depth=None) as fc:
             model(clip, tokens, mask)
     finally:
         for h in handles:
@@ -132,7 +135,8 @@ def measure_model(model: nn.Module, frames: int = 8, size: int = 320, words: int
         "bridge": _params(getattr(model, "bridge", None)),
         "fusion + decoder": _params(getattr(model, "decoder", None)),
     }
-    return FlopReport(frames, size, total, _params(model), parts, part_params, branch_params)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return FlopReport(frames, size, total, _params(model), parts, part_params, branch_params, trainable)
 
 
 def _params(m: nn.Module | None) -> int:
@@ -162,8 +166,8 @@ def _source_digest() -> str:
 
     root = Path(__file__).parent
     h = hashlib.sha256(torch.__version__.encode())
-    for f in sorted([*root.glob("models/*.py"), root / "flops.py", root / "registry.py"]):
-        h.update(f.name.encode() + f.read_bytes())
+    for f in sorted([*root.glob("models/**/*.py"), root / "flops.py", root / "registry.py"]):
+        h.update(str(f.relative_to(root)).encode() + f.read_bytes())
     return h.hexdigest()[:16]
 
 

@@ -49,15 +49,28 @@ def _locked(e: BaseException) -> bool:
     return "database is locked" in text or "database table is locked" in text or "database schema is locked" in text
 
 
+def _raced(e: BaseException) -> bool:
+    """Two processes wrote the same new row at once (MLflow's tag and param upserts read, then insert:
+    two coordinators tagging the shared parent run can both insert); the second write, retried, updates."""
+    text = str(e).lower()
+    return "integrityerror" in text or "uniqueviolation" in text or "unique constraint" in text \
+        or "duplicate key" in text
+
+
 def patiently(call: Callable, *args, **kwargs):
     """``call(*args, **kwargs)``, retried while the store is locked by another process, for at most
-    ``LVAS_STORE_WAIT`` seconds; then one ConfigError naming the cause."""
+    ``LVAS_STORE_WAIT`` seconds, or (a few times) when another process inserted the same row at the
+    same moment; then one ConfigError naming the cause."""
     limit = float(os.environ.get("LVAS_STORE_WAIT", STORE_WAIT))
-    start, told, pause = time.time(), False, 0.2
+    start, told, pause, races = time.time(), False, 0.2, 0
     while True:
         try:
             return call(*args, **kwargs)
         except Exception as e:  # noqa: BLE001 - sqlalchemy wraps sqlite's OperationalError in MLflow's own
+            if _raced(e) and races < 5:
+                races += 1
+                time.sleep(0.05 * races)
+                continue
             if not _locked(e) or time.time() - start > limit:
                 if _locked(e):
                     raise ConfigError(f"the MLflow store stayed locked by another process for {limit:.0f} s "

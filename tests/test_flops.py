@@ -52,12 +52,20 @@ def test_cli_flops_and_table4(tmp_path, capsys):
     df = pd.read_csv(tmp_path / "table4_gflops.csv")
     assert {"ACGA ICCV2019", "CSTM (paper)"} <= set(df["method"])
     ours = df[df["source"] == "lvas"]
-    assert len(ours) == 6 + len(list((ROOT / "experiments" / "table3").glob("*.yaml"))) + 2  # + ACGA, LBDT-4
+    # + ACGA, LBDT-4 and ReferFormer with Video-Swin-B, Video-Swin-T and ResNet-50
+    assert len(ours) == 6 + len(list((ROOT / "experiments" / "table3").glob("*.yaml"))) + 5
     acga = df[df["method"].str.startswith("lvas ACGA")].iloc[0]
     assert acga["input"] == "16x512x512" and 300 < acga["GMACs (ours)"] < 370
     released = ours[ours["method"].str.startswith("lvas CSTM as released")]
     assert len(released) == 1 and released["GMACs (ours)"].iloc[0] > 0
-    cstm = ~ours["method"].str.startswith(("lvas ACGA", "lvas LBDT"))  # those two at their own paper's input
+    rf = ours[ours["method"].str.startswith("lvas ReferFormer")]
+    assert len(rf) == 3 and (rf["input"] == "5x384x384").all()
+    # frozen RoBERTa-base (124,645,632 parameters) is counted but not trained; with ResNet-50 also its
+    # stem and res2 (0.22 M), frozen as released
+    frozen = (rf["params (M)"] - rf["trained (M)"]).round(1).tolist()
+    assert frozen == [124.6, 124.6, 124.9], frozen
+    assert (ours["trained (M)"].fillna(0) <= ours["params (M)"]).all()  # spatial-part rows: no figure
+    cstm = ~ours["method"].str.startswith(("lvas ACGA", "lvas LBDT", "lvas ReferFormer"))  # at their paper's input
     assert (ours[cstm]["input"] == "8x96x96").all() and (ours["GMACs (ours)"] > 0).all()
     tex = (tmp_path / "table4_gflops.tex").read_text()
     assert r"\toprule" in tex and r"\bottomrule" in tex

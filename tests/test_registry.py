@@ -46,15 +46,16 @@ def test_every_family_is_populated_after_import():
     fams = {f: _Shipped(reg) for f, reg in all_families().items()}
     assert set(fams["spatial"].names()) == {"r50", "iv3", "tiny2d"}
     assert set(fams["temporal"].names()) == {"i3d", "i3d_released", "s3d", "tiny3d", "diff_r50", "diff_tiny",
-                                             "i3d_mixed4f", "tiny3d_s16"}
+                                             "i3d_mixed4f", "tiny3d_s16", "video_swin_t", "video_swin_s",
+                                             "video_swin_b", "video_swin_mini"}
     assert set(fams["fusion"].names()) == {"add", "max", "lgfs", "concat", "bca"}
-    assert fams["text"].names() == ["conv1d", "gru", "gru_released", "lstm"]
+    assert fams["text"].names() == ["conv1d", "gru", "gru_released", "lstm", "roberta"]
     assert fams["cross_modal"].names() == ["cmam_eq6", "cmam_released"]
     assert fams["bridge"].names() == ["lbdt"]
-    assert fams["decoder"].names() == ["acga", "eq9", "lbdt", "released"]
-    assert fams["loss"].names() == ["acga", "cstm", "lbdt"]
+    assert fams["decoder"].names() == ["acga", "eq9", "lbdt", "referformer", "released"]
+    assert fams["loss"].names() == ["acga", "cstm", "lbdt", "referformer"]
     assert fams["protocol"].names() == ["coco", "coco_top1", "lbdt", "paper", "strict"]
-    assert fams["layout"].names() == ["acga", "cstm", "lbdt"]
+    assert fams["layout"].names() == ["acga", "cstm", "lbdt", "referformer"]
     assert fams["input"].names() == ["letterbox", "released", "stretch"]
     for reg in fams.values():
         for entry in reg:

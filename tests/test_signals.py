@@ -186,3 +186,30 @@ def test_a_run_folder_that_stops_taking_writes_ends_in_one_line_and_resumes(synt
                           text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert [r.info.status for r in all_runs(uri)] == ["FINISHED"]
+
+
+def test_a_row_inserted_at_the_same_moment_by_another_machine_is_written_again():
+    """Two coordinators tag the one parent run at once: MLflow's upsert reads, then inserts, so the
+    second insert fails with a unique violation (seen on PostgreSQL in CI); written again it updates."""
+    from lvas.tracking import patiently
+
+    calls = []
+
+    def set_tag():
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError('(psycopg2.errors.UniqueViolation) duplicate key value violates unique constraint '
+                               '"tag_pk" [SQL: INSERT INTO tags ...] (Background on this error at: '
+                               'https://sqlalche.me/e/21/gkpj)')
+        return "written"
+
+    assert patiently(set_tag) == "written" and len(calls) == 3
+
+    def always():
+        calls.append(1)
+        raise RuntimeError("(sqlite3.IntegrityError) UNIQUE constraint failed: tags.key")
+
+    calls.clear()
+    with pytest.raises(RuntimeError, match="UNIQUE constraint"):
+        patiently(always)
+    assert len(calls) == 6  # a real conflict is not retried for ever

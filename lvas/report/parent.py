@@ -76,7 +76,7 @@ def summarise_to_parent(spec: SweepSpec, tracking_uri: str, sr: SweepRuns | None
     ``sr``: the sweep's runs when the caller has collected them already (``lvas report``)."""
     from mlflow import MlflowClient
 
-    from lvas.tracking import quiet_mlflow
+    from lvas.tracking import patiently, quiet_mlflow
 
     sr = sr if sr is not None else collect(spec, tracking_uri)
     if sr.parent_run_id is None:
@@ -91,10 +91,10 @@ def summarise_to_parent(spec: SweepSpec, tracking_uri: str, sr: SweepRuns | None
             for m in dict.fromkeys((spec.metric, "mIoU", "oIoU")):
                 client.log_metric(sr.parent_run_id, f"{metric_key(m)}/{metric_safe(name)}", float(row["metrics"][m]))
         about = (spec.description + "\n\n") if spec.description else ""
-        client.set_tag(sr.parent_run_id, NOTE_TAG, about + head + "\n\n" + markdown(rows, spec.metric))
+        patiently(client.set_tag, sr.parent_run_id, NOTE_TAG, about + head + "\n\n" + markdown(rows, spec.metric))
         order = ranked(sr)
         if order:
-            client.set_tag(sr.parent_run_id, "best_row", order[0][0])
+            patiently(client.set_tag, sr.parent_run_id, "best_row", order[0][0])
     return {"rows": rows, "headline": head}
 
 

@@ -15,6 +15,7 @@ PAPER_MODEL = "cstm_paper.yaml"
 RELEASED_MODEL = "cstm_released.yaml"
 ACGA_MODEL = "acga_paper.yaml"
 LBDT_MODEL = "lbdt4_paper.yaml"
+REFERFORMER_MODEL = "referformer_paper.yaml"
 
 
 def table4(experiments_dir: str | Path = "experiments", frames: int = 8, size: int = 320) -> pd.DataFrame:
@@ -22,14 +23,15 @@ def table4(experiments_dir: str | Path = "experiments", frames: int = 8, size: i
     (MACs and parameters over the same modules), then every Table 3 variant."""
     exp = Path(experiments_dir)
     rows = [{"method": r["method"], "source": "published", "input": r["input"], "GFLOPs (published)": r["gflops"],
-             "GMACs (ours)": None, "GFLOPs 2/MAC (ours)": None, "params (M)": None, "AP (paper)": r["AP"]}
-            for r in TABLE4]
+             "GMACs (ours)": None, "GFLOPs 2/MAC (ours)": None, "params (M)": None, "trained (M)": None,
+             "AP (paper)": r["AP"]} for r in TABLE4]
     inp = f"{frames}x{size}x{size}"
 
-    def ours(label: str, macs: int, params: int | None, shape: str | None = None) -> dict:
+    def ours(label: str, macs: int, params: int | None, shape: str | None = None, trained: int | None = None) -> dict:
         return {"method": label, "source": "lvas", "input": shape or inp, "GFLOPs (published)": None,
                 "GMACs (ours)": round(macs / 1e9, 2), "GFLOPs 2/MAC (ours)": round(2 * macs / 1e9, 2),
-                "params (M)": None if params is None else round(params / 1e6, 2), "AP (paper)": None}
+                "params (M)": None if params is None else round(params / 1e6, 2),
+                "trained (M)": None if trained is None else round(trained / 1e6, 2), "AP (paper)": None}
 
     readings = [
         ("lvas CSTM as released (R50+I3D, released CMAM/decoder)", RELEASED_MODEL, []),
@@ -41,19 +43,23 @@ def table4(experiments_dir: str | Path = "experiments", frames: int = 8, size: i
     for label, file, over in readings:
         r = measure_config(load_config(exp / file, over), frames, size)
         measured[label.split(" (")[0].removeprefix("lvas CSTM ")] = r
-        rows.append(ours(label, r.macs, r.params))
+        rows.append(ours(label, r.macs, r.params, trained=r.trainable))
         rows.append(ours(f"  {label.split(' (')[0]}, spatial part (encoder + its CMAMs + its text encoder)",
                          r.spatial_part(), r.spatial_part_params()))
     for path in sorted((exp / "table3").glob("*.yaml")):
         cfg = load_config(path)
         r = measure_config(cfg, frames, size)
-        rows.append(ours(f"lvas {cfg.name}", r.macs, r.params))
+        rows.append(ours(f"lvas {cfg.name}", r.macs, r.params, trained=r.trainable))
     for label, file in (("lvas ACGA (I3D to Mixed_4f, co-attention, three heads)", ACGA_MODEL),
-                        ("lvas LBDT-4 (R50 + frame-difference R50, LBDT at res4/res5, BCA)", LBDT_MODEL)):
-        cfg = load_config(exp / file)  # each at its own paper's input: ACGA 16x512x512, LBDT 2x320x320
+                        ("lvas LBDT-4 (R50 + frame-difference R50, LBDT at res4/res5, BCA)", LBDT_MODEL),
+                        ("lvas ReferFormer (Video-Swin-B, RoBERTa-base)",
+                         REFERFORMER_MODEL),
+                        ("lvas ReferFormer (Video-Swin-T)", "referformer_swin_t.yaml"),
+                        ("lvas ReferFormer (ResNet-50)", "referformer_r50.yaml")):
+        cfg = load_config(exp / file)  # each at its own paper's input: ACGA 16x512x512, LBDT 2x320x320, ...
         r = measure_config(cfg)
-        measured[file.removesuffix("_paper.yaml")] = r
-        rows.append(ours(label, r.macs, r.params, f"{cfg.data.frames}x{cfg.data.size}x{cfg.data.size}"))
+        measured[file.removesuffix("_paper.yaml").removesuffix(".yaml")] = r
+        rows.append(ours(label, r.macs, r.params, f"{cfg.data.frames}x{cfg.data.size}x{cfg.data.size}", r.trainable))
     measured["paper encoders + released decoder"] = measure_config(
         load_config(exp / PAPER_MODEL, ["model.decoder.name=released", "model.fusion=concat"]), frames, size)
     df = pd.DataFrame(rows)
@@ -90,6 +96,7 @@ def readings_note(measured: dict, frames: int = 8, size: int = 320) -> str:
         "",
         acga_note(measured["acga"]),
         lbdt_note(measured["lbdt4"]),
+        referformer_note(measured),
         "",
     ])
 
@@ -116,6 +123,24 @@ def lbdt_note(r) -> str:
             f"(no published figure).")
 
 
+def referformer_note(measured: dict) -> str:
+    """ReferFormer's measured cost by part (no published figure)."""
+    g = 1e9
+    out = []
+    for key, name in (("referformer", "Video-Swin-B"), ("referformer_swin_t", "Video-Swin-T"),
+                      ("referformer_r50", "ResNet-50")):
+        r = measured[key]
+        enc = r.parts["temporal encoder"] + r.parts["spatial encoder"]
+        out.append(f"{name} {r.gmacs:.2f} GMACs ({enc / g:.2f} backbone, {r.parts['text'] / g:.2f} RoBERTa-base on "
+                   f"20 tokens, {r.parts['fusion + decoder'] / g:.2f} fusion, transformer and heads), "
+                   f"{r.params / 1e6:.2f} M parameters, {r.trainable / 1e6:.2f} M trained (RoBERTa frozen)")
+    r = measured["referformer"]
+    return (f"- **ReferFormer** (`experiments/referformer_*.yaml`, 1x{r.frames}x{r.size}x{r.size}, one annotated frame "
+            f"through the transformer as on A2D): " + "; ".join(out) + ". The count leaves out the bilinear "
+            f"sampling of the deformable attention (grid_sample is not a multiply-add FlopCounterMode counts) and "
+            f"element-wise operations; no published figure.")
+
+
 def write_table4(out_dir: str | Path = "reports", experiments_dir: str | Path = "experiments",
                  frames: int = 8, size: int = 320) -> list[Path]:
     df = table4(experiments_dir, frames, size)
@@ -124,4 +149,7 @@ def write_table4(out_dir: str | Path = "reports", experiments_dir: str | Path = 
     notes = ("GMACs count one multiply-add as 1 (the convention of the papers' \"GFLOPs\"); "
              "\"GFLOPs 2/MAC\" counts 2. Ours are measured with torch.utils.flop_counter.FlopCounterMode "
              "(element-wise ops not counted) by `lvas flops --table`.")
-    return write_table(df, out_dir, "table4_gflops", "Table 4: computational overhead", notes=notes, digits=2)
+    # the .tex leaves out "GFLOPs 2/MAC" (twice GMACs) so that a two-column paper prints it at full size
+    tex = [c for c in df.columns if c != "GFLOPs 2/MAC (ours)"]
+    return write_table(df, out_dir, "table4_gflops", "Table 4: computational overhead", notes=notes, digits=2,
+                       latex_columns=tex)

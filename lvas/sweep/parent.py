@@ -67,13 +67,13 @@ def own(tracking_uri: str, run_id: str) -> None:
     if it is killed, the next store opened on this host ends the run)."""
     from mlflow import MlflowClient
 
-    from lvas.tracking import END_TAG, owner_tags, quiet_mlflow
+    from lvas.tracking import END_TAG, owner_tags, patiently, quiet_mlflow
 
     with quiet_mlflow():
         client = MlflowClient(tracking_uri)
         client.update_run(run_id, status="RUNNING")
-        for k, v in owner_tags().items():
-            client.set_tag(run_id, k, v)
+        for k, v in owner_tags().items():  # every machine's coordinator tags the one parent run
+            patiently(client.set_tag, run_id, k, v)
         with contextlib.suppress(Exception):  # no such tag
             client.delete_tag(run_id, END_TAG)
 
