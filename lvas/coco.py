@@ -6,6 +6,12 @@ iscrowd 0); every mask the model outputs for it is one detection with a score; p
 COCOeval(iouType="segm") with params.useCats = 0 ranks the detections over the whole test set and
 the reported mAP is stats[0] (IoU 0.50:0.95, area all, maxDets 100). Their P@k / overall / mean IoU
 take only the top-scoring mask of an image, IoU (I + 1e-6) / (U + 1e-6), compared with a strict ">".
+Ties are theirs too: images carry their string ids (``v_<video>_f_<frame>_i_<instance>`` on A2D,
+``v_<video>_f_<frame>`` on J-HMDB), which COCOeval sorts, so equal scores rank in that order (and
+within an image in query order); the top mask is the *last* of equal highest scores (their
+``sorted(..., key=score)[-1]``); the IoU is computed in float32 as their torch code does, so an I/U
+of exactly 0.5, 0.7 or 0.9 does not pass ">" (float64 smoothing would let it); an A2D row whose
+instance_id is not an integer (``1 (copy)``) has no image, as in their ground-truth script.
 Masks: the logits on the input grid, sigmoid > 0.5 (the same pixels as logit > 0, a float32 sigmoid
 rounding to exactly 0.5 only at logit 0), un-padded, resized to the original frame with nearest.
 A single-mask model's mask is scored by its mean probability inside the mask (its maximum when the
@@ -116,26 +122,44 @@ class CocoEvaluator:
     top1 = False
 
     def __init__(self, protocol: str) -> None:
+        self.ids: set[str] = set()
         self.images: list[dict] = []
         self.truths: list[dict] = []
         self.detections: list[dict] = []
         self.inter: list[int] = []
         self.union: list[int] = []
 
+    def _image_id(self, meta: dict) -> str | None:
+        """The dataset's COCO image id (MTTR's string), else one built the same way; unique."""
+        if "image_id" in meta:
+            return meta["image_id"]
+        base = f"v_{meta.get('video')}_f_{meta.get('frame')}_i_{meta.get('instance', 0)}"
+        image_id, n = base, 1
+        while image_id in self.ids:  # several queries on one instance (synthetic sets): numbered in order
+            n += 1
+            image_id = f"{base}_q_{n}"
+        return image_id
+
     def process(self, pred: torch.Tensor, truth: torch.Tensor, meta: dict) -> dict:
-        image_id = len(self.images) + 1
+        # a query-based model's every query in its order (``detections``); else this mask and any further candidates
+        cands = meta.get("detections") or [(pred, float(meta["score"])), *meta.get("candidates", [])]
+        top_score = max(s for _, s in cands)
+        best = max(i for i, (_, s) in enumerate(cands) if s == top_score)  # the last of equal scores, as MTTR
+        top = torch.as_tensor(np.asarray(cands[best][0], dtype=bool))
+        inter, union = intersection_union(top, truth.bool())
+        image_id = self._image_id(meta)
+        if image_id is None:  # not an image of their ground truth (A2D's "1 (copy)" row): not scored
+            return {"I": inter, "U": union}
+        if image_id in self.ids:
+            raise ValueError(f"COCO image id {image_id!r} given twice (the dataset's image_id must be unique)")
+        self.ids.add(image_id)
         t = truth.numpy().astype(bool)
         self.images.append({"id": image_id, "height": int(t.shape[0]), "width": int(t.shape[1])})
         self.truths.append({"image_id": image_id, "segmentation": rle(t)})
-        # a query-based model's every query in its order (``detections``); else this mask and any further candidates
-        cands = meta.get("detections") or [(pred, float(meta["score"])), *meta.get("candidates", [])]
-        best = max(range(len(cands)), key=lambda i: cands[i][1])  # the first of equal scores
         for i, (m, s) in enumerate(cands):
             if self.top1 and i != best:
                 continue
             self.detections.append({"image_id": image_id, "segmentation": rle(np.asarray(m, dtype=bool)), "score": s})
-        top = torch.as_tensor(np.asarray(cands[best][0], dtype=bool))
-        inter, union = intersection_union(top, truth.bool())
         self.inter.append(inter)
         self.union.append(union)
         return {"I": inter, "U": union}  # of the top mask (the per-sample records)
@@ -144,7 +168,9 @@ class CocoEvaluator:
         out = coco_map(self.images, self.truths, self.detections)
         inter, union = np.asarray(self.inter, dtype=np.float64), np.asarray(self.union, dtype=np.float64)
         if len(inter):
-            iou = (inter + 1e-6) / (union + 1e-6)
+            # their compute_iou: float32 sums, (I + 1e-6) / (U + 1e-6) in float32, compared as a Python float
+            eps = np.float32(1e-6)
+            iou = ((inter.astype(np.float32) + eps) / (union.astype(np.float32) + eps)).astype(np.float64)
             out.update({f"P@{t}": 100.0 * float((iou > t).mean()) for t in THRESHOLDS})
             out["AP"] = 100.0 * float(np.mean([(iou > t).mean() for t in AP_THRESHOLDS]))
             out["oIoU"] = 100.0 * float(inter.sum() / union.sum()) if union.sum() > 0 else 100.0

@@ -53,6 +53,8 @@ def _write_fixture(root: Path, videos: int = 8, seed: int = 0) -> None:
         csv_rows.append(f"{vid},{10 + v},0,0,{H},{W},{N_FRAMES},{len(frames)},1")
         for i in range(n_inst):
             rows.append(f"{vid},{i},the thing number {i} in video {v}")
+        if v == 0:  # as A2D's T6bNPuKV-wY: an instance_id that is not an integer, with words of its own
+            rows.append(f"{vid},0 (copy),the copied thing in video {v}")
         for f in frames:
             present = [i for i in range(n_inst) if rng.random() < 0.8] or [0]
             masks = []
@@ -81,53 +83,26 @@ def _logits(truth: np.ndarray, resized: tuple[int, int], key: str, seed: int = 1
     return out
 
 
-def _reference(root: Path, preds: dict[tuple[str, int, int], list[tuple[torch.Tensor, tuple[int, int]]]],
-               top1: bool) -> dict[str, float]:
-    """MTTR's procedure on ``preds``: (video, frame, instance) -> [(logits (S, S), resized (h, w))]."""
-    ta = root / "text_annotations"
-    import csv
-
-    queries = list(csv.DictReader((ta / "a2d_annotation.txt").open()))
-    images, annotations, detections, image_ids = [], [], [], {}
-    for q in queries:
-        vid, inst = q["video_id"], int(q["instance_id"])
-        for p in sorted((ta / "a2d_annotation_with_instances" / vid).glob("*.h5")):
-            with h5py.File(p) as f:
-                instances = [int(x) for x in np.asarray(f["instance"]).ravel()]
-                if inst not in instances:
-                    continue  # not in this frame: no image (as their script)
-                k = instances.index(inst)
-                mask = (np.asarray(f["reMask"])[k] if len(instances) > 1 else np.asarray(f["reMask"])).T
-            frame = int(p.stem)
-            image_id = f"v_{vid}_f_{frame}_i_{inst}"
-            assert image_id not in image_ids
-            image_ids[image_id] = mask
-            images.append({"id": image_id, "height": mask.shape[0], "width": mask.shape[1]})
-            r = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-            r["counts"] = r["counts"].decode("ascii")
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 1, "segmentation": r,
-                                "area": float(mask_utils.area(r)), "bbox": [0, 0, 1, 1], "iscrowd": 0})
-            cands = []
-            for logits, (h, w) in preds[(vid, frame, inst)]:
-                prob = torch.sigmoid(logits)
-                binary = (prob > 0.5).float()[:h, :w]  # un-padded
-                m = F.interpolate(binary[None, None], size=mask.shape, mode="nearest")[0, 0].numpy().astype(np.uint8)
-                inside = prob[:h, :w][prob[:h, :w] > 0.5]
-                score = float(inside.mean()) if inside.numel() else float(prob[:h, :w].max())
-                cands.append((m, score))
-            best = max(range(len(cands)), key=lambda i: cands[i][1])
-            for i, (m, score) in enumerate(cands):
-                if top1 and i != best:
-                    continue
-                r = mask_utils.encode(np.asfortranarray(m))
-                r["counts"] = r["counts"].decode("ascii")
-                detections.append({"image_id": image_id, "category_id": 1, "segmentation": r, "score": score})
-    gt_json = root / "a2d_test_annotations_in_coco_format.json"
-    gt_json.write_text(json.dumps({"categories": [{"id": 1, "name": "dummy_class"}], "images": images,
+def _mttr_metrics(images: list[tuple[str, np.ndarray]], detections: list[dict], folder: Path) -> dict[str, float]:
+    """MTTR's evaluation of ``detections`` ({image_id, segmentation, score}, in the order their trainer
+    appends them) against ``images`` ((string image id, ground-truth mask) in the order their
+    ground-truth script writes them): the JSON ground truth read by ``COCO``, ``loadRes``, COCOeval
+    (segm, useCats 0, stats[0:3]); then their precision/IoU loop: every ground-truth image, the
+    prediction ``sorted(..., key=score)[-1]``, their torch ``compute_iou`` (float32, EPS 1e-6) and a
+    strict ``>`` against Python floats."""
+    annotations = []
+    for image_id, mask in images:
+        r = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+        r["counts"] = r["counts"].decode("ascii")
+        annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 1, "segmentation": r,
+                            "area": float(mask_utils.area(r)), "bbox": [0, 0, 1, 1], "iscrowd": 0})
+    gt_json = folder / "test_annotations_in_coco_format.json"
+    gt_json.write_text(json.dumps({"categories": [{"id": 1, "name": "dummy_class"}],
+                                   "images": [{"id": i, "height": m.shape[0], "width": m.shape[1]} for i, m in images],
                                    "annotations": annotations}))
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO(str(gt_json))
-        coco_pred = coco_gt.loadRes(detections)
+        coco_pred = coco_gt.loadRes([{**d, "category_id": 1} for d in detections])
         ev = COCOeval(coco_gt, coco_pred, iouType="segm")
         ev.params.useCats = 0
         ev.evaluate()
@@ -137,12 +112,13 @@ def _reference(root: Path, preds: dict[tuple[str, int, int], list[tuple[torch.Te
     hits = {t: 0 for t in (0.5, 0.6, 0.7, 0.8, 0.9)}
     inter_sum = union_sum = 0.0
     ious = []
-    for image_id in coco_gt.imgs:
-        gt_mask = mask_utils.decode(coco_gt.imgToAnns[image_id][0]["segmentation"])
+    for image_id in coco_gt.imgs.keys():
+        gt_mask = torch.tensor(mask_utils.decode(coco_gt.imgToAnns[image_id][0]["segmentation"])).unsqueeze(0)
         top = sorted(coco_pred.imgToAnns[image_id], key=lambda a: a["score"])[-1]
-        pm = mask_utils.decode(top["segmentation"])
-        inter, union = float((pm & gt_mask).sum()), float((pm | gt_mask).sum())
-        iou = (inter + 1e-6) / (union + 1e-6)
+        pm = torch.tensor(mask_utils.decode(top["segmentation"])).unsqueeze(0).int()
+        inter_t, union_t = (pm & gt_mask).float().sum((1, 2)), (pm | gt_mask).float().sum((1, 2))
+        iou_t = (inter_t + 1e-6) / (union_t + 1e-6)
+        iou, inter, union = iou_t.item(), inter_t.item(), union_t.item()
         for t in hits:
             hits[t] += iou > t
         inter_sum, union_sum = inter_sum + inter, union_sum + union
@@ -150,6 +126,54 @@ def _reference(root: Path, preds: dict[tuple[str, int, int], list[tuple[torch.Te
     out.update({f"P@{t}": 100 * c / len(ious) for t, c in hits.items()})
     out["oIoU"], out["mIoU"], out["n"] = 100 * inter_sum / union_sum, 100 * float(np.mean(ious)), len(ious)
     return out
+
+
+def _rle(m: np.ndarray) -> dict:
+    r = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+    r["counts"] = r["counts"].decode("ascii")
+    return r
+
+
+def _reference(root: Path, preds: dict[tuple[str, int, int], list[tuple[torch.Tensor, tuple[int, int]]]],
+               top1: bool, scores: dict | None = None) -> dict[str, float]:
+    """MTTR's procedure on ``preds``: (video, frame, instance) -> [(logits (S, S), resized (h, w))];
+    ``scores``: the same key -> a score per candidate, where a model gives them (else the mean
+    probability inside the mask)."""
+    ta = root / "text_annotations"
+    import csv
+
+    queries = list(csv.DictReader((ta / "a2d_annotation.txt").open()))
+    images, detections = [], []
+    for q in queries:  # their create_gt_in_coco_format.py
+        vid, raw = q["video_id"], q["instance_id"]
+        for p in sorted((ta / "a2d_annotation_with_instances" / vid).glob("*.h5")):
+            with h5py.File(p) as f:
+                instances = list(np.asarray(f["instance"]).ravel())
+                try:
+                    k = instances.index(int(raw))
+                except ValueError:  # absent from this frame, or an id that is not an integer ("1 (copy)")
+                    continue
+                mask = (np.asarray(f["reMask"])[k] if len(instances) > 1 else np.asarray(f["reMask"])).T
+            frame = int(p.stem)
+            image_id = f"v_{vid}_f_{frame}_i_{raw}"
+            assert image_id not in dict(images)
+            images.append((image_id, mask))
+            cands = []
+            for c, (logits, (h, w)) in enumerate(preds[(vid, frame, int(raw))]):
+                prob = torch.sigmoid(logits)  # their postprocessing: sigmoid > 0.5, un-padded, nearest resize
+                binary = (prob > 0.5).float()[:h, :w]
+                m = F.interpolate(binary[None, None], size=mask.shape, mode="nearest")[0, 0].numpy().astype(np.uint8)
+                inside = prob[:h, :w][prob[:h, :w] > 0.5]
+                score = float(inside.mean()) if inside.numel() else float(prob[:h, :w].max())
+                if scores is not None:
+                    score = scores[(vid, frame, int(raw))][c]
+                cands.append((m, score))
+            best = sorted(range(len(cands)), key=lambda i: cands[i][1])[-1]
+            for i, (m, score) in enumerate(cands):
+                if top1 and i != best:
+                    continue
+                detections.append({"image_id": image_id, "segmentation": _rle(m), "score": score})
+    return _mttr_metrics(images, detections, root)
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +187,9 @@ def fixture(tmp_path_factory):
     return root, ds, items
 
 
-def _score_with_lvas(protocol: str, items, extra: int = 0):
+def _score_with_lvas(protocol: str, items, extra: int = 0, given: dict | None = None):
+    """lvas's Scores over the fixture's items; ``given``: (video, frame, instance) -> a model's score
+    per candidate (else the protocol scores each mask)."""
     from lvas.engine.evaluate import Scores
 
     scores = Scores(protocol, ("segmentation",))
@@ -181,7 +207,10 @@ def _score_with_lvas(protocol: str, items, extra: int = 0):
             from lvas.metrics import masks_for_protocol
 
             extra_meta["candidates"] = [(masks_for_protocol(c, truth, geometry(meta, S), protocol)[0],
-                                         coco_score(c, geometry(meta, S))) for c in cands[1:]]
+                                         coco_score(c, geometry(meta, S)) if given is None else given[key][1 + i])
+                                        for i, c in enumerate(cands[1:])]
+        if given is not None:
+            extra_meta["model_score"] = given[key][0]
         scores.process(cands[0], truth, {**meta, **extra_meta})
     return scores.compute(), preds
 
@@ -193,7 +222,7 @@ def test_coco_equals_their_pycocotools_run_on_the_same_predictions(fixture):
     root, _, items = fixture
     ours, preds = _score_with_lvas("coco", items)
     ref = _reference(root, preds, top1=False)
-    assert ref["n"] == len(items) > 15
+    assert ref["n"] == ours["n"] > 15
     assert 5 < ref["mAP"] < 95  # a non-trivial ranking (not all hits, not all misses)
     for k in KEYS:
         assert ours[k] == pytest.approx(ref[k], abs=1e-9), k
@@ -211,6 +240,64 @@ def test_every_candidate_against_the_top_one(fixture):
         assert top1[k] == pytest.approx(ref_top[k], abs=1e-9), k
     assert all3["mAP"] != top1["mAP"]
     assert all3["mIoU"] == top1["mIoU"]  # P@k and IoUs use the top mask under both
+
+
+def test_every_score_tied_ranks_as_mttr_ranks(fixture):
+    """All scores equal (an untrained model's flat scores): COCOeval ranks detections by image order,
+    which is the sorted string ids MTTR gives its images (not the order lvas scored them), and the
+    top mask of a query is the last of its equal scores (their ``sorted(...)[-1]``)."""
+    root, _, items = fixture
+    keys = {(m["video"], int(m["frame"]), int(m["instance"])) for m in (it["meta"] for it in items)}
+    flat = {k: [0.5, 0.5, 0.5] for k in keys}
+    for protocol, top1 in (("coco", False), ("coco_top1", True)):
+        ours, preds = _score_with_lvas(protocol, list(reversed(items)), extra=2, given=flat)
+        ref = _reference(root, preds, top1=top1, scores=flat)
+        for k in KEYS:
+            assert ours[k] == pytest.approx(ref[k], abs=1e-9), (protocol, k)
+    # two of three tied at the top, a lower third: still theirs
+    rng = np.random.default_rng(3)
+    some = {k: [float(v) for v in rng.choice([0.25, 0.75], size=3)] for k in sorted(keys)}
+    ours, preds = _score_with_lvas("coco_top1", items, extra=2, given=some)
+    ref = _reference(root, preds, top1=True, scores=some)
+    for k in KEYS:
+        assert ours[k] == pytest.approx(ref[k], abs=1e-9), k
+
+
+def test_a_row_whose_instance_is_not_an_integer_is_left_out_as_mttr_leaves_it(fixture):
+    """A2D's ``1 (copy)``: MTTR's ground-truth script has no image for it; the released CSTM
+    protocol (``paper``) keeps it, read as instance 1 (lvas's A2D reader, with a note)."""
+    root, ds, items = fixture
+    copies = [it for it in items if it["meta"]["image_id"] is None]
+    assert copies and all(it["meta"]["video"] == "vid00" for it in copies)
+    coco, preds = _score_with_lvas("coco", items)
+    assert coco["n"] == _reference(root, preds, top1=False)["n"] == len(items) - len(copies)
+    paper, _ = _score_with_lvas("paper", items)
+    assert paper["n"] == len(items)
+    assert any("0 (copy)" in n for n in ds.notes)
+
+
+def test_an_iou_of_exactly_a_threshold_does_not_pass_it(tmp_path):
+    """I/U exactly 0.5, 0.7 or 0.9 with I in the hundreds: (I + 1e-6) / (U + 1e-6) rounds to the
+    threshold in float32 (MTTR's torch code) and does not pass ">"; in float64 it would."""
+    from lvas.coco import CocoEvaluator
+
+    ev = CocoEvaluator("coco")
+    images, detections = [], []
+    h, w = 40, 50
+    for n, (inter, union) in enumerate([(100, 200), (140, 200), (180, 200), (101, 200), (200, 200)]):
+        truth = np.zeros((h, w), bool)
+        truth.flat[:inter] = True  # the ground truth: I pixels, all predicted
+        pred = np.zeros((h, w), bool)
+        pred.flat[:union] = True  # the prediction: U pixels
+        image_id = f"v_vid_f_{n + 1}_i_0"
+        ev.process(torch.from_numpy(pred), torch.from_numpy(truth), {"image_id": image_id, "score": 0.9})
+        images.append((image_id, truth))
+        detections.append({"image_id": image_id, "segmentation": _rle(pred), "score": 0.9})
+    ours, ref = ev.compute(), _mttr_metrics(images, detections, tmp_path)
+    for k in KEYS:
+        assert ours[k] == pytest.approx(ref[k], abs=1e-9), k
+    # exactly at 0.5 / 0.7 / 0.9 fails each: P@0.5 counts 0.7, 0.9, 0.505 and 1.0 but not 0.5
+    assert ours["P@0.5"] == 80.0 and ours["P@0.7"] == 40.0 and ours["P@0.9"] == 20.0
 
 
 def test_a_single_mask_model_scores_the_same_under_coco_and_coco_top1(fixture):

@@ -111,6 +111,9 @@ def read_queries(path: Path) -> tuple[pd.DataFrame, list[str]]:
 
     The public file has one malformed row (instance_id ``"1 (copy)"`` in T6bNPuKV-wY): the
     leading integer is kept and exact duplicates are dropped; each such fix is returned as a note.
+    ``label`` keeps the instance_id as written: MTTR's COCO ground truth has no image for a row
+    whose id is not a plain integer (protocols ``coco`` / ``coco_top1`` leave it out; see
+    :func:`coco_image_id`).
     """
     if not path.is_file():
         raise DataError(path, "missing (expected the CSV video_id,instance_id,query)")
@@ -125,6 +128,7 @@ def read_queries(path: Path) -> tuple[pd.DataFrame, list[str]]:
                               f"other column(s)")
     notes = []
     ids = []
+    df["label"] = [raw.strip() for raw in df["instance_id"]]
     for i, raw in enumerate(df["instance_id"]):
         m = _INSTANCE.match(raw)
         if m is None:
@@ -142,7 +146,14 @@ def read_queries(path: Path) -> tuple[pd.DataFrame, list[str]]:
     df = df.drop_duplicates(["video_id", "instance_id", "query"]).reset_index(drop=True)
     if len(df) < before:
         notes.append(f"{path}: dropped {before - len(df)} duplicate row(s)")
-    return df[["video_id", "instance_id", "query", "kind"]], notes
+    return df[["video_id", "instance_id", "query", "kind", "label"]], notes
+
+
+def coco_image_id(video: str, frame: int, label: str) -> str | None:
+    """MTTR's COCO image id of an A2D sample, ``v_<video>_f_<frame>_i_<instance_id>`` (the string
+    COCOeval sorts images by, which orders tied scores); None for a row whose instance_id is not a
+    plain integer (``1 (copy)``), which MTTR's ground-truth script leaves out."""
+    return f"v_{video}_f_{frame}_i_{label}" if label.isdigit() else None
 
 
 def read_missed(path: Path) -> set[str]:
@@ -249,8 +260,8 @@ def build_index(root: str | Path, split: str) -> tuple[pd.DataFrame, list[str]]:
         for q in group.itertuples(index=False):
             for frame, ids in per_frame.items():
                 if q.instance_id in ids:
-                    rows.append((vid, frame, q.instance_id, q.query, q.kind, n_frames))
-    df = pd.DataFrame(rows, columns=["video", "frame", "instance", "query", "kind", "n_frames"])
+                    rows.append((vid, frame, q.instance_id, q.query, q.kind, n_frames, q.label))
+    df = pd.DataFrame(rows, columns=["video", "frame", "instance", "query", "kind", "n_frames", "label"])
     return df, notes
 
 
@@ -316,7 +327,8 @@ class A2DSentences(SampleDataset):
         paths = [self.layout.frame(vid, j) for j in idx]
         imgs = stack_frames([read_jpeg(p) for p in paths], paths)  # (T, 3, H, W) uint8
         gt = torch.from_numpy(read_instance_mask(self.layout.h5(vid, frame), int(row["instance"])))
-        meta = {"video": vid, "frame": frame, "instance": int(row["instance"]), "kind": row["kind"], "frames": idx}
+        meta = {"video": vid, "frame": frame, "instance": int(row["instance"]), "kind": row["kind"], "frames": idx,
+                "image_id": coco_image_id(vid, frame, str(row["label"]))}
         more = {}
         if self.targets == "clip":  # every other annotated frame of this instance in the clip
             inst = int(row["instance"])

@@ -153,6 +153,7 @@ class JHMDBSentences(SampleDataset):
         if frame > masks.shape[2]:
             raise DataError(mat_path, f"no mask for frame {frame} (part_mask has {masks.shape[2]} frames)")
         gt = torch.from_numpy(masks[:, :, frame - 1].copy())
-        meta = {"video": vid, "frame": frame, "instance": 0, "kind": action, "frames": idx}
+        meta = {"video": vid, "frame": frame, "instance": 0, "kind": action, "frames": idx,
+                "image_id": f"v_{vid}_f_{frame}"}  # MTTR's COCO image id for J-HMDB (one query per video)
         return make_item(imgs, gt, mat_path, self.size, self.vocab, self.queries_by_video.get(vid, ""), self.max_words, meta,
                          self.input)
