@@ -168,7 +168,7 @@ def bench_train(path, overrides=(), batch: int = 2, device: str | None = None, w
         marks: dict[str, float] = {}
         t1 = time.perf_counter()
         result = train_model(cfg, d / "run", resume=False, progress=False,
-                             epoch_callback=lambda epoch, metrics: marks.setdefault("trained", time.perf_counter()))
+                             epoch_callback=lambda epoch, metrics, stage: marks.setdefault("trained", time.perf_counter()))
         t_end = time.perf_counter()
     return {"config": cfg.name, "clip": f"{batch}x{cfg.data.frames}x{cfg.data.size}x{cfg.data.size}",
             "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",

@@ -102,6 +102,12 @@ class Comparison:
     p_better: float
     alpha: float = ALPHA
     p_samples: float | None = None
+    sd: float = math.nan  # spread of one seed's difference: sd of the paired differences, or sqrt(var + var)
+
+    @property
+    def detectable(self) -> float:
+        """The smallest |Δ| this test detects with 80 % power at its seeds and spread (see :func:`detectable`)."""
+        return detectable(self.sd, self.seeds, self.alpha)
 
     @property
     def significant(self) -> bool:
@@ -143,18 +149,71 @@ def compare(row: Mapping, other: Mapping, alpha: float = ALPHA) -> Comparison | 
         n, mean, sd = len(d), float(d.mean()), float(d.std(ddof=1))
         better = float(np.mean((d > 0) + 0.5 * (d == 0)))
         if sd == 0.0:  # every seed moved by exactly the same amount (e.g. identical rows)
-            return Comparison(mean, mean, mean, 1.0 if mean == 0 else 0.0, n, True, better, alpha)
+            return Comparison(mean, mean, mean, 1.0 if mean == 0 else 0.0, n, True, better, alpha, sd=0.0)
         se = sd / math.sqrt(n)
         half = float(stats.t.ppf(0.975, n - 1)) * se
         p = float(2 * stats.t.sf(abs(mean / se), n - 1))
-        return Comparison(mean, mean - half, mean + half, p, n, True, better, alpha)
+        return Comparison(mean, mean - half, mean + half, p, n, True, better, alpha, sd=sd)
     xa, xb = np.array(list(a.values())), np.array(list(b.values()))
     va, vb = xa.var(ddof=1) / len(xa), xb.var(ddof=1) / len(xb)
     mean = float(xa.mean() - xb.mean())
     if va + vb == 0.0:
-        return Comparison(mean, mean, mean, 1.0 if mean == 0 else 0.0, min(len(xa), len(xb)), False, math.nan, alpha)
+        return Comparison(mean, mean, mean, 1.0 if mean == 0 else 0.0, min(len(xa), len(xb)), False, math.nan, alpha,
+                          sd=0.0)
     se = math.sqrt(va + vb)
     df = (va + vb) ** 2 / (va ** 2 / (len(xa) - 1) + vb ** 2 / (len(xb) - 1))
     half = float(stats.t.ppf(0.975, df)) * se
     p = float(2 * stats.t.sf(abs(mean / se), df))
-    return Comparison(mean, mean - half, mean + half, p, min(len(xa), len(xb)), False, math.nan, alpha)
+    return Comparison(mean, mean - half, mean + half, p, min(len(xa), len(xb)), False, math.nan, alpha,
+                      sd=math.sqrt(xa.var(ddof=1) + xb.var(ddof=1)))
+
+
+# --------------------------------------------------------------------------- power: how many seeds?
+POWER = 0.8
+
+
+def power(delta: float, sd: float, n: int, alpha: float = ALPHA) -> float:
+    """Probability that the paired t-test over ``n`` seeds (two-sided, level ``alpha``) separates two
+    rows whose per-seed difference is normal with mean ``delta`` and standard deviation ``sd``: the
+    noncentral t with n − 1 degrees of freedom and noncentrality delta / (sd / sqrt(n)) beyond ±t_crit.
+    (Rows tested with Welch's t are treated as paired with ``sd`` = sqrt(var_a + var_b): the same
+    standard error, one less degree of freedom than Welch at equal variances.)"""
+    from scipy import stats
+
+    if n < 2 or sd != sd:
+        return math.nan
+    if sd == 0.0:
+        return 1.0 if delta != 0 else alpha
+    df = n - 1
+    crit = float(stats.t.ppf(1 - alpha / 2, df))
+    nc = delta / (sd / math.sqrt(n))
+    return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+
+
+def detectable(sd: float, n: int, alpha: float = ALPHA, target: float = POWER) -> float:
+    """The smallest |Δ| the test over ``n`` seeds detects with probability ``target`` (80 %) when a
+    seed's difference varies with ``sd``: what "not shown" can still hide. NaN below two seeds."""
+    from scipy.optimize import brentq
+
+    if n < 2 or sd != sd:
+        return math.nan
+    if sd == 0.0:
+        return 0.0
+    hi = sd
+    while power(hi, sd, n, alpha) < target:
+        hi *= 2
+    return float(brentq(lambda d: power(d, sd, n, alpha) - target, 0.0, hi, xtol=1e-9 * sd))
+
+
+def seeds_needed(delta: float, sd: float, alpha: float = ALPHA, target: float = POWER, limit: int = 10_000) -> int:
+    """The fewest seeds per row with which the test separates a true difference ``delta`` with
+    probability ``target``, at the spread ``sd`` of one seed's difference (``limit`` when more)."""
+    if sd != sd or delta == 0:
+        return limit
+    n = 2
+    while n < limit and power(abs(delta), sd, n, alpha) < target:
+        n = n + 1 if n < 64 else int(n * 1.1)
+    if n > 64:  # the coarse steps overshoot: walk back to the first n that reaches the target
+        while n > 64 and power(abs(delta), sd, n - 1, alpha) >= target:
+            n -= 1
+    return min(n, limit)

@@ -119,6 +119,9 @@ class SweepSpec:
     top_k: int | None = None
     pairs: tuple[tuple[str, str], ...] = ()
     cli_overrides: tuple[str, ...] = ()  # ``lvas sweep FILE k=v ...`` (already merged into ``overrides``)
+    # ``report.effects``: (row, other row, a published Δ of the metric, where it is published): the
+    # report says how many seeds would detect that Δ at the spread these runs show
+    effects: tuple[tuple[str, str, float, str], ...] = ()
     _configs: dict = field(default_factory=dict, repr=False)  # trial key -> validated config
     _hashes: dict = field(default_factory=dict, repr=False)  # trial key -> result hash
     _base_raw: dict | None = field(default=None, repr=False)  # the base experiment, read once

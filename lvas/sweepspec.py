@@ -192,7 +192,7 @@ def load_sweep(path: str | Path, cli_overrides: Sequence[str] = ()) -> SweepSpec
     if isinstance(ref, str) and ref.startswith("sweep:") and not Path(ref[6:].split("#")[0]).is_absolute():
         overrides["train.init_checkpoint"] = "sweep:" + str((path.parent / ref[6:]).resolve())
     run_cap, et = _search_keys(path, raw, method)
-    report, baseline, pairs = _report(path, raw.get("report", "none"), labels)
+    report, baseline, pairs, effects = _report(path, raw.get("report", "none"), labels)
     seeds = _seed_plan(path, raw.get("seeds"))
     top_k = _seed_rules(path, raw, method, seeds, baseline)
     sampler_seed = raw.get("seed", 0)
@@ -204,7 +204,7 @@ def load_sweep(path: str | Path, cli_overrides: Sequence[str] = ()) -> SweepSpec
     spec = SweepSpec(path, name, base, metric, goal, method, parameters, variants, dict(overrides),
                      run_cap, et, report, sampler_seed, str(raw.get("description", "")), seeds,
                      None if baseline is None else str(baseline), top_k, tuple((str(a), str(b)) for a, b in pairs),
-                     tuple(cli_overrides))
+                     tuple(cli_overrides), effects)
     _validate_trials(spec)
     return spec
 
@@ -319,15 +319,28 @@ def _search_keys(path: Path, raw: dict, method: str) -> tuple[int | None, dict |
     return run_cap, et
 
 
-def _report(path: Path, report: Any, labels: list[str]) -> tuple[str, str | None, list]:
-    """``report``: a table name, or {table, baseline, pairs} (rows tested against the baseline / each other)."""
-    baseline, pairs = None, []
+def _report(path: Path, report: Any, labels: list[str]) -> tuple[str, str | None, list, tuple]:
+    """``report``: a table name, or {table, baseline, pairs, effects} (rows tested against the baseline /
+    each other; published differences whose seeds-needed the report gives: [row, other row, Δ, source])."""
+    baseline, pairs, effects = None, [], []
+    keys = ("table", "baseline", "pairs", "effects")
     if isinstance(report, dict):
-        extra = set(report) - {"table", "baseline", "pairs"}
+        extra = set(report) - set(keys)
         if extra:
             k = sorted(map(str, extra))[0]
-            raise _err(path, f"report.{k}", "unknown key; allowed: table, baseline, pairs"
-                       + did_you_mean(k, ("table", "baseline", "pairs")))
+            raise _err(path, f"report.{k}", f"unknown key; allowed: {', '.join(keys)}" + did_you_mean(k, keys))
+        effects = report.get("effects") or []
+        if not isinstance(effects, list):
+            raise _err(path, "report.effects", "expected a list of [row, other row, published Δ, source]")
+        for i, e in enumerate(effects):
+            if not (isinstance(e, list) and len(e) in (3, 4) and isinstance(e[2], (int, float))
+                    and not isinstance(e[2], bool) and e[2] == e[2] and e[2] != 0):
+                raise _err(path, f"report.effects[{i}]", "expected [row, other row, published Δ (a non-zero number), "
+                                                         "source (optional text)]")
+            for lab in e[:2]:
+                if str(lab) not in labels:
+                    raise _err(path, f"report.effects[{i}]", f"{shown(lab)} is not a variant label; labels: "
+                                                             f"{', '.join(labels)}")
         report, baseline, pairs = report.get("table", "none"), report.get("baseline"), report.get("pairs") or []
         if baseline is not None and str(baseline) not in labels:
             raise _err(path, "report.baseline", f"{shown(baseline)} is not a variant label; labels: {', '.join(labels)}"
@@ -342,7 +355,8 @@ def _report(path: Path, report: Any, labels: list[str]) -> tuple[str, str | None
     if not isinstance(report, str) or report not in REPORTS:
         raise _err(path, "report", f"{shown(report)} is not known; expected one of {', '.join(REPORTS)}"
                    + did_you_mean(str(report), REPORTS))
-    return report, baseline, pairs
+    return report, baseline, pairs, tuple((str(e[0]), str(e[1]), float(e[2]), str(e[3]) if len(e) > 3 else "")
+                                          for e in effects)
 
 
 def _seed_rules(path: Path, raw: dict, method: str, seeds: SeedPlan, baseline: Any) -> int | None:

@@ -286,3 +286,15 @@ def test_the_index_measures_the_metric_gap_from_the_protocol_tables(tmp_path):
     text = write_index(tmp_path / "rep").read_text()
     assert "| s | A | 3 | 60.0 (`paper`) | 57.5 | -2.5 |" in text and "| s | B | 2 | 30.0 (`lbdt`) | 31.0 | +1.0 |" in text
     assert "-2.5 to +1.0 points" in text and "(either way)" in text and "at most 7 % of the +15.1" in text
+
+
+def test_the_caption_says_dagger_where_the_body_marks_one():
+    """A table whose best rows are not separated marks them with a dagger; its caption explains the
+    dagger and must print one (it printed '?'), in the same form as the cells."""
+    from lvas.report.tables import Marks, to_latex
+
+    df = pd.DataFrame({"row": ["A", "B"], "AP": [30.0, 29.5]})
+    tex = to_latex(df, "Table: x", marks=Marks("AP", tied=frozenset({0, 1}), note="†: not separated (α 0.05)."))
+    caption = next(line for line in tex.splitlines() if line.startswith(r"\caption"))
+    assert r"$^\dagger$: not separated ($\alpha$ 0.05)." in caption and "?" not in caption
+    assert tex.count(r"$^\dagger$") == 3  # two cells and the caption

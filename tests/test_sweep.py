@@ -222,3 +222,31 @@ def test_a_variant_may_start_from_another_methods_experiment():
     assert {k: c.train.protocol.name for k, c in cfgs.items()} == {"CSTM": "paper", "ACGA": "paper", "LBDT": "lbdt"}
     assert all(c.train.epochs == 8 and c.data.root == "data/synth" for c in cfgs.values())
     assert cfgs["LBDT"].model.bridge.stages == [4, 5] and cfgs["ACGA"].model.mode == "temporal"
+
+
+def test_the_progress_line_names_the_stage_and_its_eta_counts_every_stage(monkeypatch):
+    """A two-stage trial trains three networks: the line says which (epoch 3/8 of stage 2/3), and
+    before any trial has finished the ETA follows the running trials' pace over all their stages."""
+    import time
+    from types import SimpleNamespace
+
+    from optuna.trial import TrialState
+
+    from lvas.sweep.progress import Progress
+
+    now = 1000.0
+    monkeypatch.setattr(time, "time", lambda: now)
+    running = SimpleNamespace(state=TrialState.RUNNING, user_attrs={
+        "label": "+LGFS", "seed": 0, "started": now - 100.0, "epoch": 3,
+        "where": "stage 2/3 (temporal) epoch 3/8", "progress": 11 / 24})
+    waiting = SimpleNamespace(state=TrialState.WAITING, user_attrs={"label": "+LGFS"})
+    runner = SimpleNamespace(latest_by_id=lambda: {"a": running, "b": waiting}, is_current=lambda t: True,
+                             spec=SimpleNamespace(name="q", seeds=SimpleNamespace(adaptive=False), top_k=0),
+                             opts=SimpleNamespace(progress=False))
+    p = Progress(runner)
+    p.t0 = now - 200.0
+    line = p.line()
+    assert "running: +LGFS seed 0 stage 2/3 (temporal) epoch 3/8" in line
+    # 100 s for 11 of 24 epochs: 218 s in all; 118 s left for it and 218 s for the waiting one
+    whole = 100.0 / (11 / 24)
+    assert f"ETA {int(round(whole - 100 + whole)) // 60}:{int(round(whole - 100 + whole)) % 60:02d}" in line

@@ -114,7 +114,12 @@ def test_nan_loss_fails_cleanly(synth, tmp_path, monkeypatch, capsys):
 def test_two_stage_recipe_freezes_the_stage1_encoders(synth, tmp_path):
     cfg = tiny_cfg(synth, **{"train.recipe": f"{{name: two_stage, stage2_epochs: 1, stage1_cache: {tmp_path / 'cache'}}}",
                              "train.epochs": 1})
-    result, _ = train_experiment(cfg, tmp_path / "run", progress=False, track=OFF)
+    seen = []
+    result, _ = train_experiment(cfg, tmp_path / "run", progress=False, track=OFF,
+                                 epoch_callback=lambda e, m, st: seen.append((st.text(e, 1), st.before, st.total)))
+    # every epoch says which of the three trainings it belongs to and where it is in all of them
+    assert seen == [("stage 1/3 (spatial) epoch 1/1", 0, 3), ("stage 2/3 (temporal) epoch 1/1", 1, 3),
+                    ("stage 3/3 (fusion and decoder) epoch 1/1", 2, 3)]
     cached = sorted(p.name.split("-")[0] for p in (tmp_path / "cache").iterdir())
     assert cached == ["spatial", "temporal"]
     final = load_checkpoint(result.last_checkpoint)["model"]

@@ -10,7 +10,7 @@ from typing import Sequence
 
 from lvas.cli.common import Parser, at_least, device_name, positive_float, quiet_libraries, version_text
 from lvas.cli.run import cmd_eval, cmd_predict, cmd_train
-from lvas.cli.sweeps import cmd_report, cmd_sweep
+from lvas.cli.sweeps import cmd_compare, cmd_report, cmd_sweep
 from lvas.cli.tools import cmd_bench, cmd_config, cmd_data, cmd_flops, cmd_list
 from lvas.config import ConfigError
 from lvas.errors import DataError
@@ -96,7 +96,8 @@ def _run_commands(sub) -> None:
     s.add_argument("--dataset", default=None, help="registered dataset (lvas list dataset): a2d, jhmdb, ytvos, synth")
     s.add_argument("--root", default=None, help="dataset folder (default: the one trained on)")
     s.add_argument("--split", default=None, help="split to evaluate (default: the config's data.test_split)")
-    s.add_argument("--protocol", default=None, help="scoring protocol (lvas list protocol): paper, lbdt, strict")
+    s.add_argument("--protocol", default=None,
+                   help=f"scoring protocol: {', '.join(_protocols())} (lvas list protocol says what each does)")
     s.add_argument("--submission", default=None, metavar="OUT.zip",
                    help="Ref-YouTube-VOS: write the split's masks in the challenge layout "
                         "(Annotations/<video>/<expression>/<frame>.png) to this zip instead of scoring")
@@ -173,6 +174,14 @@ def _sweep_commands(sub) -> None:
                         "every column of the .md); the .md and .csv keep every column")
     s.set_defaults(func=cmd_report)
 
+    s = sub.add_parser("compare", help="two runs of the same sweep (two machines, stores or commits): each row "
+                                       "side by side, Δ between the runs, and whether every verdict is the same")
+    s.add_argument("a", help="report folder (or a .verdicts.json) of the first run, e.g. reports/quickstart")
+    s.add_argument("b", help="report folder (or a .verdicts.json) of the second run")
+    s.add_argument("--metric", default=None, help="the metric shown per row (default: the sweep's)")
+    s.add_argument("--out", default=None, help="also write the comparison to this Markdown file")
+    s.set_defaults(func=cmd_compare)
+
 
 def _data_commands(sub, _add, quiet) -> None:
     s = _add("data", help="make, prepare and check datasets")
@@ -198,6 +207,18 @@ def _data_commands(sub, _add, quiet) -> None:
     s.set_defaults(func=cmd_data)
 
 
+
+
+def _protocols() -> list[str]:
+    """The shipped protocols, from the registry index (no import of the components to build --help)."""
+    import json
+
+    from lvas.registry import INDEX
+
+    try:
+        return sorted(json.loads(INDEX.read_text())["families"]["protocol"])
+    except (OSError, ValueError, KeyError):
+        return ["paper", "lbdt", "strict", "coco", "coco_top1"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -74,6 +74,20 @@ def summarise(spec, tracking_uri: str) -> None:
               f"`lvas report` retries", file=sys.stderr)
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Two runs of one sweep side by side; exit 1 when a verdict flips."""
+    from lvas.liveness import check_replaceable, write_atomic
+    from lvas.report.compare import compare_reports
+
+    text, flips = compare_reports(args.a, args.b, args.metric)
+    print(text, end="")
+    if args.out:
+        check_replaceable(args.out, lambda p: p.read_text().startswith("## ") and "verdicts the same" in p.read_text(),
+                          False, "--out")
+        write_atomic(args.out, text)
+    return 1 if flips else 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from lvas.report.generate import report_sweep, write_index
     from lvas.sweepspec import load_sweep

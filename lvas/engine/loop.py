@@ -33,7 +33,26 @@ from lvas.engine.setup import Splits, amp_enabled, cpu_bf16_guard, dist_info, ep
 from lvas.liveness import write_atomic
 from lvas.models.base import to_channels_last
 
-EpochCallback = Callable[[int, dict[str, float]], None]
+@dataclass(frozen=True)
+class Stage:
+    """Where a training is within its recipe: stage ``index`` of ``count`` (``name``: what it trains),
+    ``before`` epochs of earlier stages, ``total`` epochs in every stage (what a progress line and an
+    ETA count)."""
+
+    name: str = ""
+    index: int = 1
+    count: int = 1
+    before: int = 0
+    total: int = 0
+
+    def text(self, epoch: int, epochs: int) -> str:
+        """``stage 2/3 (temporal) epoch 3/8`` (``epoch 3/8`` for a one-stage training)."""
+        head = f"stage {self.index}/{self.count} ({self.name}) " if self.count > 1 else ""
+        return f"{head}epoch {epoch}/{epochs}"
+
+
+# called after every epoch with (epoch within this stage, its metrics, the stage)
+EpochCallback = Callable[[int, dict[str, float], Stage], None]
 
 
 class TrainingDiverged(RuntimeError):
@@ -54,6 +73,7 @@ class Context:
     progress: bool = True
     epoch_callback: EpochCallback | None = None
     prefix: str = ""
+    stage: Stage | None = None  # the recipe's stage (None: one stage of train.epochs)
 
 
 @dataclass
@@ -114,7 +134,7 @@ def fit(ctx: Context, model: torch.nn.Module, *, epochs: int, lr: float, trainab
         if dist_info()[1] > 1:
             torch.distributed.barrier()
         if ctx.epoch_callback is not None:
-            ctx.epoch_callback(epoch + 1, metrics)
+            ctx.epoch_callback(epoch + 1, metrics, ctx.stage or Stage(total=epochs))
     return FitResult(ctx.run_dir, ctx.run_dir / "model.pt", ctx.run_dir / "last.pt", run.history, run.chosen)
 
 

@@ -7,6 +7,7 @@ of the model to score; the test split is scored by the caller afterwards.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -16,7 +17,7 @@ import torch
 
 from lvas.config import ConfigError, ExperimentConfig, config_hash, replace, to_dict
 from lvas.engine.checkpoint import load_checkpoint
-from lvas.engine.loop import Context, FitResult, fit, log_epoch
+from lvas.engine.loop import Context, FitResult, Stage, fit, log_epoch
 from lvas.engine.setup import dist_info, seed_everything
 from lvas.liveness import file_lock, write_atomic
 from lvas.registry import RECIPES
@@ -58,19 +59,23 @@ class TwoStage:
     def train(self, ctx: Context, init: dict | None = None) -> FitResult:
         cfg = ctx.cfg
         root = Path(self.cache) if self.cache else ctx.run_dir / "stage1"
+        n1 = cfg.train.epochs  # each stage-1 network's epochs
         if cfg.model.mode != "both":
-            d1 = self._stage1(ctx, cfg.model.mode, root, "")
+            d1 = self._stage1(ctx, cfg.model.mode, root, "", Stage(cfg.model.mode, 1, 1, 0, n1))
             for name in ("model.pt", "last.pt", "history.json"):
                 _link_or_copy(d1 / name, ctx.run_dir / name)
             return FitResult(ctx.run_dir, ctx.run_dir / "model.pt", ctx.run_dir / "last.pt",
                              json.loads((ctx.run_dir / "history.json").read_text()))
-        stage1 = {b: self._stage1(ctx, b, root, f"stage1_{b}/") / "model.pt" for b in ("spatial", "temporal")}
+        total = 2 * n1 + self.epochs
+        stage1 = {b: self._stage1(ctx, b, root, f"stage1_{b}/", Stage(b, i + 1, 3, i * n1, total)) / "model.pt"
+                  for i, b in enumerate(("spatial", "temporal"))}
         model = build(cfg, ctx.splits.vocab)
         frozen = assemble_stage2(model, {b: load_checkpoint(p)["model"] for b, p in stage1.items()})
         trainable = [p for p in model.parameters() if p.requires_grad]
+        ctx = dataclasses.replace(ctx, stage=Stage("fusion and decoder", 3, 3, 2 * n1, total))
         return fit(ctx, model, epochs=self.epochs, lr=self.lr, trainable=trainable, frozen=frozen)
 
-    def _stage1(self, ctx: Context, branch: str, root: Path, prefix: str) -> Path:
+    def _stage1(self, ctx: Context, branch: str, root: Path, prefix: str, stage: Stage) -> Path:
         """Train (or find in the cache) the stage-1 network of ``branch``; returns its folder. On a
         cache hit its per-epoch history is logged to this run too, so every run shows its curves."""
         c1 = stage1_config(ctx.cfg, branch)
@@ -84,7 +89,7 @@ class TwoStage:
         with file_lock(d1 / ".lock") if world == 1 else contextlib.nullcontext():
             if not done.is_file():
                 sub = Context(c1, d1, ctx.splits, ctx.selector, ctx.tracker, True, ctx.progress, ctx.epoch_callback,
-                              prefix)
+                              prefix, stage)
                 r1 = fit(sub, build(c1, ctx.splits.vocab), epochs=c1.train.epochs, lr=c1.train.lr)
                 trained = True
                 if rank == 0:

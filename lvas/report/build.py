@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,8 @@ from lvas.errors import ConfigError
 from lvas.report import paper
 from lvas.report.runs import METRICS8, SweepRuns, sample_records
 from lvas.report.sample_test import SAMPLE_TEST_NAME, compare_samples
-from lvas.stats import ALPHA, TEST_NAME, Comparison, compare, signed
+from lvas.liveness import write_atomic
+from lvas.stats import ALPHA, TEST_NAME, Comparison, compare, seeds_needed, signed
 from lvas.report.tables import Marks, write_table
 
 SHORT = ("AP", "oIoU", "mIoU")
@@ -139,17 +141,20 @@ def compare_pairs(sr: SweepRuns, records: dict) -> list[tuple[str, str, Comparis
     return [(a, b, _test(sr, records, a, b)) for a, b in sr.spec.pairs]
 
 
+DETECTABLE = "detectable Δ (80 % power)"
+
+
 def _delta_cells(metric: str, c: Comparison | None, is_baseline: bool) -> dict[str, tuple]:
     """The Δ-vs-baseline columns of one row: column -> (CSV value, shown text); shown text None keeps a
     column in the CSV only (the Δ interval's bounds, P(row > baseline), the secondary test over samples)."""
     d, ci, p = f"Δ {metric} vs baseline", "95 % CI of Δ", "p (seeds)"
-    csv_only = ("Δ ci_lo", "Δ ci_hi", "P(row > baseline)", "p_samples (networks fixed)")
+    csv_only = ("Δ ci_lo", "Δ ci_hi", "P(row > baseline)", "p_samples (networks fixed)", DETECTABLE)
     if is_baseline:
         return {d: (0.0, "baseline"), ci: (math.nan, ""), p: (math.nan, ""), **{k: (math.nan, None) for k in csv_only}}
     if c is None:
         return {d: (math.nan, "–"), ci: (math.nan, "–"), p: (math.nan, "–"), **{k: (math.nan, None) for k in csv_only}}
     mark = "" if c.significant else " (n.s.)"
-    values = (c.lo, c.hi, c.p_better, math.nan if c.p_samples is None else c.p_samples)
+    values = (c.lo, c.hi, c.p_better, math.nan if c.p_samples is None else c.p_samples, c.detectable)
     return {d: (c.delta, f"{signed(c.delta)}{mark}"), ci: (c.lo, c.interval_text()), p: (c.p, p_text(c.p)),
             **{k: (v, None) for k, v in zip(csv_only, values)}}
 
@@ -297,6 +302,8 @@ def provenance(sr: SweepRuns, table: Table | None = None) -> str:
                 items.append(f"`{a}` − `{b}`: Δ {sr.spec.metric} {signed(c.delta)} {c.interval_text()}, "
                              f"p {p_text(c.p, '= ')}{'' if c.significant else ' (n.s.)'}")
         lines.append(f"Pairs (same test, {sr.spec.metric}): " + "; ".join(items) + ".")
+    if table is not None:
+        lines.extend(power_lines(sr, table))
     if any(r.get("label") and r["label"] in paper_labels(sr) for r in chosen.values()):
         lines.append("`paper` is the published figure for the same setting, `Δ lvas − paper` the difference of means.")
     if missing:
@@ -305,6 +312,85 @@ def provenance(sr: SweepRuns, table: Table | None = None) -> str:
         lines.append("These runs are not on the paper's dataset, so the published figures are not shown beside "
                      "them; `appearance/*` and `motion/*` break the metrics down by query kind.")
     return "\n\n".join(lines)
+
+
+def tests_of(table: Table, sr: SweepRuns) -> list[tuple[str, str, Comparison | None]]:
+    """Every test the table makes: each row against the baseline, then the sweep's pairs."""
+    base = next((r["label"] for r in sr.chosen().values() if r["label"] == sr.spec.baseline), sr.spec.baseline)
+    return [(a, base, c) for a, c in table.comparisons.items()] + list(table.pairs)
+
+
+def effect_tests(sr: SweepRuns, table: Table) -> list[tuple[str, str, float, str, Comparison | None]]:
+    """``report.effects`` with the test of the same two rows (its observed seed-to-seed spread)."""
+    known = {(a, b): c for a, b, c in tests_of(table, sr)}
+    out = []
+    for a, b, delta, source in sr.spec.effects:
+        c = known.get((a, b)) or known.get((b, a)) or _test(sr, {}, a, b)
+        out.append((a, b, delta, source, c))
+    return out
+
+
+def power_lines(sr: SweepRuns, table: Table) -> list[str]:
+    """What the tests could have shown: the smallest Δ each detects with 80 % power at its seeds and the
+    spread the runs show, and the seeds a published Δ (``report.effects``) would need."""
+    m = sr.spec.metric
+    lines = []
+    found = [(a, b, c) for a, b, c in tests_of(table, sr) if c is not None and c.detectable == c.detectable]
+    if found:
+        lines.append(f"Power (`{DETECTABLE}` in the CSV): the smallest Δ {m} each test separates 4 times in 5 "
+                     f"(α {found[0][2].alpha:g}, two-sided, noncentral t) at its seeds and the seed-to-seed spread "
+                     f"these runs show — a difference below it can hide behind \"n.s.\": " + "; ".join(
+                         f"`{a}` − `{b}` {c.detectable:.1f} ({c.seeds} seeds)" for a, b, c in found) + ".")
+    effects = effect_tests(sr, table)
+    if effects:
+        items = []
+        for a, b, delta, source, c in effects:
+            where = f" ({source})" if source else ""
+            if c is None or c.sd != c.sd:
+                items.append(f"{signed(delta)}{where}, `{a}` − `{b}`: – (a row has fewer than two seeds)")
+            else:
+                n = seeds_needed(delta, c.sd, c.alpha)
+                items.append(f"{signed(delta)}{where}, `{a}` − `{b}`: {n if n < 10_000 else '10000 or more'} seeds "
+                             f"per row (a seed's Δ varies by sd {c.sd:.1f} here)")
+        lines.append(f"Seeds needed to detect the published Δ {m} with 80 % power at the spread these runs show: "
+                     + "; ".join(items) + ".")
+    return lines
+
+
+def verdicts(sr: SweepRuns, table: Table, marks: "Marks | None") -> dict:
+    """What must survive a rerun on another machine (``lvas compare``): each row's mean, spread and
+    seeds on every metric, each test's Δ, interval, p and verdict, the marks, the published Δs' seeds."""
+    rows = {}
+    for name, r in sr.chosen().items():
+        rows[name] = {c: {"mean": iv.mean, "std": iv.std, "n": iv.n, "half": iv.half}
+                      for c, iv in r["intervals"].items() if iv is not None}
+
+    def verdict(c: Comparison | None) -> str:
+        if c is None:
+            return "untested"
+        if not c.significant:
+            return "not separated"
+        return "higher" if c.delta > 0 else "lower"
+
+    tests = [{"row": a, "other": b, "delta": None if c is None else c.delta, "lo": None if c is None else c.lo,
+              "hi": None if c is None else c.hi, "p": None if c is None else c.p,
+              "detectable": None if c is None else c.detectable, "verdict": verdict(c)}
+             for a, b, c in tests_of(table, sr)]
+    names = table.means["row"]
+    return {"sweep": sr.spec.name, "metric": sr.spec.metric, "goal": sr.spec.goal, "alpha": alpha_of(sr),
+            "table": table.stem, "rows": rows, "tests": tests,
+            "marks": {"bold": sorted(names[i] for i in (marks.best if marks else ())),
+                      "dagger": sorted(names[i] for i in (marks.tied if marks else ()))},
+            "effects": [{"row": a, "other": b, "delta": d, "source": src,
+                         "seeds_needed": None if c is None or c.sd != c.sd else seeds_needed(d, c.sd, c.alpha)}
+                        for a, b, d, src, c in effect_tests(sr, table)],
+            "machines": sorted({str(p["machine"]) for r in sr.chosen().values() for p in r["runs"]}),
+            "commits": sorted({str(p["commit"]) for r in sr.chosen().values() for p in r["runs"] if p.get("commit")})}
+
+
+def _json_safe(x):
+    """NaN-free JSON: numpy numbers as Python numbers (NaN stays NaN and json writes it as NaN)."""
+    return x.item() if hasattr(x, "item") else str(x)
 
 
 def paper_labels(sr: SweepRuns) -> set[str]:
@@ -363,9 +449,12 @@ def write_sweep_tables(sr: SweepRuns, out_dir: Path, tracking_uri: str | None = 
     notes = provenance(sr, table)
     runs = {name: " ".join(p["run_id"] for p in row["runs"]) + f" (config hash {', '.join(dict.fromkeys(row['config_hashes']))})"
             for name, row in sr.chosen().items()}
+    marks = best_marks(sr, table)
     paths = write_table(table.shown, out_dir, table.stem, f"{table.caption} — {sr.spec.name}", notes=notes,
-                        marks=best_marks(sr, table), csv=table.numbers, runs=runs,
-                        latex_columns=latex_columns(table, columns))
+                        marks=marks, csv=table.numbers, runs=runs, latex_columns=latex_columns(table, columns))
+    verdict_file = Path(out_dir) / f"{table.stem}.verdicts.json"  # what `lvas compare` reads
+    write_atomic(verdict_file, json.dumps(verdicts(sr, table, marks), indent=1, sort_keys=True, default=_json_safe) + "\n")
+    paths.append(verdict_file)
     cross = protocol_table(sr)
     if cross is not None:
         shown, numbers = cross

@@ -29,7 +29,7 @@ _LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{
                   "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}",
                   "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}",
                   "Δ": r"$\Delta$", "−": r"$-$", "×": r"$\times$", "–": "--", "—": "---", "±": r"$\pm$", "≥": r"$\geq$",
-                  "≤": r"$\leq$", "·": r"$\cdot$", "²": r"$^2$", "…": r"\ldots{}"}
+                  "≤": r"$\leq$", "·": r"$\cdot$", "²": r"$^2$", "…": r"\ldots{}", "†": r"$^\dagger$", "α": r"$\alpha$"}
 _NEGATIVE = re.compile(r"(?<![\w.])-(?=\d)")  # a minus sign before a number, not a hyphen in a word
 KEEP = ("row",)  # never folded into the constant-columns line
 

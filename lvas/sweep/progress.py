@@ -14,8 +14,10 @@ class Progress:
 
     The ETA adds, for every trial not yet finished, the mean wall time of the finished trials of
     the same variant (of all finished trials when none of its variant has finished; minus what a
-    running one has already spent), and divides by the trials running side by side. Printed as one
-    line per change (and every ``every`` seconds), also under ``--quiet``.
+    running one has already spent), and divides by the trials running side by side. Before any
+    trial has finished, a running trial's own pace stands in: its time so far over its share of the
+    epochs of every stage of its recipe (a two-stage trial is 3 trainings). Printed as one line per
+    change (and every ``every`` seconds), also under ``--quiet``.
     """
 
     def __init__(self, runner, parallel: int = 1, every: float = 20.0) -> None:
@@ -29,6 +31,7 @@ class Progress:
         done = running = waiting = 0
         durations: dict[str, list[float]] = {}
         left: list[tuple[str, float]] = []  # (label, seconds already spent) of every unfinished trial
+        paced: list[float] = []  # a running trial's whole time at its pace so far
         now_running = []
         for t in self.runner.latest_by_id().values():
             if not self.runner.is_current(t):
@@ -40,14 +43,20 @@ class Progress:
                     durations.setdefault(a.get("label"), []).append(a["finished"] - a["started"])
             elif t.state == TrialState.RUNNING:
                 running += 1
-                left.append((a.get("label"), time.time() - a.get("started", time.time())))
+                spent = time.time() - a.get("started", time.time())
+                left.append((a.get("label"), spent))
+                if a.get("progress") and a.get("started", 0) >= self.t0:
+                    paced.append(spent / a["progress"])
                 ep, seed = a.get("epoch"), a.get("seed")
+                where = a.get("where") or (f"epoch {ep}" if ep else "")
                 now_running.append(f"{a.get('label')}" + (f" seed {seed}" if seed is not None else "")
-                                   + (f" epoch {ep}" if ep else ""))
+                                   + (f" {where}" if where else ""))
             elif t.state == TrialState.WAITING:
                 waiting += 1
                 left.append((a.get("label"), 0.0))
         eta = None
+        if not durations and paced:  # nothing finished yet: the running trials' pace
+            durations = {None: paced}
         if durations:
             overall = [d for ds in durations.values() for d in ds]
             fallback = sum(overall) / len(overall)

@@ -128,10 +128,12 @@ def _run_here(runner, trial, t: Trial, cfg, run_dir: Path, resume: bool, tags: d
 
     metric = runner.spec.metric
 
-    def report(epoch: int, metrics: dict[str, float]) -> None:
+    def report(epoch: int, metrics: dict[str, float], stage) -> None:
         trial.set_user_attr("heartbeat", time.time())
         trial.set_user_attr("epoch", epoch)
-        value = metrics.get(metric)
+        trial.set_user_attr("where", stage.text(epoch, _stage_epochs(stage, cfg)))
+        trial.set_user_attr("progress", (stage.before + epoch) / max(1, stage.total))  # share of every stage's epochs
+        value = metrics.get(metric) if stage.index == stage.count else None  # stage 1 is not the trial's metric
         if value is not None and value == value:
             trial.report(value, epoch)
             if trial.should_prune():
@@ -142,6 +144,11 @@ def _run_here(runner, trial, t: Trial, cfg, run_dir: Path, resume: bool, tags: d
     result, run_id = train_experiment(cfg, run_dir, resume=resume, track=track, progress=runner.opts.progress,
                                       epoch_callback=report)
     return result.test, result.selected, run_id
+
+
+def _stage_epochs(stage, cfg) -> int:
+    """The epochs of one stage of the two-stage recipe (each stage-1 network: train.epochs)."""
+    return cfg.train.epochs if stage.index < stage.count else stage.total - stage.before
 
 
 def _run_torchrun(runner, cfg, run_dir: Path, resume: bool, label: str, tags: dict) -> tuple[dict, dict, str]:
