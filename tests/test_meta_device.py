@@ -210,6 +210,24 @@ def test_shipped_experiment_runs_on_meta_at_paper_size(name):
     assert out["logits"][-2:] == (cfg.data.size, cfg.data.size)
 
 
+ABLATIONS = ["ablation_cstm_in_referformer", "ablation_query_decoder_on_cstm"]
+
+
+@pytest.mark.parametrize("name", ABLATIONS)
+def test_every_row_of_the_cross_generation_ablations_runs_on_meta_at_paper_size(name):
+    """CSTM's CMAM / LGFS inside ReferFormer, ReferFormer's decoder on CSTM's encoders: every row as
+    the sweep gives it (paper size, its loss) builds, runs forward and gives a loss."""
+    from lvas.sweepspec import load_sweep
+
+    spec = load_sweep(ROOT / "sweeps" / f"{name}.yaml")
+    rows = [t for t in spec.grid() if t.seed == spec.seeds.values[0]]
+    assert len(rows) >= 3
+    for t in rows:
+        cfg = spec.config_for(t)
+        out = _run_on_meta(cfg)
+        assert out["logits"][-2:] == (cfg.data.size, cfg.data.size), t.label
+
+
 def test_a_tensor_made_on_the_cpu_inside_forward_is_caught():
     """The check can fail: a module that builds a CPU tensor in forward breaks on meta."""
 

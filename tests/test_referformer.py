@@ -293,3 +293,30 @@ def test_a_whole_ref_youtube_vos_video_is_one_clip_with_one_query(tmp_path, caps
     assert main(["eval", str(result.checkpoint), "--split", "valid", "--submission", str(out), "-q"]) == 0
     names = zipfile.ZipFile(out).namelist()
     assert len(names) == 2 * 2 * 5 and "Annotations/v001vid/1/00020.png" in names
+
+
+@pytest.mark.parametrize("rows", ["cstm_in_referformer", "query_decoder_on_cstm"])
+def test_the_cross_generation_ablations_train_small(synth, tmp_path, rows):
+    """The two ablation sweeps' rows, CPU-sized, one epoch on the synthetic set (their paper-size rows
+    run on meta in test_meta_device): CMAM at stages 3-5 and LGFS between two streams inside
+    ReferFormer; ReferFormer's decoder and criterion on CSTM's encoders, CMAMs and LGFS."""
+    from lvas.engine.trainer import TrackOptions, train_experiment
+
+    small = [f"data.root={synth}", "data.frames=4", "data.size=48", "train.epochs=1", "train.batch_size=4",
+             "data.workers=0", "tracking.overlays=0"]
+    text = "model.text={name: lstm, embedding: learned, embed_dim: 32, hidden: 64, vocab_size: 200}"
+    if rows == "cstm_in_referformer":
+        cfg = load_config(ROOT / "experiments" / "referformer_cpu.yaml", small + [
+            "model.decoder.queries=3", "model.mode=both", "model.spatial.name=tiny2d", "model.fusion=lgfs", text,
+            "model.cmam={name: cmam_released, stages: [5, 4, 3], channels: 32}"])
+    else:
+        cfg = load_config(ROOT / "experiments" / "cpu_small.yaml", small + [text, "train.loss=referformer",
+            "train.protocol=coco", "model.decoder={name: referformer, hidden: 64, queries: 3, enc_layers: 2, "
+            "dec_layers: 2, ffn: 128, heads: 4, enc_points: 2, dec_points: 2, mask_dim: 32, frames: target}"])
+    result, _ = train_experiment(cfg, tmp_path / "run", progress=False, track=TrackOptions(active=False))
+    assert all(h["train_loss"] == h["train_loss"] for h in result.history)
+    assert "mAP" in result.protocols["coco"] and result.protocols["coco"]["n"] > 0
+    from lvas.engine.checkpoint import load_checkpoint
+
+    state = load_checkpoint(result.checkpoint)["model"]
+    assert any(k.startswith("cmam.") for k in state) and any("fusion" in k for k in state)

@@ -213,13 +213,15 @@ def test_a_trial_on_two_processes_through_torchrun(tmp_path, synth, monkeypatch)
 
 
 def test_a_variant_may_start_from_another_methods_experiment():
-    """sweeps/methods_synth.yaml: rows built from three YAML files, one registry, shared overrides on top."""
+    """sweeps/methods_synth.yaml: rows built from four YAML files, one registry, shared overrides on top."""
     from lvas.sweepspec import load_sweep
 
     spec = load_sweep(ROOT / "sweeps" / "methods_synth.yaml")
     cfgs = {t.label: spec.config_for(t) for t in spec.grid() if t.seed == 0}
-    assert {k: c.model.decoder.name for k, c in cfgs.items()} == {"CSTM": "eq9", "ACGA": "acga", "LBDT": "lbdt"}
-    assert {k: c.train.protocol.name for k, c in cfgs.items()} == {"CSTM": "paper", "ACGA": "paper", "LBDT": "lbdt"}
+    assert {k: c.model.decoder.name for k, c in cfgs.items()} == {"CSTM": "eq9", "ACGA": "acga", "LBDT": "lbdt",
+                                                                 "ReferFormer": "referformer"}
+    assert {k: c.train.protocol.name for k, c in cfgs.items()} == {"CSTM": "paper", "ACGA": "paper", "LBDT": "lbdt",
+                                                                  "ReferFormer": "coco"}
     assert all(c.train.epochs == 8 and c.data.root == "data/synth" for c in cfgs.values())
     assert cfgs["LBDT"].model.bridge.stages == [4, 5] and cfgs["ACGA"].model.mode == "temporal"
 
