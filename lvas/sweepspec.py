@@ -47,7 +47,7 @@ from lvas.sweepplan import Parameter, SeedPlan, SweepSpec, Trial, Variant  # noq
 
 METHODS = ("grid", "random", "bayes")
 DISTRIBUTIONS = ("uniform", "log_uniform_values", "int_uniform", "q_uniform")
-REPORTS = ("table1", "table2", "table3a", "table3b", "table3c", "table3d", "table4", "table_ytvos", "methods",
+REPORTS = ("table1", "table2", "table3a", "table3b", "table3c", "table3d", "table4", "table_ytvos", "table_mevis", "methods",
            "ablation", "hparams", "none")
 TOP_KEYS = ("name", "base", "imports", "overrides", "metric", "method", "parameters", "variants", "run_cap",
             "early_terminate", "report", "description", "seed", "seeds", "top_k")

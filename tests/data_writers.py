@@ -183,3 +183,70 @@ def write_roberta(folder: Path, hidden: int = 64, layers: int = 1, seed: int = 0
                         intermediate_size=2 * hidden, max_position_embeddings=80, type_vocab_size=1, pad_token_id=1)
     RobertaModel(cfg).save_pretrained(folder)
     return folder
+
+
+def _rle(mask: np.ndarray) -> dict | None:
+    """A COCO RLE as MeViS's mask_dict.json stores it (counts as text); None for an empty mask."""
+    from pycocotools import mask as mask_utils
+
+    if not mask.any():
+        return None
+    r = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(r["size"][0]), int(r["size"][1])], "counts": r["counts"].decode("ascii")}
+
+
+def write_mevis(root: Path, videos: dict[str, int] | None = None, h: int = 36, w: int = 48, seed: int = 0) -> dict:
+    """The MeViS layout: <split>/JPEGImages/<video>/<frame>.jpg, <split>/meta_expressions.json and, for
+    train and valid_u, <split>/mask_dict.json (anno_id -> one RLE or null per frame). Each video has
+    three objects moving on their own paths: object 1 rightwards, object 2 downwards, object 3 leaves
+    the frame halfway; expressions name one object, two objects (their union is the target) or the
+    one that leaves (its last frames have an empty target). Returns the truth per (split, video,
+    expression, frame) and the anno_id of each (split, video, object)."""
+    import json
+
+    rng = np.random.default_rng(seed)
+    videos = videos or {"train": 4, "valid_u": 2, "valid": 2}
+    truth, anno = {}, {}
+    next_anno = 0
+    for split, n in videos.items():
+        meta, masks = {}, {}
+        for v in range(n):
+            vid = f"{split[:2]}{v:02d}{rng.integers(0, 10**6):06x}"
+            n_frames = int(rng.integers(5, 8))
+            names = [f"{i:05d}" for i in range(n_frames)]
+            objs = {}
+            for o in (1, 2, 3):
+                per = []
+                for k in range(n_frames):
+                    m = np.zeros((h, w), bool)
+                    if o == 1:
+                        m[4:14, 2 + 3 * k: 12 + 3 * k] = True
+                    elif o == 2:
+                        m[2 + 2 * k: 10 + 2 * k, 30:40] = True
+                    elif k < n_frames // 2:  # object 3 leaves the view halfway
+                        m[20:30, 14 - 2 * k: 22 - 2 * k] = True
+                    per.append(m)
+                objs[o] = per
+                anno[(split, vid, o)] = str(next_anno)
+                masks[str(next_anno)] = [_rle(m) for m in per]
+                next_anno += 1
+            for k, name in enumerate(names):
+                img = np.full((h, w, 3), 30 + 20 * k, dtype=np.uint8)
+                for o, c in ((1, (200, 40, 40)), (2, (40, 200, 40)), (3, (40, 40, 200))):
+                    img[objs[o][k]] = c
+                p = root / split / "JPEGImages" / vid / f"{name}.jpg"
+                p.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(img).save(p, quality=100)
+            exps = {"0": ("the red one moving right", (1,)), "1": ("the two that move", (1, 2)),
+                    "2": ("the blue one leaving to the left", (3,))}
+            meta[vid] = {"frames": names, "expressions": {
+                e: {"exp": text, "obj_id": list(ids), "anno_id": [int(anno[(split, vid, o)]) for o in ids]}
+                for e, (text, ids) in exps.items()}}
+            for e, (_, ids) in exps.items():
+                for k, name in enumerate(names):
+                    truth[(split, vid, e, name)] = np.logical_or.reduce([objs[o][k] for o in ids])
+        (root / split).mkdir(parents=True, exist_ok=True)
+        (root / split / "meta_expressions.json").write_text(json.dumps({"videos": meta}))
+        if split != "valid":
+            (root / split / "mask_dict.json").write_text(json.dumps(masks))
+    return {"truth": truth, "anno": anno, "h": h, "w": w}

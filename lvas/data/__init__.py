@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-from lvas.data import a2d, jhmdb, samples, synthetic, ytvos  # noqa: F401
+from lvas.data import a2d, jhmdb, mevis, samples, synthetic, ytvos  # noqa: F401
 from lvas.data.a2d import A2DSentences  # noqa: F401
 from lvas.data.samples import collate  # noqa: F401
 from lvas.data.errors import DataError  # noqa: F401
 from lvas.data.jhmdb import JHMDBSentences  # noqa: F401
+from lvas.data.mevis import MeViS  # noqa: F401
 from lvas.data.ytvos import RefYouTubeVOS  # noqa: F401
 from lvas.registry import DATASETS
 
@@ -16,6 +17,8 @@ DATASETS.register("synth", "synthetic sprites in the A2D layout, with appearance
 DATASETS.register("jhmdb", "J-HMDB Sentences (evaluation only, 3 fixed frames per video)")(JHMDBSentences)
 DATASETS.register("ytvos", "Ref-YouTube-VOS (meta_expressions.json, JPEGImages, palette Annotations); J&F per expression")(
     RefYouTubeVOS)
+DATASETS.register("mevis", "MeViS (per split JPEGImages, meta_expressions.json, mask_dict.json RLEs); multi-object "
+                           "targets, J&F per expression as its eval_mevis.py")(MeViS)
 
 
 def build_dataset(cfg, split: str, vocab=None):
@@ -45,6 +48,7 @@ def require_masks(ds, key: str = "data.test_split") -> None:
     if not getattr(ds, "has_masks", True):
         from lvas.config import ConfigError
 
+        scored = getattr(getattr(ds, "dataset", ds), "scored_split", "heldout")
         raise ConfigError(f"{key}: the {ds.split!r} split has no public masks, so it cannot be scored; score "
-                          f"the 'heldout' split and write this one's submission with `lvas eval CKPT --split "
+                          f"the {scored!r} split and write this one's submission with `lvas eval CKPT --split "
                           f"{ds.split} --submission OUT.zip`")

@@ -245,3 +245,70 @@ def check_ytvos(root: str | Path, frames: int = 2) -> CheckReport:
                                         f"{r.expression} appears in no annotation")
     rep.counts = dict(counts)
     return rep
+
+
+def check_mevis(root: str | Path, frames: int = 2) -> CheckReport:
+    """Validate a MeViS layout: per split, videos, expressions, objects per expression; every listed
+    frame's JPEG exists and has its video's size; in ``train`` and ``valid_u`` every anno_id is in
+    ``mask_dict.json`` with one RLE (or null) per frame, each of its frame's size and decodable."""
+    from lvas.data.mevis import MASKED, SPLITS, decode_rle, read_expressions, read_mask_dict
+    from lvas.data.samples import image_size
+
+    root = Path(root)
+    rep = CheckReport("mevis", root)
+    if not root.is_dir():
+        rep.problems.append(f"{root}: dataset folder not found")
+        return rep
+    counts: Counter = Counter()
+    for split in SPLITS:
+        meta = root / split / "meta_expressions.json"
+        if not meta.is_file():
+            if split == "train":
+                rep.problems.append(f"{meta}: missing (expected MeViS meta_expressions.json)")
+            continue
+        try:
+            table = read_expressions(meta)
+            masks = read_mask_dict(root / split / "mask_dict.json", table) if split in MASKED else {}
+        except DataError as e:
+            rep.problems.append(str(e))
+            continue
+        counts[f"{split}: videos"] = table["video"].nunique()
+        counts[f"{split}: expressions"] = len(table)
+        counts[f"{split}: 2+ object exps"] = int((table["anno_ids"].map(len) > 1).sum())
+        sizes: dict[str, tuple[int, int]] = {}
+        for r in table.drop_duplicates("video").itertuples(index=False):
+            if len(r.frames) < frames:
+                counts[f"{split}: videos shorter than a clip"] += 1
+            jpgs = [root / split / "JPEGImages" / r.video / f"{name}.jpg" for name in r.frames]
+            missing = [j for j in jpgs if not j.is_file()]
+            rep.problems += [f"{j}: missing frame (listed in {meta.name})" for j in missing]
+            present = [j for j in jpgs if j.is_file()]
+            rep.problems += frame_size_problems(present)
+            if present:
+                try:
+                    h, w = image_size(present[0])
+                    sizes[r.video] = (h, w)
+                except DataError as e:
+                    rep.problems.append(str(e))
+        if split not in MASKED:
+            continue
+        mask_file = root / split / "mask_dict.json"
+        checked: set[str] = set()
+        for r in table.itertuples(index=False):
+            hw = sizes.get(r.video)
+            for a in r.anno_ids:
+                if a in checked or hw is None:
+                    continue
+                checked.add(a)
+                for j, name in enumerate(r.frames):
+                    try:
+                        decode_rle(masks[a][j], mask_file, f"video {r.video}, expression {r.expression}, "
+                                                           f"anno_id {a}, frame {name}", hw)
+                    except DataError as e:
+                        rep.problems.append(str(e))
+                        break  # one line per anno_id
+        counts[f"{split}: anno_ids"] = len(checked)
+    rep.counts = dict(counts)
+    if not rep.problems and not counts.get("valid_u: expressions"):
+        rep.notes.append("no valid_u split: nothing can be scored locally (valid is scored by the server)")
+    return rep

@@ -151,6 +151,8 @@ class RefYouTubeVOS(SampleDataset):
     """
 
     evaluators = ("segmentation", "video_jf")
+    submission_prefix = "Annotations/"  # the challenge server's layout
+    scored_split = "heldout"  # where masks are public
 
     def __init__(self, root: str | Path, split: str = "train", frames: int = 2, frame_stride: int = 1,
                  size: int = 320, vocab: Vocabulary | None = None, max_words: int = 20,

@@ -1,6 +1,7 @@
-"""The Ref-YouTube-VOS submission: one mask per (video, expression, frame), written as
-``Annotations/<video>/<expression id>/<frame>.png`` (8-bit grey, 0 / 255) inside a zip, the layout
-the challenge server reads."""
+"""The challenge submissions: one mask per (video, expression, frame), an 8-bit grey PNG (0 / 255)
+inside a zip, where the dataset's server reads it: Ref-YouTube-VOS
+``Annotations/<video>/<expression id>/<frame>.png``, MeViS (CodaBench) ``<video>/<expression id>/<frame>.png``
+(the dataset's ``submission_prefix``)."""
 
 from __future__ import annotations
 
@@ -28,15 +29,17 @@ def mask_png(mask: np.ndarray) -> bytes:
 
 
 def is_submission(path: Path) -> bool:
-    """Whether ``path`` is a submission zip lvas wrote: every member a mask under ``Annotations/``."""
+    """Whether ``path`` is a submission zip lvas wrote: every member a mask ``[Annotations/]<video>/
+    <expression>/<frame>.png``."""
     with zipfile.ZipFile(path) as zf:
         names = zf.namelist()
-    return all(n.startswith("Annotations/") and n.endswith(".png") for n in names)
+    return all(n.endswith(".png") and (len(n.split("/")) == 4 and n.startswith("Annotations/")
+                                       or len(n.split("/")) == 3) for n in names)
 
 
-def entry_name(meta: dict[str, Any]) -> str:
-    """The zip member of one sample: ``Annotations/<video>/<expression>/<frame name>.png``."""
-    return f"Annotations/{meta['video']}/{meta['expression']}/{meta['frame_name']}.png"
+def entry_name(meta: dict[str, Any], prefix: str = "Annotations/") -> str:
+    """The zip member of one sample: ``<prefix><video>/<expression>/<frame name>.png``."""
+    return f"{prefix}{meta['video']}/{meta['expression']}/{meta['frame_name']}.png"
 
 
 @torch.no_grad()
@@ -53,6 +56,11 @@ def write_submission(model: torch.nn.Module, loader: DataLoader, out: str | Path
     device = device or next(model.parameters()).device
     model.eval()
     expressions, n = set(), 0
+    dataset = getattr(loader.dataset, "dataset", loader.dataset)
+    prefix = getattr(dataset, "submission_prefix", None)
+    if prefix is None:
+        raise ValueError("--submission: writes the masks of a challenge split (Ref-YouTube-VOS, MeViS); these "
+                         "samples are not from one (give --dataset ytvos|mevis --root ROOT)")
 
     def write(tmp: Path) -> None:
         nonlocal n
@@ -61,11 +69,8 @@ def write_submission(model: torch.nn.Module, loader: DataLoader, out: str | Path
                 if "clip" not in batch:
                     continue
                 for lg, gt, meta in scored_frames(forward(model, batch, device), batch):
-                    if "expression" not in meta:
-                        raise ValueError("--submission: writes Ref-YouTube-VOS masks; these samples are not "
-                                         "Ref-YouTube-VOS ones (give --dataset ytvos --root ROOT)")
                     pred, _ = masks(lg, gt, meta, protocol)
-                    zf.writestr(entry_name(meta), mask_png(pred.numpy()))
+                    zf.writestr(entry_name(meta, prefix), mask_png(pred.numpy()))
                     expressions.add((meta["video"], meta["expression"]))
                     n += 1
 

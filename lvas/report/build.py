@@ -42,13 +42,15 @@ TABLES = {
     "table3d": ("table3d_backbones", "Table 3d: backbones", {}, paper.TABLE3D_BACKBONES, SHORT, {}),
     "table_ytvos": ("table_ytvos", "Ref-YouTube-VOS: LBDT-4 (lvas: held-out 10 % of train; published: valid server)",
                     paper.TABLE_YTVOS, paper.TABLE_YTVOS, ("J", "F", "JF"), {"LBDT-4 (lvas)": "LBDT-4 CVPR2022 (valid, server)"}),
-    "methods": ("methods", "Methods: CSTM, ACGA and LBDT from one registry", {}, {}, METRICS8, {}),
+    "table_mevis": ("table_mevis", "MeViS: lvas rows on valid_u (local); published rows labelled with their split",
+                    paper.TABLE_MEVIS, paper.TABLE_MEVIS, ("J", "F", "JF"), {}),
+    "methods": ("methods", "Methods from one registry", {}, {}, METRICS8, {}),
     "ablation": ("ablation", "Cross-paper ablation", {}, {}, SHORT, {}),
     "hparams": ("hparams", "Hyper-parameter search", {}, {}, METRICS8, {}),
 }
 
 
-PAPER_DATASET = {"table2": "jhmdb", "table_ytvos": "ytvos"}  # every other table is on A2D Sentences
+PAPER_DATASET = {"table2": "jhmdb", "table_ytvos": "ytvos", "table_mevis": "mevis"}  # every other table is on A2D Sentences
 KIND_COLS = ("appearance/AP", "motion/AP", "appearance/mIoU", "motion/mIoU")
 
 
