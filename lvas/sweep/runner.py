@@ -27,7 +27,7 @@ from typing import Any
 from lvas.config import ConfigError, result_config
 from lvas.liveness import clean_tmp, is_dead
 from lvas.sweep import parent, seeds
-from lvas.sweep.study import Study
+from lvas.sweep.study import Study, plain
 from lvas.sweep.sync import StaleSweep, sync
 from lvas.sweepspec import SweepSpec, Trial
 
@@ -324,6 +324,3 @@ class SweepRunner:
         return not failed
 
 
-def plain(v: Any) -> Any:
-    """Optuna categorical choices must be None/bool/int/float/str: lists become their JSON."""
-    return v if v is None or isinstance(v, (bool, int, float, str)) else json.dumps(v)

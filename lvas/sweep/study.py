@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import sys
@@ -242,3 +243,8 @@ class Study:
 
     def tell(self, trial, value=None, state=None) -> None:
         self.optuna.tell(trial, value, state=state)
+
+
+def plain(v: Any) -> Any:
+    """Optuna categorical choices must be None/bool/int/float/str: lists become their JSON."""
+    return v if v is None or isinstance(v, (bool, int, float, str)) else json.dumps(v)

@@ -47,7 +47,7 @@ def space_trial(runner, trial) -> Trial:
 
 
 def suggest(spec, trial) -> tuple[str, dict]:
-    from lvas.sweep.runner import plain
+    from lvas.sweep.study import plain
 
     label = trial.suggest_categorical("variant", spec.labels())
     params = {}
