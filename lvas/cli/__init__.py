@@ -188,7 +188,8 @@ def _data_commands(sub, _add, quiet) -> None:
     dsub = s.add_subparsers(dest="data_command", required=True, parser_class=Parser, metavar="DATA_COMMAND")
     _dadd = dsub.add_parser
     dsub.add_parser = lambda name, **kw: _dadd(name, parents=[quiet], **kw)
-    d = dsub.add_parser("synth", help="write the synthetic set in the A2D Sentences layout")
+    d = dsub.add_parser("synth", help="write the synthetic set in the A2D Sentences layout (or, --layout mevis, "
+                                      "multi-actor motion clips in the MeViS layout)")
     d.add_argument("--out", required=True, help="output folder")
     d.add_argument("--videos", type=at_least(1, 100_000), default=400, help="clips to draw (every fifth is a test clip)")
     d.add_argument("--frames", type=at_least(1, 1000), default=8, help="frames per clip")
@@ -196,6 +197,9 @@ def _data_commands(sub, _add, quiet) -> None:
     d.add_argument("--seed", type=at_least(0, 2**32 - 1), default=0, help="clip i depends only on (seed, i)")
     d.add_argument("--annotate", choices=["target", "all"], default="target",
                    help="masks of each clip's target frame only (default), or of every frame")
+    d.add_argument("--layout", choices=["a2d", "mevis"], default="a2d",
+                   help="a2d: the quickstart's appearance / motion set; mevis: multi-actor motion expressions "
+                        "('the two moving left', 'the one that leaves the view'), every frame annotated")
     d = dsub.add_parser("prepare", help="a2d: extract frames from the .mp4 videos (resumable); "
                         "jhmdb: fix the 3 evaluated frames per video")
     d.add_argument("dataset", choices=["a2d", "jhmdb"], help="which dataset ROOT holds")

@@ -72,9 +72,14 @@ def cmd_flops(args: argparse.Namespace) -> int:
 
 def cmd_data(args: argparse.Namespace) -> int:
     if args.data_command == "synth":
-        from lvas.data.synthetic import generate
+        from lvas.data.synthetic import generate, generate_mevis
 
         t = time.perf_counter()
+        if args.layout == "mevis":
+            counts = generate_mevis(args.out, args.videos, args.frames, args.size, args.seed, progress=not args.quiet)
+            print(f"wrote {args.videos} clips to {args.out} (MeViS layout) in {time.perf_counter() - t:.1f} s: "
+                  + ", ".join(f"{k} {v}" for k, v in counts.items()))
+            return 0
         counts = generate(args.out, args.videos, args.frames, args.size, args.seed, progress=not args.quiet,
                           annotate=args.annotate)
         print(f"wrote {args.videos} clips to {args.out} in {time.perf_counter() - t:.1f} s: "

@@ -78,8 +78,9 @@ def read_expressions(path: Path) -> pd.DataFrame:
                 raise DataError(path, f"{where}: no anno_id (every expression names at least one object)")
             if not all(isinstance(a, (int, str)) and not isinstance(a, bool) and str(a).isdigit() for a in ids):
                 raise DataError(path, f"{where}: anno_id must be a list of integers")
-            rows.append((vid, eid, e["exp"], tuple(str(int(a)) for a in ids), frames))
-    table = pd.DataFrame(rows, columns=["video", "expression", "query", "anno_ids", "frames"])
+            kind = e.get("kind", "")  # not in MeViS's files: lvas's synthetic set names a query kind here
+            rows.append((vid, eid, e["exp"], tuple(str(int(a)) for a in ids), frames, kind if isinstance(kind, str) else ""))
+    table = pd.DataFrame(rows, columns=["video", "expression", "query", "anno_ids", "frames", "kind"])
     require_words(table["query"], path, first_row=1)
     return table
 
@@ -167,12 +168,12 @@ class MeViS(SampleDataset):
         self.whole_videos = clips == "video" and split != "train"
         self.variable_clips = self.whole_videos
         if self.whole_videos:
-            rows = [(r.video, r.expression, r.query, r.anno_ids, len(r.frames) // 2 + 1, r.frames[len(r.frames) // 2])
-                    for r in table.itertuples(index=False)]
+            rows = [(r.video, r.expression, r.query, r.anno_ids, len(r.frames) // 2 + 1, r.frames[len(r.frames) // 2],
+                     r.kind) for r in table.itertuples(index=False)]
         else:
-            rows = [(r.video, r.expression, r.query, r.anno_ids, i + 1, f) for r in table.itertuples(index=False)
+            rows = [(r.video, r.expression, r.query, r.anno_ids, i + 1, f, r.kind) for r in table.itertuples(index=False)
                     for i, f in enumerate(r.frames)]
-        self.index = pd.DataFrame(rows, columns=["video", "expression", "query", "anno_ids", "frame", "frame_name"])
+        self.index = pd.DataFrame(rows, columns=["video", "expression", "query", "anno_ids", "frame", "frame_name", "kind"])
         if vocab is None:
             vocab = (Vocabulary.build(table["query"], tokenizer=tokenizer) if split == "train"
                      else self.build_vocab(self.root, tokenizer))
@@ -209,7 +210,7 @@ class MeViS(SampleDataset):
             else:  # valid: no public masks; a blank stand-in of the frame's size, never scored
                 gts[pos] = (torch.zeros(hw, dtype=torch.bool), self.mask_file)
         meta = {"video": vid, "frame": frame, "instance": 0, "expression": exp, "frame_name": str(row["frame_name"]),
-                "kind": "", "frames": idx, "frame_names": [names[j - 1] for j in idx],
+                "kind": str(row["kind"]), "frames": idx, "frame_names": [names[j - 1] for j in idx],
                 "objects": len(row["anno_ids"])}
         gt, path = gts.pop(len(idx) // 2)
         return make_item(imgs, gt, path, self.size, self.vocab, str(row["query"]), self.max_words, meta, self.input,

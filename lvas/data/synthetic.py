@@ -42,6 +42,7 @@ class Actor:
     size: str
     action: str
     centre: tuple[float, float]  # (y, x) at the target frame
+    speed: float = 0.07  # a fraction of the frame side per frame (~4.5 px at 64 px)
 
     def appearance(self) -> tuple[str, str, str]:
         return (self.shape, self.colour, self.size)
@@ -51,7 +52,7 @@ class Actor:
 
     def position(self, t: int, target: int, frame_size: int) -> tuple[float, float]:
         """Centre (y, x) at frame ``t`` (0-based); the target frame is ``target``."""
-        speed = 0.07 * frame_size  # ~4.5 px per frame at 64 px
+        speed = self.speed * frame_size
         dt = t - target
         y, x = self.centre
         if self.action == "moving left":
@@ -214,4 +215,113 @@ def generate(out: str | Path, videos: int = 400, frames: int = 8, size: int = 64
     lay.missed.write_text("")
     (Path(out) / "SYNTHETIC.txt").write_text(
         f"lvas synthetic set: videos={videos} frames={frames} size={size} seed={seed}\n")
+    return counts
+
+
+# --------------------------------------------------------------------------- the MeViS layout
+# Motion expressions with several actors: each clip has two actors doing the same action and a third
+# doing another, one of which leaves the view halfway. Expressions (MeViS style, the target of a frame
+# being the union of the objects it names): "the two moving left" (two objects), "the one leaving"
+# (its last frames empty), and one single actor by its look and action. ``kind`` (an lvas key MeViS's
+# files do not have) breaks the metrics down: ``multi-object``, ``leaving``, ``single``.
+
+MEVIS_SPLITS = (("train", 3), ("valid_u", 1), ("valid", 1))  # of every 5 clips: 3 train, 1 valid_u, 1 valid
+MOVES = ("moving left", "moving right", "moving up", "moving down")
+_EXIT = {"moving left": (0.5, 0.15), "moving right": (0.5, 0.85), "moving up": (0.15, 0.5), "moving down": (0.85, 0.5)}
+
+
+def make_motion_clip(seed: int, index: int, frames: int = 8, size: int = 64) -> dict:
+    """One multi-actor clip: frames (T, S, S, 3) uint8, per-frame visible masks of each actor, and
+    (expression, actor indices, kind) triples."""
+    rng = np.random.default_rng([seed, index, 7])
+    together, other = [str(a) for a in rng.choice(MOVES, size=2, replace=False)]
+    looks = set()
+    while len(looks) < 3:
+        looks.add((str(rng.choice(SHAPES)), str(rng.choice(list(COLOURS))), str(rng.choice(list(SIZES)))))
+    looks = sorted(looks)
+    leaver = int(rng.integers(3))  # this actor starts near the edge its action leaves through
+    target_t = frames // 2
+    actors: list[Actor] = []
+    for k, (sh, co, si) in enumerate(looks):
+        action = together if k < 2 else other
+        r = SIZES[si] * size
+        speed = 0.07
+        if k == leaver:  # at the target frame near its exit edge, twice as fast: gone two frames later
+            fy, fx = _EXIT[action]
+            c, speed = (fy * size, fx * size), 0.15
+        else:
+            for _ in range(200):
+                c = (float(rng.uniform(r + 1, size - r - 1)), float(rng.uniform(r + 1, size - r - 1)))
+                if all(np.hypot(c[0] - o.centre[0], c[1] - o.centre[1]) > r + SIZES[o.size] * size + 2 for o in actors):
+                    break
+        actors.append(Actor(sh, co, si, action, c, speed))
+    bg = _background(rng, size)
+    video = np.empty((frames, size, size, 3), dtype=np.uint8)
+    visible = np.zeros((frames, 3, size, size), dtype=bool)
+    for t in range(frames):
+        img = bg.copy()
+        for k, a in enumerate(actors):
+            cy, cx = a.position(t, target_t, size)
+            sil = _silhouette(a.shape, cy, cx, SIZES[a.size] * size, size)
+            img[sil] = np.asarray(COLOURS[a.colour]) + rng.normal(0, 0.02, size=(int(sil.sum()), 3))
+            visible[t, :, sil] = False
+            visible[t, k] = sil
+        video[t] = (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+    direction = together.removeprefix("moving ")
+    single = 2 if leaver != 2 else 0
+    exps = [(f"the two moving {direction}", (0, 1), "multi-object"),
+            (f"the one that leaves the view {actors[leaver].action.removeprefix('moving ')}", (leaver,), "leaving"),
+            (actors[single].query(), (single,), "single")]
+    return {"frames": video, "masks": visible, "expressions": exps}
+
+
+def generate_mevis(out: str | Path, videos: int = 100, frames: int = 8, size: int = 64, seed: int = 0,
+                   progress: bool = True) -> dict[str, int]:
+    """Write multi-actor motion clips under ``out`` in the MeViS layout (``train``, ``valid_u``,
+    ``valid``: 3 / 1 / 1 of every 5 clips), every frame annotated; read with ``data.dataset: mevis``."""
+    import json
+
+    from PIL import Image
+    from tqdm import tqdm
+
+    from pycocotools import mask as mask_utils
+
+    def rle(m: np.ndarray) -> dict:
+        r = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+        return {"size": [int(v) for v in r["size"]], "counts": r["counts"].decode("ascii")}
+
+    out = Path(out)
+    metas = {split: {} for split, _ in MEVIS_SPLITS}
+    masks = {split: {} for split, _ in MEVIS_SPLITS}
+    which = [split for split, n in MEVIS_SPLITS for _ in range(n)]
+    counts = {"expressions": 0, "multi-object": 0, "leaving": 0, "single": 0, "empty target frames": 0}
+    anno = 0
+    for i in tqdm(range(videos), desc="synthetic motion clips", unit="clip", disable=not progress):
+        clip = make_motion_clip(seed, i, frames, size)
+        split, vid = which[i % len(which)], f"motion{i:05d}"
+        names = [f"{t:05d}" for t in range(frames)]
+        fdir = out / split / "JPEGImages" / vid
+        fdir.mkdir(parents=True, exist_ok=True)
+        for t, name in enumerate(names):
+            Image.fromarray(clip["frames"][t]).save(fdir / f"{name}.jpg", quality=95)
+        ids = []
+        for k in range(3):
+            masks[split][str(anno)] = [rle(clip["masks"][t, k]) if clip["masks"][t, k].any() else None
+                                       for t in range(frames)]
+            ids.append(anno)
+            anno += 1
+        exps = {}
+        for e, (text, objs, kind) in enumerate(clip["expressions"]):
+            exps[str(e)] = {"exp": text, "obj_id": list(objs), "anno_id": [ids[o] for o in objs], "kind": kind}
+            counts["expressions"] += 1
+            counts[kind] += 1
+            counts["empty target frames"] += int(sum(not clip["masks"][t, list(objs)].any() for t in range(frames)))
+        metas[split][vid] = {"frames": names, "expressions": exps}
+    for split, _ in MEVIS_SPLITS:
+        (out / split).mkdir(parents=True, exist_ok=True)
+        (out / split / "meta_expressions.json").write_text(json.dumps({"videos": metas[split]}))
+        if split != "valid":
+            (out / split / "mask_dict.json").write_text(json.dumps(masks[split]))
+    (out / "SYNTHETIC.txt").write_text(f"lvas synthetic motion set (MeViS layout): videos={videos} frames={frames} "
+                                       f"size={size} seed={seed}\n")
     return counts
