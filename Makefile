@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help test demo ui venv clean bench flops
+.PHONY: help test demo compare ui venv clean bench flops
 .DEFAULT_GOAL := help
 
 help:  ## this list
@@ -35,6 +35,18 @@ demo: $(STAMP)  ## Table 3a x 3 seeds on the synthetic set, tracked in MLflow, t
 	@echo "Figures: reports/quickstart/figures/"
 	@echo "Index:   reports/README.md"
 	@echo "MLflow:  make ui   (then open the 'MLflow UI' link printed above)"
+
+# "Did my conclusions survive?": the quickstart sweep again, in a store of its own (another machine, another
+# commit, another float path: ATEN_CPU_CAPABILITY=avx2 make compare), reported and compared with the
+# committed reports/quickstart: each row side by side, the Δ between the runs, every verdict; exit 1 if one flips.
+RERUN ?= rerun
+compare: $(STAMP)  ## rerun the quickstart sweep and compare it with reports/quickstart (verdicts must hold)
+	test -f data/synth/SYNTHETIC.txt || $(BIN)/lvas data synth --out data/synth
+	$(BIN)/lvas sweep sweeps/quickstart.yaml --quiet --workers $(DEMO_WORKERS) \
+	  --tracking-uri sqlite:///$(CURDIR)/$(RERUN)/mlflow.db --out $(RERUN)/sweeps
+	$(BIN)/lvas report sweeps/quickstart.yaml --tracking-uri sqlite:///$(CURDIR)/$(RERUN)/mlflow.db \
+	  --out $(RERUN)/reports --no-figures
+	$(BIN)/lvas compare reports/quickstart $(RERUN)/reports/quickstart --out $(RERUN)/compare.md
 
 # The MLflow UI on the project's store, on loopback only (nothing to the network); UI_PORT to move it.
 UI_PORT ?= 5000
