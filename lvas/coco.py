@@ -130,12 +130,15 @@ class CocoEvaluator:
         self.union: list[int] = []
 
     def _image_id(self, meta: dict) -> str | None:
-        """The dataset's COCO image id (MTTR's string), else one built the same way; unique."""
-        if "image_id" in meta:
-            return meta["image_id"]
-        base = f"v_{meta.get('video')}_f_{meta.get('frame')}_i_{meta.get('instance', 0)}"
+        """The dataset's COCO image id (MTTR's string), else one built the same way; a frame scored
+        again (several queries on one instance in a synthetic set; a clip's other annotated frames,
+        ``targets: clip``) is numbered in order. None: not an image of their ground truth."""
+        base = meta["image_id"] if "image_id" in meta else \
+            f"v_{meta.get('video')}_f_{meta.get('frame')}_i_{meta.get('instance', 0)}"
+        if base is None:
+            return None
         image_id, n = base, 1
-        while image_id in self.ids:  # several queries on one instance (synthetic sets): numbered in order
+        while image_id in self.ids:
             n += 1
             image_id = f"{base}_q_{n}"
         return image_id
@@ -150,8 +153,6 @@ class CocoEvaluator:
         image_id = self._image_id(meta)
         if image_id is None:  # not an image of their ground truth (A2D's "1 (copy)" row): not scored
             return {"I": inter, "U": union}
-        if image_id in self.ids:
-            raise ValueError(f"COCO image id {image_id!r} given twice (the dataset's image_id must be unique)")
         self.ids.add(image_id)
         t = truth.numpy().astype(bool)
         self.images.append({"id": image_id, "height": int(t.shape[0]), "width": int(t.shape[1])})

@@ -186,8 +186,11 @@ def power(delta: float, sd: float, n: int, alpha: float = ALPHA) -> float:
         return 1.0 if delta != 0 else alpha
     df = n - 1
     crit = float(stats.t.ppf(1 - alpha / 2, df))
-    nc = delta / (sd / math.sqrt(n))
-    return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+    nc = abs(delta) / (sd / math.sqrt(n))
+    if nc - crit > 40:  # far beyond the critical value: scipy's noncentral t gives NaN out there
+        return 1.0
+    p = float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+    return 1.0 if p != p else min(1.0, p)
 
 
 def detectable(sd: float, n: int, alpha: float = ALPHA, target: float = POWER) -> float:

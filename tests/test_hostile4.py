@@ -268,11 +268,17 @@ def _ranks_started(proc, out: Path, timeout: float = 300.0) -> list:
 
     import psutil
 
+    def command(p) -> str:
+        try:
+            return " ".join(p.cmdline())
+        except (psutil.Error, OSError):  # gone between listing and reading (a short-lived helper)
+            return ""
+
     end = time.monotonic() + timeout
     while time.monotonic() < end and proc.poll() is None:
         family = psutil.Process(proc.pid).children(recursive=True)
-        ranks = [p for p in family if "train" in " ".join(p.cmdline()) and "lvas.cli" in " ".join(p.cmdline())
-                 and "torch.distributed.run" not in " ".join(p.cmdline())]
+        ranks = [p for p in family if "train" in command(p) and "lvas.cli" in command(p)
+                 and "torch.distributed.run" not in command(p)]
         if len(ranks) == 2 and list(out.rglob("trials/*/history.json")):  # an epoch done: both ranks in training
             return [proc.pid, *[p.pid for p in psutil.Process(proc.pid).children(recursive=True)]]
         time.sleep(0.2)

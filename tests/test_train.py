@@ -76,7 +76,7 @@ def test_resume_gives_the_same_result(synth, tmp_path):
     cfg = tiny_cfg(synth)
     full, _ = train_experiment(cfg, tmp_path / "full", progress=False, track=OFF)
 
-    def stop_after_two(epoch, metrics):
+    def stop_after_two(epoch, metrics, stage):
         if epoch == 2:
             raise KeyboardInterrupt
 

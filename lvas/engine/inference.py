@@ -106,7 +106,8 @@ def scored_frames(outputs: dict, batch: dict) -> Iterator[tuple[torch.Tensor, to
             if pos not in frames:
                 continue
             k = frames.index(pos)
-            m = meta if pos == positions[0] else {**meta, "frame": _frame_number(meta, pos)}
+            m = meta if pos == positions[0] else {k: v for k, v in meta.items() if k != "image_id"} | {
+                "frame": _frame_number(meta, pos)}  # another frame of the clip: the sample's image id is not its
             if "frame_names" in meta:  # the file name of each clip frame (submissions, per-frame records)
                 m = {**m, "frame_name": meta["frame_names"][pos]}
             extra = {} if scores is None else {"model_score": float(scores[i, k])}
