@@ -145,9 +145,12 @@ def test_a_killed_worker_is_replaced_and_its_trial_resumed(synth, tmp_path, refe
     deadline = time.time() + 120
     while time.time() < deadline:
         kids = psutil.Process(proc.pid).children()
-        if len(kids) == 2 and any((tmp_path / "sweeps" / "faults" / "trials").glob("*/last.pt")):
+        # both workers inside a trial (a checkpoint written, no test score yet): the kill lands in one
+        started = [d for d in (tmp_path / "sweeps" / "faults" / "trials").glob("*")
+                   if (d / "last.pt").is_file() and not (d / "test_metrics.json").is_file()]
+        if len(kids) == 2 and len(started) >= 2:
             break
-        time.sleep(0.2)
+        time.sleep(0.1)
     os.kill(kids[0].pid, signal.SIGKILL)
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-2000:]
