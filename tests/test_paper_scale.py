@@ -27,7 +27,7 @@ SIZES = {"cstm_paper": "1x8x320x320", "cstm_released": "1x8x320x320", "lbdt4_pap
 # every YAML runs on the meta device at paper size in every run (tests/test_meta_device.py), and every
 # method trains CPU-sized in its own tests.
 SLOW = {"cstm_paper", "cstm_released", "lbdt4_paper", "acga_paper", "referformer_paper", "referformer_r50"}
-slow = pytest.mark.skipif(not os.environ.get("LVAS_SLOW"), reason="same code as a faster YAML; LVAS_SLOW=1 runs it")
+slow = pytest.mark.skipif(not os.environ.get("LVAS_SLOW"), reason="paper-size CPU step kept out of the CI budget (on meta at paper size in every run); LVAS_SLOW=1 runs it")
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=slow) if n in SLOW else n for n in SIZES])
