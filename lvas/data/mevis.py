@@ -41,6 +41,7 @@ from lvas.data.clips import clip_indices
 from lvas.data.errors import DataError
 from lvas.data.samples import SampleDataset, make_item, plain_name, read_image, stack_frames
 from lvas.data.vocab import Vocabulary, require_words
+from lvas.data.ytvos import listed_expressions
 from lvas.inputs import input_spec
 
 SPLITS = ("train", "valid_u", "valid")
@@ -52,34 +53,16 @@ def read_expressions(path: Path) -> pd.DataFrame:
     Every problem names the file and the video / expression it is in."""
     if not path.is_file():
         raise DataError(path, "missing (expected MeViS meta_expressions.json)")
-    try:
-        videos = json.loads(path.read_text())["videos"]
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise DataError(path, "cannot be parsed as JSON") from None
-    except (KeyError, TypeError):
-        raise DataError(path, 'expected an object with a "videos" key') from None
-    if not isinstance(videos, dict):
-        raise DataError(path, '"videos" must map video ids to {frames, expressions}')
     rows = []
-    for k, (vid, v) in enumerate(sorted(videos.items())):
-        vid = plain_name(vid, "video id", path, f"video #{k + 1}")
-        if not isinstance(v, dict) or not isinstance(v.get("expressions"), dict) or not isinstance(v.get("frames"), list):
-            raise DataError(path, f"video {vid}: expected {{\"frames\": [...], \"expressions\": {{...}}}}")
-        frames = [plain_name(f, "frame name", path, f"video {vid}, frame #{j + 1}") for j, f in enumerate(v["frames"])]
-        if not frames:
-            raise DataError(path, f"video {vid}: no frames listed")
-        for eid, e in sorted(v["expressions"].items(), key=lambda kv: (len(kv[0]), kv[0])):
-            eid = plain_name(eid, "expression id", path, f"video {vid}")
-            where = f"video {vid}, expression {eid}"
-            if not isinstance(e, dict) or not isinstance(e.get("exp"), str):
-                raise DataError(path, f"{where}: expected {{\"exp\": TEXT, \"obj_id\": [...], \"anno_id\": [...]}}")
-            ids = e.get("anno_id")
-            if not isinstance(ids, list) or not ids:
-                raise DataError(path, f"{where}: no anno_id (every expression names at least one object)")
-            if not all(isinstance(a, (int, str)) and not isinstance(a, bool) and str(a).isdigit() for a in ids):
-                raise DataError(path, f"{where}: anno_id must be a list of integers")
-            kind = e.get("kind", "")  # not in MeViS's files: lvas's synthetic set names a query kind here
-            rows.append((vid, eid, e["exp"], tuple(str(int(a)) for a in ids), frames, kind if isinstance(kind, str) else ""))
+    for vid, eid, e, frames in listed_expressions(path):
+        where = f"video {vid}, expression {eid}"
+        ids = e.get("anno_id")
+        if not isinstance(ids, list) or not ids:
+            raise DataError(path, f"{where}: no anno_id (every expression names at least one object)")
+        if not all(isinstance(a, (int, str)) and not isinstance(a, bool) and str(a).isdigit() for a in ids):
+            raise DataError(path, f"{where}: anno_id must be a list of integers")
+        kind = e.get("kind", "")  # not in MeViS's files: lvas's synthetic set names a query kind here
+        rows.append((vid, eid, e["exp"], tuple(str(int(a)) for a in ids), frames, kind if isinstance(kind, str) else ""))
     table = pd.DataFrame(rows, columns=["video", "expression", "query", "anno_ids", "frames", "kind"])
     require_words(table["query"], path, first_row=1)
     return table

@@ -36,7 +36,7 @@ import json
 import warnings
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import numpy as np
 import pandas as pd
@@ -56,6 +56,22 @@ def read_meta_expressions(path: Path, need_objects: bool) -> pd.DataFrame:
     """meta_expressions.json -> one row per expression: video, expression, query, obj_id, frames."""
     if not path.is_file():
         raise DataError(path, "missing (expected Ref-YouTube-VOS meta_expressions.json)")
+    rows = []
+    for vid, eid, e, frames in listed_expressions(path):
+        obj = e.get("obj_id")
+        if need_objects and obj is None:
+            raise DataError(path, f"video {vid}, expression {eid}: no obj_id (needed for masks)")
+        rows.append((vid, eid, e["exp"], None if obj is None else int(obj), frames))
+    table = pd.DataFrame(rows, columns=["video", "expression", "query", "obj_id", "frames"])
+    require_words(table["query"], path, first_row=1)
+    return table
+
+
+def listed_expressions(path: Path) -> Iterator[tuple[str, str, dict, list[str]]]:
+    """(video, expression id, expression, listed frames) of a ``meta_expressions.json`` in the layout
+    Ref-YouTube-VOS and MeViS share (``videos -> {frames, expressions -> {exp, ...}}``), videos by id and
+    expressions by number; every name checked to be plain, every problem one DataError naming the file
+    and the video / expression."""
     try:
         videos = json.loads(path.read_text())["videos"]
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -64,7 +80,6 @@ def read_meta_expressions(path: Path, need_objects: bool) -> pd.DataFrame:
         raise DataError(path, 'expected an object with a "videos" key') from None
     if not isinstance(videos, dict):
         raise DataError(path, '"videos" must map video ids to {expressions, frames}')
-    rows = []
     for k, (vid, v) in enumerate(sorted(videos.items())):
         vid = plain_name(vid, "video id", path, f"video #{k + 1}")
         if not isinstance(v, dict) or not isinstance(v.get("expressions"), dict) or not isinstance(v.get("frames"), list):
@@ -76,13 +91,7 @@ def read_meta_expressions(path: Path, need_objects: bool) -> pd.DataFrame:
             eid = plain_name(eid, "expression id", path, f"video {vid}")
             if not isinstance(e, dict) or not isinstance(e.get("exp"), str):
                 raise DataError(path, f"video {vid}, expression {eid}: expected {{\"exp\": TEXT, ...}}")
-            obj = e.get("obj_id")
-            if need_objects and obj is None:
-                raise DataError(path, f"video {vid}, expression {eid}: no obj_id (needed for masks)")
-            rows.append((vid, eid, e["exp"], None if obj is None else int(obj), frames))
-    table = pd.DataFrame(rows, columns=["video", "expression", "query", "obj_id", "frames"])
-    require_words(table["query"], path, first_row=1)
-    return table
+            yield vid, eid, e, frames
 
 
 def heldout_videos(videos: list[str], fraction: float = HELDOUT_FRACTION) -> list[str]:
