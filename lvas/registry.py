@@ -52,7 +52,7 @@ REQUIRED = "<required>"  # the default of a setting that has none
 INDEX = Path(__file__).with_name("registry_index.json")
 # where lvas's own components live: every module under these is scanned for the index
 COMPONENT_PACKAGES = ("lvas.models", "lvas.data", "lvas.engine")
-COMPONENT_MODULES = ("lvas.inputs", "lvas.metrics", "lvas.coco")
+COMPONENT_MODULES = ("lvas.inputs", "lvas.metrics", "lvas.coco", "lvas.davis2017")
 
 
 class RegistryError(Exception):

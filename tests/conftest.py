@@ -6,7 +6,15 @@ import torch
 
 # Never reach the network for weights: any torchvision download would fail loudly here.
 os.environ.setdefault("TORCH_HOME", os.path.join(os.path.dirname(__file__), ".torch_home_unused"))
-torch.set_num_threads(2)
+# One share of the cores per xdist worker, for this process and every lvas process a test starts
+# (lvas reads LVAS_PARALLEL_TRIALS as the sweep runner's trials do): two workers with two threads each
+# oversubscribe a 2-core machine, and OpenMP's spinning threads then make CPU-bound tests ~10x slower
+# (tests/test_referformer.py: 30 s alone, its tests 30 s *each* inside the suite).
+_WORKERS = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+_THREADS = max(1, len(os.sched_getaffinity(0)) // _WORKERS)
+os.environ.setdefault("LVAS_PARALLEL_TRIALS", str(_WORKERS))
+os.environ.setdefault("OMP_NUM_THREADS", str(_THREADS))
+torch.set_num_threads(_THREADS)
 # derived caches (FLOP counts) go to a fresh folder, never the user's ~/.cache
 os.environ.setdefault("LVAS_CACHE", tempfile.mkdtemp(prefix="lvas-test-cache-"))
 

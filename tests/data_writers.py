@@ -250,3 +250,58 @@ def write_mevis(root: Path, videos: dict[str, int] | None = None, h: int = 36, w
         if split != "valid":
             (root / split / "mask_dict.json").write_text(json.dumps(masks))
     return {"truth": truth, "anno": anno, "h": h, "w": w}
+
+
+def write_davis(root: Path, videos: dict[str, int] | None = None, h: int = 36, w: int = 48, seed: int = 0) -> dict:
+    """Ref-DAVIS17 as ReferFormer's convert_davis_to_ytvos.py leaves it: {train,valid}/JPEGImages/<video>/
+    <frame>.jpg, {train,valid}/Annotations/<video>/<frame>.png (palette, DAVIS's unsupervised ids),
+    {train,valid}/meta.json (objects -> category) and meta_expressions/{train,valid}/meta_expressions.json
+    with four expressions per object (annotator 1 first-frame / full-video, annotator 2 the same), numbered
+    0, 1, 2, ... object by object. Objects: 1 moves right, 2 moves down, 3 enters the view after the
+    first frame (so the DAVIS evaluation, which counts the first frame's objects, does not score it);
+    the valid annotations carry a void (255) border around object 1; the last valid video also has
+    expressions for an object 4 that no annotation holds."""
+    import json
+
+    rng = np.random.default_rng(seed)
+    videos = videos or {"train": 4, "valid": 3}
+    words = {1: "red", 2: "green", 3: "blue", 4: "missing"}
+    labels = {}
+    for folder, n in videos.items():
+        meta_exp, meta_obj = {}, {}
+        for v in range(n):
+            vid = f"{folder[0]}{v:02d}-{rng.integers(0, 10**6):06x}"
+            n_frames = int(rng.integers(5, 8))
+            names = [f"{i:05d}" for i in range(n_frames)]
+            objects = [1, 2, 3] + ([4] if folder == "valid" and v == n - 1 else [])
+            for k, name in enumerate(names):
+                ids = np.zeros((h, w), np.uint8)
+                img = np.full((h, w, 3), 30 + 20 * k, dtype=np.uint8)
+                for o, box, colour in ((1, (4, 14, 2 + 3 * k, 12 + 3 * k), (200, 40, 40)),
+                                       (2, (2 + 2 * k, 10 + 2 * k, 30, 40), (40, 200, 40)),
+                                       (3, (22, 32, 4, 16) if k > 0 else None, (40, 40, 200))):
+                    if box is None:
+                        continue
+                    y0, y1, x0, x1 = box
+                    ids[y0:y1, x0:x1] = o
+                    img[y0:y1, x0:x1] = colour
+                if folder == "valid":  # void pixels on object 1's right edge
+                    ids[4:14, 12 + 3 * k: 13 + 3 * k] = 255
+                labels[(folder, vid, name)] = ids
+                write_palette_png(root / folder / "Annotations" / vid / f"{name}.png", ids)
+                p = root / folder / "JPEGImages" / vid / f"{name}.jpg"
+                p.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(img).save(p, quality=100)
+            exps, e = {}, 0
+            for o in objects:
+                for who in (1, 2):
+                    for kind in ("in the first frame", "moving"):
+                        exps[str(e)] = {"exp": f"the {words[o]} one {kind} as annotator {who} says", "obj_id": str(o)}
+                        e += 1
+            meta_exp[vid] = {"expressions": exps, "frames": names}
+            meta_obj[vid] = {"objects": {str(o): {"category": "thing"} for o in (1, 2, 3)}}
+        p = root / "meta_expressions" / folder / "meta_expressions.json"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps({"videos": meta_exp}))
+        (root / folder / "meta.json").write_text(json.dumps({"videos": meta_obj}))
+    return {"labels": labels, "h": h, "w": w}

@@ -23,6 +23,7 @@ import yaml
 from PIL import Image
 
 from data_writers import write_mevis
+from davis_toolkit import db_eval_iou, f_measure
 from lvas.cli import main
 from lvas.data import DataError
 from lvas.data.mevis import MeViS
@@ -32,54 +33,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # --------------------------------------------------------------------------- MeViS's procedure
-
-
-def _seg2bmap(seg: np.ndarray) -> np.ndarray:
-    """DAVIS's seg2bmap at the mask's own size: a pixel differing from its east, south or south-east
-    neighbour (zero outside), the last row east only, the last column south only, no corner."""
-    seg = seg.astype(bool)
-    h, w = seg.shape
-    e, s, se = np.zeros_like(seg), np.zeros_like(seg), np.zeros_like(seg)
-    e[:, :-1] = seg[:, 1:]
-    s[:-1, :] = seg[1:, :]
-    se[:-1, :-1] = seg[1:, 1:]
-    b = seg ^ e | seg ^ s | seg ^ se
-    b[-1, :] = seg[-1, :] ^ e[-1, :]
-    b[:, -1] = seg[:, -1] ^ s[:, -1]
-    b[-1, -1] = 0
-    return b
-
-
-def _f_measure(fg: np.ndarray, gt: np.ndarray, bound_th: float = 0.008) -> float:
-    import cv2
-
-    r = bound_th if bound_th >= 1 else np.ceil(bound_th * np.linalg.norm(fg.shape))
-    yy, xx = np.mgrid[-int(r):int(r) + 1, -int(r):int(r) + 1]
-    disk = (yy ** 2 + xx ** 2 <= r ** 2).astype(np.uint8)  # skimage.morphology.disk
-    fb, gb = _seg2bmap(fg), _seg2bmap(gt)
-    fg_dil = cv2.dilate(fb.astype(np.uint8), disk)
-    gt_dil = cv2.dilate(gb.astype(np.uint8), disk)
-    gt_match, fg_match = gb * fg_dil, fb * gt_dil
-    n_fg, n_gt = np.sum(fb), np.sum(gb)
-    if n_fg == 0 and n_gt > 0:
-        precision, recall = 1, 0
-    elif n_fg > 0 and n_gt == 0:
-        precision, recall = 0, 1
-    elif n_fg == 0 and n_gt == 0:
-        precision, recall = 1, 1
-    else:
-        precision, recall = np.sum(fg_match) / float(n_fg), np.sum(gt_match) / float(n_gt)
-    return 0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
-
-
-def _db_eval_iou(annotation: np.ndarray, segmentation: np.ndarray) -> np.ndarray:
-    annotation, segmentation = annotation.astype(bool), segmentation.astype(bool)
-    inters = np.sum(segmentation & annotation, axis=(-2, -1))
-    union = np.sum(segmentation | annotation, axis=(-2, -1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        j = inters / union
-    j[np.isclose(union, 0)] = 1
-    return j
 
 
 def eval_mevis(meta_path: Path, mask_path: Path, pred_root: Path) -> dict:
@@ -103,8 +56,8 @@ def eval_mevis(meta_path: Path, mask_path: Path, pred_root: Path) -> dict:
                     if rle:
                         gt_masks[k] += cocomask.decode(rle)
                 pred_masks[k] = cv2.imread(str(pred_root / vid_name / exp / f"{frame_name}.png"), cv2.IMREAD_GRAYSCALE)
-            j = _db_eval_iou(gt_masks, pred_masks).mean()
-            f = np.mean([_f_measure(pred_masks[k], gt_masks[k]) for k in range(n)])
+            j = db_eval_iou(gt_masks, pred_masks).mean()
+            f = np.mean([f_measure(pred_masks[k], gt_masks[k]) for k in range(n)])
             out[f"{vid_name}_{exp}"] = (j, f)
     j, f = np.mean([v[0] for v in out.values()]), np.mean([v[1] for v in out.values()])
     return {"per": out, "J": 100 * j, "F": 100 * f, "JF": 100 * (j + f) / 2}

@@ -93,7 +93,7 @@ def _run_commands(sub) -> None:
     s = sub.add_parser("eval", help="evaluate a checkpoint (or an MLflow run's selected checkpoint)")
     s.add_argument("checkpoint", help="CHECKPOINT.pt or an MLflow RUN_ID")
     s.add_argument("overrides", nargs="*", help="key.path=value overrides of the stored config (e.g. data.root=...)")
-    s.add_argument("--dataset", default=None, help="registered dataset (lvas list dataset): a2d, jhmdb, ytvos, mevis, synth")
+    s.add_argument("--dataset", default=None, help="registered dataset (lvas list dataset): a2d, jhmdb, ytvos, mevis, davis, synth")
     s.add_argument("--root", default=None, help="dataset folder (default: the one trained on)")
     s.add_argument("--split", default=None, help="split to evaluate (default: the config's data.test_split)")
     s.add_argument("--protocol", default=None,
@@ -206,7 +206,7 @@ def _data_commands(sub, _add, quiet) -> None:
     d.add_argument("root", help="dataset folder")
     d = dsub.add_parser("check", help="validate a dataset folder, print counts and every problem")
     d.add_argument("root", help="dataset folder")
-    d.add_argument("--dataset", choices=["a2d", "jhmdb", "ytvos", "mevis", "synth"], default="a2d", help="its layout")
+    d.add_argument("--dataset", choices=["a2d", "jhmdb", "ytvos", "mevis", "davis", "synth"], default="a2d", help="its layout")
     d.add_argument("--frames", type=at_least(1), default=8, help="clip length (to flag videos shorter than a clip)")
     s.set_defaults(func=cmd_data)
 

@@ -142,8 +142,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     with checkpoint_path(args.checkpoint, args.tracking_uri) as path:
         cfg, model, vocab = _released(args, path) if args.config else _trained(args, path)
     data = to_dict(cfg)
+    trained_on = cfg.data.dataset.name
     data = apply_values(data, {k: v for k, v in (("data.dataset", args.dataset), ("data.root", args.root)) if v})
     cfg = from_dict(apply_overrides(data, args.overrides), run_imports=False)
+    if not args.split and cfg.data.dataset.name != trained_on:  # another dataset (zero-shot): where it is scored
+        from lvas.registry import DATASETS
+
+        args.split = getattr(DATASETS.get(cfg.data.dataset.name).builder, "scored_split", "test")
     device = resolve_device(cfg.train.device)
     workers = resources.apply(cfg, device).workers
     model.to(device)
@@ -163,8 +168,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         _replaceable(args.submission, is_submission, args.force, "--submission")
 
         done = write_submission(model, batches, args.submission, protocol, device, progress=not args.quiet)
-        print(f"{args.submission}: {done['masks']} masks of {done['expressions']} expressions in "
-              f"{done['videos']} videos ({ds.split} split, binarised as protocol {protocol})")
+        if getattr(ds, "submission_layout", "") == "davis17":
+            print(f"{args.submission}: {done['masks']} label maps (anno_<k>/<video>/<frame>.png: each annotator's "
+                  f"objects merged) of {done['expressions']} expressions in {done['videos']} videos ({ds.split} split)")
+        else:
+            print(f"{args.submission}: {done['masks']} masks of {done['expressions']} expressions in "
+                  f"{done['videos']} videos ({ds.split} split, binarised as protocol {protocol})")
         return 0
     require_masks(ds, "--split")
     if args.json:
@@ -203,10 +212,14 @@ def _print_metrics(cfg, split: str, protocol: str, res: dict) -> None:
           + (f", {res['skipped']} skipped" if res["skipped"] else "") + ")")
     names = catalogue.PAPER_COLUMNS
     print("  ".join(f"{k:>6}" for k in ["", *names]))
-    for g in [""] + sorted({k.split("/")[0] for k in m if "/" in k}):
+    for g in [""] + sorted({k.split("/")[0] for k in m if k.endswith("/n")}):  # the query kinds
         pre = f"{g}/" if g else ""
         print("  ".join([f"{(g or 'all'):>6}"] + [f"{m[pre + k]:6.1f}" for k in names]) + f"  (n={m[pre + 'n']})")
-    if "JF" in m:
+    if "JF" in m and "anno_0/JF" in m:  # Ref-DAVIS17
+        print(f"J {m['J']:.2f}  F {m['F']:.2f}  J&F {m['JF']:.2f}  (DAVIS-2017 unsupervised evaluation of each "
+              f"annotator's merged label maps, {m['objects']} objects, averaged over the annotators: "
+              + ", ".join(f"anno_{a} {m[f'anno_{a}/JF']:.2f}" for a in range(4) if f"anno_{a}/JF" in m) + ")")
+    elif "JF" in m:
         print(f"J {m['J']:.2f}  F {m['F']:.2f}  J&F {m['JF']:.2f}  ({m['expressions']} expressions; DAVIS region J "
               f"and boundary F, mean over each expression's frames, then over expressions)")
 

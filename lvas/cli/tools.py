@@ -100,7 +100,7 @@ def cmd_data(args: argparse.Namespace) -> int:
             df, path = load_samples(args.root)
             print(f"{len(df)} J-HMDB samples fixed in {path}")
         return 0
-    from lvas.data.check import check_a2d, check_jhmdb, check_mevis, check_ytvos
+    from lvas.data.check import check_a2d, check_davis, check_jhmdb, check_mevis, check_ytvos
 
     if args.dataset == "jhmdb":
         rep = check_jhmdb(args.root, args.frames)
@@ -108,6 +108,8 @@ def cmd_data(args: argparse.Namespace) -> int:
         rep = check_ytvos(args.root, args.frames)
     elif args.dataset == "mevis":
         rep = check_mevis(args.root, args.frames)
+    elif args.dataset == "davis":
+        rep = check_davis(args.root, args.frames)
     else:
         rep = check_a2d(args.root, args.frames, dataset=args.dataset)
     print(rep.format())

@@ -1,10 +1,11 @@
-"""Datasets: A2D Sentences, J-HMDB Sentences, Ref-YouTube-VOS and the synthetic set (A2D layout), registered in
+"""Datasets: A2D Sentences, J-HMDB Sentences, Ref-YouTube-VOS, MeViS, Ref-DAVIS17 and the synthetic set (A2D layout), registered in
 ``DATASETS``; every dataset module is imported here explicitly."""
 
 from __future__ import annotations
 
-from lvas.data import a2d, jhmdb, mevis, samples, synthetic, ytvos  # noqa: F401
+from lvas.data import a2d, davis, jhmdb, mevis, samples, synthetic, ytvos  # noqa: F401
 from lvas.data.a2d import A2DSentences  # noqa: F401
+from lvas.data.davis import RefDAVIS17  # noqa: F401
 from lvas.data.samples import collate  # noqa: F401
 from lvas.data.errors import DataError  # noqa: F401
 from lvas.data.jhmdb import JHMDBSentences  # noqa: F401
@@ -19,6 +20,8 @@ DATASETS.register("ytvos", "Ref-YouTube-VOS (meta_expressions.json, JPEGImages, 
     RefYouTubeVOS)
 DATASETS.register("mevis", "MeViS (per split JPEGImages, meta_expressions.json, mask_dict.json RLEs); multi-object "
                            "targets, J&F per expression as its eval_mevis.py")(MeViS)
+DATASETS.register("davis", "Ref-DAVIS17 (ReferFormer's conversion: the Ref-YouTube-VOS layout); J&F of the DAVIS-2017 "
+                           "unsupervised evaluation, averaged over the 4 annotators")(RefDAVIS17)
 
 
 def build_dataset(cfg, split: str, vocab=None):

@@ -312,3 +312,58 @@ def check_mevis(root: str | Path, frames: int = 2) -> CheckReport:
     if not rep.problems and not counts.get("valid_u: expressions"):
         rep.notes.append("no valid_u split: nothing can be scored locally (valid is scored by the server)")
     return rep
+
+
+def check_davis(root: str | Path, frames: int = 2) -> CheckReport:
+    """Validate a Ref-DAVIS17 layout (ReferFormer's conversion): per folder, four expressions per object
+    in groups; every listed frame has its JPEG and an annotation PNG of the same size; every annotated
+    frame is listed (the DAVIS evaluation scores all of them); an expression whose object id is in no
+    annotation of its video is counted (ReferFormer trains on it with an empty target)."""
+    import numpy as np
+
+    from lvas.data.davis import SPLITS, annotator_groups
+    from lvas.data.samples import image_size
+    from lvas.data.ytvos import read_annotation_ids, read_meta_expressions
+
+    root = Path(root)
+    rep = CheckReport("davis", root)
+    if not root.is_dir():
+        rep.problems.append(f"{root}: dataset folder not found")
+        return rep
+    counts: Counter = Counter()
+    for folder in SPLITS:
+        meta = root / "meta_expressions" / folder / "meta_expressions.json"
+        try:
+            table = annotator_groups(read_meta_expressions(meta, need_objects=True), meta)
+        except DataError as e:
+            rep.problems.append(str(e))
+            continue
+        counts[f"{folder}: videos"] = table["video"].nunique()
+        counts[f"{folder}: expressions"] = len(table)
+        counts[f"{folder}: objects"] = len(table) // 4
+        seen_ids: dict[str, set[int]] = {}
+        for r in table.drop_duplicates("video").itertuples(index=False):
+            if len(r.frames) < frames:
+                counts[f"{folder}: videos shorter than a clip"] += 1
+            ann = root / folder / "Annotations" / r.video
+            listed = set(r.frames)
+            rep.problems += [f"{p}: annotated frame not listed in {meta} (the evaluation scores every annotated frame)"
+                             for p in sorted(ann.glob("*.png")) if p.stem not in listed]
+            for name in r.frames:
+                jpg, png = root / folder / "JPEGImages" / r.video / f"{name}.jpg", ann / f"{name}.png"
+                if not jpg.is_file():
+                    rep.problems.append(f"{jpg}: missing frame (listed in {meta})")
+                    continue
+                try:
+                    ids = read_annotation_ids(png)
+                    if ids.shape != image_size(jpg):
+                        rep.problems.append(f"{png}: {ids.shape[1]}x{ids.shape[0]} pixels; its frame is "
+                                            f"{image_size(jpg)[1]}x{image_size(jpg)[0]}")
+                except DataError as e:
+                    rep.problems.append(str(e))
+                    continue
+                seen_ids.setdefault(r.video, set()).update(int(v) for v in np.unique(ids))
+        counts[f"{folder}: expressions of an unannotated id"] = sum(
+            1 for r in table.itertuples(index=False) if r.video in seen_ids and r.obj_id not in seen_ids[r.video])
+    rep.counts = dict(counts)
+    return rep

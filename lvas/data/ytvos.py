@@ -162,31 +162,34 @@ class RefYouTubeVOS(SampleDataset):
     evaluators = ("segmentation", "video_jf")
     submission_prefix = "Annotations/"  # the challenge server's layout
     scored_split = "heldout"  # where masks are public
+    SPLITS = SPLITS  # split -> folder
+    MASKED = ("train",)  # the folders with public annotation PNGs
+    NAME = "Ref-YouTube-VOS"
 
     def __init__(self, root: str | Path, split: str = "train", frames: int = 2, frame_stride: int = 1,
                  size: int = 320, vocab: Vocabulary | None = None, max_words: int = 20,
                  skip_bad: bool = False, input: str = "stretch", tokenizer: str = "words", *,
                  clips: Literal["frame", "video"] = "frame") -> None:
-        if split not in SPLITS:
-            raise DataError(Path(root), f"Ref-YouTube-VOS has no split {split!r}; expected one of {', '.join(SPLITS)}")
+        if split not in self.SPLITS:
+            raise DataError(Path(root), f"{self.NAME} has no split {split!r}; expected one of {', '.join(self.SPLITS)}")
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(self.root, "dataset folder not found")
-        self.split, self.folder = split, SPLITS[split]
+        self.split, self.folder = split, self.SPLITS[split]
         self.frames, self.frame_stride, self.size, self.max_words = frames, frame_stride, size, max_words
         self.skip_bad = skip_bad
         self.input = input_spec(input)
         self.images = self.root / self.folder / "JPEGImages"
         self.annotations = self.root / self.folder / "Annotations"
-        self.has_masks = self.folder == "train"
-        table = read_meta_expressions(self.root / "meta_expressions" / self.folder / "meta_expressions.json",
-                                      need_objects=self.has_masks)
-        if self.folder == "train":
+        self.has_masks = self.folder in self.MASKED
+        table = self.read_table(self.root, self.folder, need_objects=self.has_masks)
+        if "heldout" in self.SPLITS and self.folder == "train":
             held = set(heldout_videos(sorted(set(table["video"]))))
             table = table[table["video"].isin(held) == (split == "heldout")].reset_index(drop=True)
+        self.table = table  # the split's expressions
         self.frame_lists = {r.video: r.frames for r in table.itertuples(index=False)}
         # training: the frames where the object is annotated; evaluation: every listed frame
-        present = _object_frames(self.root / "train" / "meta.json", self.annotations, table) if split == "train" else None
+        present = self.training_frames(table) if split == "train" else None
         self.whole_videos = clips == "video" and split != "train"
         self.variable_clips = self.whole_videos  # each clip its video's length: one per batch
         if self.whole_videos:  # one sample per expression (its middle frame names it)
@@ -203,11 +206,24 @@ class RefYouTubeVOS(SampleDataset):
         self.notes: list[str] = []
 
     @staticmethod
+    def read_table(root: Path, folder: str, need_objects: bool) -> pd.DataFrame:
+        """The expressions of one folder (:func:`read_meta_expressions`)."""
+        return read_meta_expressions(root / "meta_expressions" / folder / "meta_expressions.json", need_objects)
+
+    def training_frames(self, table: pd.DataFrame) -> dict[tuple[str, int], set[str]] | None:
+        """(video, object id) -> the frames a training sample may centre on (None: every listed frame)."""
+        return _object_frames(self.root / "train" / "meta.json", self.annotations, table)
+
+    @staticmethod
     def build_vocab(root: str | Path, tokenizer: str = "words") -> Vocabulary:
         """Vocabulary of the training queries (the train folder less the held-out videos)."""
         table = read_meta_expressions(Path(root) / "meta_expressions" / "train" / "meta_expressions.json", True)
         held = set(heldout_videos(sorted(set(table["video"]))))
         return Vocabulary.build(table.loc[~table["video"].isin(held), "query"], tokenizer=tokenizer)
+
+    def extra_meta(self, row: pd.Series) -> dict[str, Any]:
+        """What a dataset adds to a sample's ``meta`` (none here)."""
+        return {}
 
     def load(self, i: int) -> dict[str, Any]:
         row = self.index.iloc[i]
@@ -226,7 +242,7 @@ class RefYouTubeVOS(SampleDataset):
                 gts[pos] = (torch.zeros(imgs.shape[-2:], dtype=torch.bool), png)
         meta = {"video": vid, "frame": frame, "instance": int(row["expression"]) if str(row["expression"]).isdigit()
                 else 0, "expression": str(row["expression"]), "frame_name": str(row["frame_name"]), "kind": "",
-                "frames": idx, "frame_names": [names[j - 1] for j in idx]}
+                "frames": idx, "frame_names": [names[j - 1] for j in idx], **self.extra_meta(row)}
         gt, png = gts.pop(len(idx) // 2)
         return make_item(imgs, gt, png, self.size, self.vocab, str(row["query"]), self.max_words, meta, self.input,
                          gts)

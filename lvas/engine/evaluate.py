@@ -24,6 +24,8 @@ class Scores:
         # a protocol may stand its own evaluator in for the dataset's (coco: mAP for segmentation)
         names = [self.spec.evaluators.get(name, name) for name in evaluators]
         self.evaluators = [EVALUATORS.build(name, protocol=protocol) for name in names]
+        # an evaluator that reads the logits itself (Ref-DAVIS17's merge of a video's objects)
+        self.needs_logits = any(getattr(ev, "needs_logits", False) for ev in self.evaluators)
 
     def process(self, logits: torch.Tensor, gt: torch.Tensor, meta: dict) -> tuple[dict, torch.Tensor, torch.Tensor]:
         pred, truth = masks(logits, gt, meta, self.protocol)
@@ -34,6 +36,8 @@ class Scores:
             if "candidate_logits" in meta:  # every query of the model a detection, in the model's query order
                 cl, cs = meta["candidate_logits"], meta["candidate_scores"]
                 meta["detections"] = [(masks(cl[q], gt, meta, self.protocol)[0], float(cs[q])) for q in range(cl.shape[0])]
+        if self.needs_logits:
+            meta = {**meta, "logits": logits}
         record: dict = {}
         for ev in self.evaluators:
             record.update(ev.process(pred, truth, meta))
@@ -67,7 +71,9 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, protocol: str = "paper"
     model.eval()
     evaluators = evaluators_of(loader.dataset)
     main = Scores(protocol, evaluators)
-    others = {p: Scores(p, evaluators) for p in PROTOCOLS.names() if p != protocol} if every_protocol else {}
+    # an evaluator that does not depend on the protocol (needs_logits: it resamples the logits itself) runs once
+    per_protocol = tuple(n for n in evaluators if not getattr(EVALUATORS.get(n).builder, "needs_logits", False))
+    others = {p: Scores(p, per_protocol) for p in PROTOCOLS.names() if p != protocol} if every_protocol else {}
     skipped, examples, seen, samples = 0, [], 0, []
     for batch in tqdm(loader, desc=f"eval ({protocol})", unit="batch", disable=not progress, leave=False):
         signals.check()
