@@ -49,7 +49,7 @@ def test_every_shipped_experiment_validates(path):
     ("train: {precision: float16}", "train.precision", "expected one of 'float32', 'float64'"),
     ("train: {precision: float64, amp: bf16}", "train.precision", "float64 cannot run under train.amp: bf16"),
     ("data: {evaluators: [video_j]}", "data.evaluators[0]",
-     "unknown evaluator 'video_j'; registered: coco, coco_top1, segmentation, video_jf. Did you mean 'video_jf'?"),
+     "unknown evaluator 'video_j'; registered: coco, coco_top1, davis17, segmentation, video_jf. Did you mean 'video_jf'?"),
 ])
 def test_config_errors_name_the_key(tmp_path, text, where, expected):
     with pytest.raises(ConfigError) as e:

@@ -85,3 +85,25 @@ def test_no_two_modules_import_each_other():
         if m not in state:
             visit(m, [m])
     assert not cycles, cycles
+
+
+def test_a_training_that_needs_no_torchvision_component_never_imports_it(synth, tmp_path):
+    """torchvision's import costs ~1.2 s of CPU (its package imports every model); every trial, worker and
+    `lvas train` process of a CSTM with lvas's own tiny encoders would pay it for nothing. Such a
+    training, start to end, leaves torchvision unimported (the components that need it import it)."""
+    import yaml
+
+    exp = tmp_path / "tiny.yaml"
+    exp.write_text(yaml.safe_dump({
+        "base": str(ROOT / "experiments" / "cpu_small.yaml"), "name": "no_tv",
+        "data": {"root": str(synth), "frames": 2, "size": 32, "workers": 0},
+        "model": {"text": {"hidden": 16, "embed_dim": 8}, "cmam": {"channels": 8}, "decoder": {"channels": 8}},
+        "train": {"epochs": 1, "batch_size": 8, "limit_batches": 1},
+        "tracking": {"system_metrics": False, "overlays": 0}}))
+    argv = ["train", str(exp), "--run-dir", str(tmp_path / "run"), "--quiet", "--tracking-uri",
+            f"sqlite:///{tmp_path / 'ml.db'}"]
+    code = (f"import sys\nfrom lvas.cli import main\nrc = main({argv!r})\n"
+            "print('TV', sorted(m for m in sys.modules if m.split('.')[0] == 'torchvision')[:5])\nsys.exit(rc)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "TV []" in proc.stdout, proc.stdout.splitlines()[-1]

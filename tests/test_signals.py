@@ -98,6 +98,30 @@ def test_sigterm_to_a_two_worker_sweep_stops_every_process_and_leaves_no_run_run
     pd.testing.assert_frame_equal(report_numbers(sweep, uri, tmp_path / "reports"), reference)
 
 
+def test_a_stop_while_the_parent_run_is_reopened_ends_it_killed(synth, tmp_path, monkeypatch):
+    """A SIGTERM that lands while a coordinator reopens the sweep's parent run (status RUNNING set, its
+    owner tags being written: the first second of a resumed sweep) ends the parent KILLED, as one that
+    lands later does -- the case the two-worker SIGTERM test above once caught by chance."""
+    from lvas import signals
+    from lvas.cli import main
+    from lvas.sweep import parent
+
+    sweep = write_sweep(tmp_path, synth)
+    uri = f"sqlite:///{tmp_path / 'ml.db'}"
+    real = parent.own
+
+    def own_then_stopped(tracking_uri, run_id):
+        real(tracking_uri, run_id)
+        assert MlflowClient(tracking_uri).get_run(run_id).info.status == "RUNNING"
+        raise signals.Terminated("SIGTERM")
+
+    monkeypatch.setattr(parent, "own", own_then_stopped)
+    assert main(["sweep", str(sweep), "--out", str(tmp_path / "sweeps"), "--tracking-uri", uri, "--quiet"]) == 143
+    runs = all_runs(uri)
+    assert [(r.data.tags.get("lvas_role"), r.info.status) for r in runs] == [("sweep", "KILLED")]
+    assert "SIGTERM" in runs[0].data.tags["lvas.end_reason"]
+
+
 def test_a_store_locked_by_another_process_is_waited_for(synth, tmp_path):
     """Another process holds the SQLite store in an exclusive transaction for 8 s while a training
     writes to it: the training waits (one line) and finishes; with a shorter bound it stops with one

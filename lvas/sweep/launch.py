@@ -31,9 +31,9 @@ def run_sweep(spec: SweepSpec, opts: SweepOptions, workers: int = 1) -> tuple[in
     """
     runner = SweepRunner(spec, opts)
     runner.open_study()
-    runner.own_parent()
     procs: list[subprocess.Popen] = []
     try:
+        runner.own_parent()  # inside: a stop while the parent run is being reopened still ends it KILLED
         rec = runner.recover()
         if rec["interrupted"] or rec["retried"]:
             print(f"[{spec.name}] re-enqueued {rec['interrupted']} interrupted and {rec['retried']} failed trial(s)")

@@ -30,7 +30,6 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torchvision.ops import box_convert, generalized_box_iou, sigmoid_focal_loss
 
 from lvas.registry import LOSSES
 from lvas.settings import NonNegativeFloat
@@ -52,6 +51,8 @@ def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
 
 def _focal_cost(logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
     """(Q, P) logits against (P,) targets -> (Q,) mean focal cost (the release's ``sigmoid_focal_coef``)."""
+    from torchvision.ops import sigmoid_focal_loss  # here: importing torchvision costs ~1.2 s of CPU per process
+
     return sigmoid_focal_loss(logits, target.expand_as(logits), alpha=alpha, gamma=gamma, reduction="none").mean(1)
 
 
@@ -72,6 +73,7 @@ def match(out: dict, gt: torch.Tensor, boxes: torch.Tensor, valid: torch.Tensor,
         (B,) query indices.
     """
     from scipy.optimize import linear_sum_assignment
+    from torchvision.ops import box_convert, generalized_box_iou
 
     b, t, q = out["pred_logits"].shape[:3]
     chosen = []
@@ -102,6 +104,8 @@ def match(out: dict, gt: torch.Tensor, boxes: torch.Tensor, valid: torch.Tensor,
 def layer_losses(out: dict, gt: torch.Tensor, boxes: torch.Tensor, valid: torch.Tensor, idx: torch.Tensor,
                  num: float, alpha: float) -> dict[str, torch.Tensor]:
     """The five losses of one decoder layer's outputs for the matched queries ``idx`` (B,)."""
+    from torchvision.ops import box_convert, generalized_box_iou, sigmoid_focal_loss
+
     logits = out["pred_logits"]  # (B, T, Q, 1)
     b, t, q = logits.shape[:3]
     ar = torch.arange(b, device=logits.device)
