@@ -135,7 +135,7 @@ def trained(mevis, tmp_path_factory):
         "data": {"dataset": "mevis", "root": str(root), "test_split": "valid_u", "frames": 3, "size": 32,
                  "workers": 0},
         "model": {"text": {"hidden": 16, "embed_dim": 8}, "cmam": {"channels": 8}, "decoder": {"channels": 8}},
-        "train": {"epochs": 1, "batch_size": 8, "protocol": "strict"},
+        "train": {"epochs": 1, "batch_size": 8, "limit_batches": 3, "protocol": "strict"},
         "tracking": {"system_metrics": False, "overlays": 0}}))
     uri = f"sqlite:///{w / 'ml.db'}"
     assert main(["train", str(exp), "--run-dir", str(w / "run"), "--quiet", "--tracking-uri", uri]) == 0
@@ -179,7 +179,8 @@ def test_a_query_based_model_trains_on_multi_object_targets_with_empty_frames(me
     root, _ = mevis
     cfg = load_config(ROOT / "experiments" / "referformer_cpu.yaml", [
         "data.dataset=mevis", f"data.root={root}", "data.test_split=valid_u", "data.frames=3", "data.size=32",
-        "data.workers=0", "train.epochs=2", "train.batch_size=4", "model.decoder.queries=3", "tracking.overlays=0"])
+        "data.workers=0", "train.epochs=2", "train.batch_size=4", "train.limit_batches=3", "model.decoder.queries=3",
+        "tracking.overlays=0"])
     result, _ = train_experiment(cfg, tmp_path / "run", progress=False, track=TrackOptions(active=False))
     assert all(math.isfinite(h["train_loss"]) for h in result.history)
     assert result.test["expressions"] == 6 and 0 <= result.test["JF"] <= 100
@@ -256,7 +257,7 @@ def test_the_mevis_sweep_reports_the_published_rows_with_their_split(trained, tm
     shipped = ROOT / "sweeps" / "table_mevis.yaml"
     assert main(["sweep", str(shipped), "--dry-run"]) == 0
     spec = yaml.safe_load(shipped.read_text())
-    spec.update(base=str(trained["exp"]), seeds=2, overrides={"train.epochs": 1},
+    spec.update(base=str(trained["exp"]), seeds=2, overrides={"train.epochs": 1, "train.limit_batches": 2},
                 variants=[{"label": "CSTM (lvas)", "overrides": {}}])
     tiny = tmp_path / "table_mevis.yaml"
     tiny.write_text(yaml.safe_dump(spec))
@@ -299,7 +300,7 @@ def test_the_synthetic_motion_set_runs_the_multi_object_path_end_to_end(tmp_path
         "base": str(ROOT / "experiments" / "cpu_small.yaml"), "name": "motion_tiny",
         "data": {"dataset": "mevis", "root": str(out), "test_split": "valid_u", "frames": 4, "size": 48,
                  "workers": 0},
-        "train": {"epochs": 1, "batch_size": 8, "protocol": "strict"},
+        "train": {"epochs": 1, "batch_size": 8, "limit_batches": 4, "protocol": "strict"},
         "tracking": {"system_metrics": False, "overlays": 0}}))
     assert main(["train", str(cfg), "--run-dir", str(tmp_path / "run"), "--quiet",
                  "--tracking-uri", f"sqlite:///{tmp_path / 'ml.db'}"]) == 0

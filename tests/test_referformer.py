@@ -252,7 +252,7 @@ def test_every_frame_of_a_clip_is_predicted_trained_and_scored(tmp_path):
     root = tmp_path / "synth"
     generate(root, videos=5, frames=4, size=32, progress=False, annotate="all")
     cfg = load_config(ROOT / "experiments" / "referformer_cpu.yaml",
-                      [f"data.root={root}", "data.frames=3", "data.size=32", "train.epochs=1", "train.batch_size=4",
+                      [f"data.root={root}", "data.frames=3", "data.size=32", "train.epochs=1", "train.batch_size=4", "train.limit_batches=2",
                        "data.workers=0", "tracking.overlays=0", "model.decoder.queries=2", "model.decoder.frames=all",
                        "data.dataset={name: synth, targets: clip}"])
     result, _ = train_experiment(cfg, tmp_path / "run", progress=False, track=TrackOptions(active=False))
@@ -277,7 +277,7 @@ def test_a_whole_ref_youtube_vos_video_is_one_clip_with_one_query(tmp_path, caps
     write_ytvos(root, n_train=4, n_valid=2, h=32, w=48, n_listed=5)
     over = [f"data.root={root}", "data.dataset={name: ytvos, clips: video}", "data.train_split=train",
             "data.test_split=heldout",
-            "data.frames=3", "data.size=32", "train.epochs=1", "train.batch_size=4", "data.workers=0",
+            "data.frames=3", "data.size=32", "train.epochs=1", "train.batch_size=4", "train.limit_batches=2", "data.workers=0",
             "tracking.overlays=0", "model.decoder.queries=2", "model.decoder.frames=all", "train.protocol=strict"]
     cfg = load_config(ROOT / "experiments" / "referformer_cpu.yaml", over)
     held = build_dataset(cfg, "heldout")
@@ -302,7 +302,7 @@ def test_the_cross_generation_ablations_train_small(synth, tmp_path, rows):
     ReferFormer; ReferFormer's decoder and criterion on CSTM's encoders, CMAMs and LGFS."""
     from lvas.engine.trainer import TrackOptions, train_experiment
 
-    small = [f"data.root={synth}", "data.frames=4", "data.size=48", "train.epochs=1", "train.batch_size=4",
+    small = [f"data.root={synth}", "data.frames=4", "data.size=48", "train.epochs=1", "train.batch_size=4", "train.limit_batches=2",
              "data.workers=0", "tracking.overlays=0"]
     text = "model.text={name: lstm, embedding: learned, embed_dim: 32, hidden: 64, vocab_size: 200}"
     if rows == "cstm_in_referformer":

@@ -166,7 +166,8 @@ def trained(ytvos, tmp_path_factory):
         "data": {"dataset": "ytvos", "root": str(root), "test_split": "heldout", "frame_stride": 1, "size": 32,
                  "workers": 0},
         "model": {"bridge": {"channels": 8, "heads": 2}, "decoder": {"channels": 8}},
-        "train": {"epochs": 1, "batch_size": 8}, "tracking": {"system_metrics": False, "overlays": 0}}))
+        "train": {"epochs": 1, "batch_size": 8, "limit_batches": 3},
+        "tracking": {"system_metrics": False, "overlays": 0}}))
     uri = f"sqlite:///{w / 'ml.db'}"
     assert main(["train", str(exp), "--run-dir", str(w / "run"), "--quiet", "--tracking-uri", uri]) == 0
     return {"w": w, "exp": exp, "ck": w / "run" / "model.pt", "uri": uri, "root": root}
@@ -252,7 +253,7 @@ def test_the_ytvos_sweep_reports_lbdts_published_jf_beside_ours(trained, tmp_pat
     assert main(["sweep", str(shipped), "--dry-run"]) == 0
     tiny = tmp_path / "table_ytvos.yaml"
     spec = yaml.safe_load(shipped.read_text())
-    spec.update(base=str(trained["exp"]), seeds=2, overrides={"train.epochs": 1})
+    spec.update(base=str(trained["exp"]), seeds=2, overrides={"train.epochs": 1, "train.limit_batches": 2})
     tiny.write_text(yaml.safe_dump(spec))
     uri = f"sqlite:///{tmp_path / 'ml.db'}"
     assert main(["sweep", str(tiny), "--quiet", "--tracking-uri", uri, "--out", str(tmp_path / "sweeps")]) == 0
