@@ -145,22 +145,27 @@ def test_a_video_read_again_after_it_was_scored_is_refused(davis):
             call()
 
 
-@pytest.fixture(scope="module")
-def ytvos_run(tmp_path_factory):
-    """A CPU-small CSTM trained one epoch on a Ref-YouTube-VOS fixture (the zero-shot source)."""
-    w = tmp_path_factory.mktemp("ytvos_run")
-    root = w / "ytvos"
-    write_ytvos(root, n_train=6, n_valid=1)
-    exp = w / "ytvos.yaml"
+def _train_tiny(w: Path, dataset: str, root: Path, test_split: str) -> None:
+    """`lvas train` of a CPU-small CSTM for three batches on ``dataset``; the run in ``w/run``."""
+    exp = w / f"{dataset}.yaml"
     exp.write_text(yaml.safe_dump({
-        "base": str(ROOT / "experiments" / "cpu_small.yaml"), "name": "ytvos_tiny",
-        "data": {"dataset": "ytvos", "root": str(root), "test_split": "heldout", "frames": 3, "size": 32,
+        "base": str(ROOT / "experiments" / "cpu_small.yaml"), "name": f"{dataset}_tiny",
+        "data": {"dataset": dataset, "root": str(root), "test_split": test_split, "frames": 3, "size": 32,
                  "workers": 0},
         "model": {"text": {"hidden": 16, "embed_dim": 8}, "cmam": {"channels": 8}, "decoder": {"channels": 8}},
         "train": {"epochs": 1, "batch_size": 8, "limit_batches": 3, "protocol": "strict"},
         "tracking": {"system_metrics": False, "overlays": 0}}))
     assert main(["train", str(exp), "--run-dir", str(w / "run"), "--quiet", "--tracking-uri",
                  f"sqlite:///{w / 'ml.db'}"]) == 0
+
+
+@pytest.fixture(scope="module")
+def ytvos_run(tmp_path_factory):
+    """A CPU-small CSTM trained one epoch on a Ref-YouTube-VOS fixture (the zero-shot source)."""
+    w = tmp_path_factory.mktemp("ytvos_run")
+    root = w / "ytvos"
+    write_ytvos(root, n_train=6, n_valid=1)
+    _train_tiny(w, "ytvos", root, "heldout")
     return w / "run" / "model.pt"
 
 
@@ -193,16 +198,7 @@ def test_training_on_davis_scores_valid_with_the_davis17_evaluation(davis, tmp_p
     """`lvas train` with data.dataset davis: trains on train, scores valid (test_metrics has the
     annotator-averaged J&F and the per-annotator ones)."""
     root, _ = davis
-    exp = tmp_path / "davis.yaml"
-    exp.write_text(yaml.safe_dump({
-        "base": str(ROOT / "experiments" / "cpu_small.yaml"), "name": "davis_tiny",
-        "data": {"dataset": "davis", "root": str(root), "test_split": "valid", "frames": 3, "size": 32,
-                 "workers": 0},
-        "model": {"text": {"hidden": 16, "embed_dim": 8}, "cmam": {"channels": 8}, "decoder": {"channels": 8}},
-        "train": {"epochs": 1, "batch_size": 8, "limit_batches": 3, "protocol": "strict"},
-        "tracking": {"system_metrics": False, "overlays": 0}}))
-    assert main(["train", str(exp), "--run-dir", str(tmp_path / "run"), "--quiet", "--tracking-uri",
-                 f"sqlite:///{tmp_path / 'ml.db'}"]) == 0
+    _train_tiny(tmp_path, "davis", root, "valid")
     m = json.loads((tmp_path / "run" / "test_metrics.json").read_text())
     assert m["objects"] == 6 and 0 <= m["JF"] <= 100 and "anno_2/F" in m
 
